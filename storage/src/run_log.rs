@@ -1,0 +1,464 @@
+//! The writer's handle on a run database: create, open, and commit units of progress.
+
+use crate::codec::{FORMAT_VERSION, decode, encode};
+use crate::error::{Error, Result};
+use crate::model::{Event, LogEntry, RunMeta, RunState, StepRecord, now_ms};
+use crate::progress::Progress;
+use crate::redb_errors::map;
+use crate::schema::{
+    BATCHES, CACHE, CURSORS, KEY_FORMAT, KEY_META, KEY_STATE, LOG, META, OFFSETS, RECORDS, STEPS,
+};
+use crate::snapshot::Snapshot;
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// What a new run database records about its pipeline.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// blake3 hash of the canonical pipeline, hex encoded.
+    pub signature: String,
+    /// The canonical pipeline text, without secrets.
+    pub pipeline: String,
+    /// Version of the program creating the run.
+    pub created_by: String,
+}
+
+/// What a commit wrote to the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Sequence numbers of the log entries this unit added.
+    pub log: Range<u64>,
+}
+
+/// The single writer of a run database.
+///
+/// Opened in redb's `SingleWriter` mode, so other processes can follow its commits with
+/// [`crate::RunReader`] while it writes. Every commit is durable (`Durability::Immediate`).
+/// A failed commit poisons the handle: later commits fail with [`Error::Poisoned`], and the run
+/// resumes from the last commit after reopening.
+pub struct RunLog {
+    db: Database,
+    path: PathBuf,
+    writer: Mutex<WriterState>,
+}
+
+/// What the writer keeps in memory to check units before writing them.
+#[derive(Default, Clone)]
+struct WriterState {
+    /// Per step: next batch seq and whether its last batch is committed.
+    steps: HashMap<String, (u64, bool)>,
+    /// Next log sequence number.
+    next_log: u64,
+    /// The first fatal error, once one happened.
+    poisoned: Option<String>,
+}
+
+fn builder() -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    builder
+}
+
+/// Runs a redb open, turning a panic on a damaged file into [`Error::Corrupt`].
+pub(crate) fn guarded_open<T>(
+    path: &Path,
+    open: impl FnOnce() -> Result<T, redb::DatabaseError>,
+) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(open)) {
+        Ok(result) => result.map_err(|e| map(path, "open", e)),
+        Err(_) => Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            detail: "redb could not read the file".into(),
+        }),
+    }
+}
+
+impl RunLog {
+    /// Creates a new run database at `path`. Fails if the file already holds data.
+    pub fn create(path: impl AsRef<Path>, run: NewRun) -> Result<Self> {
+        let path = path.as_ref();
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            return match Self::open(path) {
+                Ok(_) => Err(Error::AlreadyExists {
+                    path: path.to_path_buf(),
+                }),
+                Err(e) => Err(e),
+            };
+        }
+        let db = guarded_open(path, || builder().create(path))?;
+        let log = Self {
+            db,
+            path: path.to_path_buf(),
+            writer: Mutex::new(WriterState::default()),
+        };
+        log.initialise(run)?;
+        Ok(log)
+    }
+
+    /// Opens an existing run database for writing.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(Error::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let db = guarded_open(path, || builder().open(path))?;
+        let log = Self {
+            db,
+            path: path.to_path_buf(),
+            writer: Mutex::new(WriterState::default()),
+        };
+        let snapshot = log.snapshot()?;
+        snapshot.check_format()?;
+        let mut state = WriterState {
+            next_log: snapshot.log_len()?,
+            ..WriterState::default()
+        };
+        for (name, record) in snapshot.steps()? {
+            state.steps.insert(name, (record.batches, record.done));
+        }
+        drop(snapshot);
+        *log.lock() = state;
+        Ok(log)
+    }
+
+    /// Opens the run database at `path`, creating it when the file is missing or empty.
+    /// Returns the handle and whether it was created.
+    pub fn open_or_create(path: impl AsRef<Path>, run: NewRun) -> Result<(Self, bool)> {
+        let path = path.as_ref();
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            Ok((Self::open(path)?, false))
+        } else {
+            Ok((Self::create(path, run)?, true))
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A consistent view of everything committed so far.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| map(&self.path, "begin read", e))?;
+        Ok(Snapshot::new(txn, &self.path))
+    }
+
+    /// The run's metadata.
+    pub fn meta(&self) -> Result<RunMeta> {
+        self.snapshot()?.meta()
+    }
+
+    /// Commits one unit durably, in its own transaction.
+    pub fn commit(&self, unit: Progress) -> Result<Receipt> {
+        self.commit_group(vec![unit])
+            .pop()
+            .unwrap_or(Err(Error::CommitterStopped))
+    }
+
+    /// Commits several units in one durable transaction (group commit). A unit that fails its
+    /// checks gets its error and is left out; the others are committed. A storage failure fails
+    /// every unit and poisons the handle.
+    pub fn commit_group(&self, units: Vec<Progress>) -> Vec<Result<Receipt>> {
+        let mut state = self.lock();
+        if let Some(cause) = &state.poisoned {
+            let cause = cause.clone();
+            return units
+                .iter()
+                .map(|_| {
+                    Err(Error::Poisoned {
+                        cause: cause.clone(),
+                    })
+                })
+                .collect();
+        }
+        let mut tentative = state.clone();
+        let result = self.write_group(&units, &mut tentative);
+        match result {
+            Ok(receipts) => {
+                *state = tentative;
+                receipts
+            }
+            Err(fatal) => {
+                state.poisoned = Some(fatal.to_string());
+                let mut out: Vec<Result<Receipt>> = units
+                    .iter()
+                    .skip(1)
+                    .map(|_| Err(fatal.for_group()))
+                    .collect();
+                out.insert(0, Err(fatal));
+                out
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WriterState> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn initialise(&self, run: NewRun) -> Result<()> {
+        let now = now_ms();
+        let meta = RunMeta {
+            format_version: FORMAT_VERSION,
+            signature: run.signature.clone(),
+            pipeline: run.pipeline,
+            created_ms: now,
+            created_by: run.created_by,
+        };
+        let state = RunState {
+            updated_ms: now,
+            ..RunState::default()
+        };
+        let txn = self.begin_write()?;
+        {
+            let e = |e: redb::StorageError| map(&self.path, "initialise", e);
+            let t = |e: redb::TableError| map(&self.path, "initialise", e);
+            let mut table = txn.open_table(META).map_err(t)?;
+            let version = FORMAT_VERSION.to_le_bytes();
+            table.insert(KEY_FORMAT, version.as_slice()).map_err(e)?;
+            table
+                .insert(KEY_META, encode(&meta, "run metadata")?.as_slice())
+                .map_err(e)?;
+            table
+                .insert(KEY_STATE, encode(&state, "run state")?.as_slice())
+                .map_err(e)?;
+            txn.open_table(BATCHES).map_err(t)?;
+            txn.open_table(STEPS).map_err(t)?;
+            txn.open_table(CURSORS).map_err(t)?;
+            txn.open_table(CACHE).map_err(t)?;
+            txn.open_table(OFFSETS).map_err(t)?;
+            txn.open_table(RECORDS).map_err(t)?;
+            let entry = LogEntry {
+                seq: 0,
+                at_ms: now,
+                event: Event::Created {
+                    signature: run.signature,
+                },
+            };
+            let mut log = txn.open_table(LOG).map_err(t)?;
+            log.insert(0, encode(&entry, "log entry")?.as_slice())
+                .map_err(e)?;
+        }
+        txn.commit().map_err(|e| map(&self.path, "commit", e))?;
+        self.lock().next_log = 1;
+        Ok(())
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction> {
+        self.db
+            .begin_write()
+            .map_err(|e| map(&self.path, "begin write", e))
+    }
+
+    /// Writes every valid unit in one transaction. `Err` only for storage failures.
+    fn write_group(
+        &self,
+        units: &[Progress],
+        state: &mut WriterState,
+    ) -> Result<Vec<Result<Receipt>>> {
+        let txn = self.begin_write()?;
+        let now = now_ms();
+        let mut receipts = Vec::with_capacity(units.len());
+        {
+            let mut w = Writer::open(&txn, &self.path)?;
+            for unit in units {
+                match check(unit, state) {
+                    Ok(()) => receipts.push(Ok(w.apply(unit, state, now)?)),
+                    Err(invalid) => receipts.push(Err(invalid)),
+                }
+            }
+        }
+        txn.commit().map_err(|e| map(&self.path, "commit", e))?;
+        Ok(receipts)
+    }
+}
+
+/// Checks a unit's batches against the committed ones, without writing.
+fn check(unit: &Progress, state: &WriterState) -> Result<()> {
+    let mut next: HashMap<&str, (u64, bool)> = HashMap::new();
+    for batch in &unit.batches {
+        let (seq, done) = next
+            .get(batch.step.as_str())
+            .copied()
+            .or_else(|| state.steps.get(&batch.step).copied())
+            .unwrap_or((0, false));
+        if done {
+            return Err(Error::StepAlreadyDone {
+                step: batch.step.clone(),
+                seq: batch.seq,
+            });
+        }
+        if batch.seq != seq {
+            return Err(Error::BatchOutOfOrder {
+                step: batch.step.clone(),
+                expected: seq,
+                got: batch.seq,
+            });
+        }
+        next.insert(&batch.step, (seq + 1, batch.last));
+    }
+    Ok(())
+}
+
+fn write_err(path: &Path) -> impl Fn(redb::StorageError) -> Error + '_ {
+    move |e| map(path, "write", e)
+}
+
+/// The tables of one write transaction.
+struct Writer<'t> {
+    path: &'t Path,
+    meta: redb::Table<'t, &'static str, &'static [u8]>,
+    batches: redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    steps: redb::Table<'t, &'static str, &'static [u8]>,
+    cursors: redb::Table<'t, &'static str, u64>,
+    log: redb::Table<'t, u64, &'static [u8]>,
+    cache: redb::Table<'t, &'static [u8; 32], &'static [u8]>,
+    offsets: redb::Table<'t, &'static str, u64>,
+    records: redb::Table<'t, &'static str, &'static [u8]>,
+}
+
+impl<'t> Writer<'t> {
+    fn open(txn: &'t WriteTransaction, path: &'t Path) -> Result<Self> {
+        let e = |e| map(path, "open table", e);
+        Ok(Self {
+            path,
+            meta: txn.open_table(META).map_err(e)?,
+            batches: txn.open_table(BATCHES).map_err(e)?,
+            steps: txn.open_table(STEPS).map_err(e)?,
+            cursors: txn.open_table(CURSORS).map_err(e)?,
+            log: txn.open_table(LOG).map_err(e)?,
+            cache: txn.open_table(CACHE).map_err(e)?,
+            offsets: txn.open_table(OFFSETS).map_err(e)?,
+            records: txn.open_table(RECORDS).map_err(e)?,
+        })
+    }
+
+    fn append_log(&mut self, state: &mut WriterState, now: u64, event: Event) -> Result<()> {
+        let entry = LogEntry {
+            seq: state.next_log,
+            at_ms: now,
+            event,
+        };
+        self.log
+            .insert(state.next_log, encode(&entry, "log entry")?.as_slice())
+            .map_err(write_err(self.path))?;
+        state.next_log += 1;
+        Ok(())
+    }
+
+    fn step_record(&self, step: &str) -> Result<StepRecord> {
+        let raw = self.steps.get(step).map_err(write_err(self.path))?;
+        match raw {
+            Some(v) => decode(v.value(), &format!("state of step '{step}'")),
+            None => Ok(StepRecord::default()),
+        }
+    }
+
+    fn put_step(&mut self, step: &str, record: &StepRecord) -> Result<()> {
+        let bytes = encode(record, &format!("state of step '{step}'"))?;
+        self.steps
+            .insert(step, bytes.as_slice())
+            .map_err(write_err(self.path))?;
+        Ok(())
+    }
+
+    fn apply(&mut self, unit: &Progress, state: &mut WriterState, now: u64) -> Result<Receipt> {
+        let first = state.next_log;
+        if let Some(run) = &unit.run {
+            let run = RunState {
+                updated_ms: now,
+                ..run.clone()
+            };
+            self.meta
+                .insert(KEY_STATE, encode(&run, "run state")?.as_slice())
+                .map_err(write_err(self.path))?;
+            let event = Event::Run {
+                status: run.status,
+                stage: run.stage,
+            };
+            self.append_log(state, now, event)?;
+        }
+        for (step, new_state, error) in &unit.states {
+            let mut record = self.step_record(step)?;
+            record.state = *new_state;
+            if error.is_some() {
+                record.error = error.clone();
+            }
+            record.updated_ms = now;
+            self.put_step(step, &record)?;
+            let event = Event::Step {
+                step: step.clone(),
+                state: *new_state,
+                error: error.clone(),
+            };
+            self.append_log(state, now, event)?;
+        }
+        for (step, name, delta) in &unit.counters {
+            let mut record = self.step_record(step)?;
+            *record.counters.entry(name.clone()).or_default() += delta;
+            record.updated_ms = now;
+            self.put_step(step, &record)?;
+        }
+        for batch in &unit.batches {
+            let what = format!("batch {} of step '{}'", batch.seq, batch.step);
+            let body = encode(&(&batch.rows, batch.last), &what)?;
+            self.batches
+                .insert((batch.step.as_str(), batch.seq), body.as_slice())
+                .map_err(write_err(self.path))?;
+            let mut record = self.step_record(&batch.step)?;
+            record.batches = batch.seq + 1;
+            record.rows += batch.rows.len() as u64;
+            record.done = batch.last;
+            record.updated_ms = now;
+            self.put_step(&batch.step, &record)?;
+            state
+                .steps
+                .insert(batch.step.clone(), (batch.seq + 1, batch.last));
+            let event = Event::Batch {
+                step: batch.step.clone(),
+                seq: batch.seq,
+                rows: batch.rows.len() as u64,
+                last: batch.last,
+            };
+            self.append_log(state, now, event)?;
+        }
+        for (name, position) in &unit.cursors {
+            self.cursors
+                .insert(name.as_str(), *position)
+                .map_err(write_err(self.path))?;
+        }
+        for (key, response) in &unit.cache {
+            self.cache
+                .insert(key, response.as_slice())
+                .map_err(write_err(self.path))?;
+        }
+        for (key, value) in &unit.records {
+            match value {
+                Some(bytes) => self.records.insert(key.as_str(), bytes.as_slice()),
+                None => self.records.remove(key.as_str()),
+            }
+            .map_err(write_err(self.path))?;
+        }
+        for (consumer, offset) in &unit.offsets {
+            self.offsets
+                .insert(consumer.as_str(), *offset)
+                .map_err(write_err(self.path))?;
+            let event = Event::Offset {
+                consumer: consumer.clone(),
+                offset: *offset,
+            };
+            self.append_log(state, now, event)?;
+        }
+        Ok(Receipt {
+            log: first..state.next_log,
+        })
+    }
+}

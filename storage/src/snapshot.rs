@@ -1,0 +1,236 @@
+//! Consistent reads of a run database: everything seen through one [`Snapshot`] is one commit.
+
+use crate::codec::{FORMAT_VERSION, decode};
+use crate::error::{Error, Result};
+use crate::model::{Batch, LogEntry, RunMeta, RunState, StepRecord};
+use crate::redb_errors::map;
+use crate::schema::{
+    BATCHES, CACHE, CURSORS, KEY_FORMAT, KEY_META, KEY_STATE, LOG, META, OFFSETS, RECORDS, STEPS,
+};
+use crate::value::Row;
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableError};
+use std::path::{Path, PathBuf};
+
+/// A read-only view of the run database as of one commit. Holding it never blocks the writer.
+pub struct Snapshot {
+    txn: ReadTransaction,
+    path: PathBuf,
+}
+
+impl Snapshot {
+    pub(crate) fn new(txn: ReadTransaction, path: &Path) -> Self {
+        Self {
+            txn,
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<redb::ReadOnlyTable<K, V>> {
+        self.txn.open_table(def).map_err(|e| match e {
+            TableError::TableDoesNotExist(name) => Error::NotARunDatabase {
+                path: self.path.clone(),
+                reason: format!("table '{name}' is missing"),
+            },
+            other => map(&self.path, "open table", other),
+        })
+    }
+
+    fn err(&self, context: &'static str) -> impl Fn(redb::StorageError) -> Error + '_ {
+        move |e| map(&self.path, context, e)
+    }
+
+    /// Checks that this is a run database this build can read.
+    pub(crate) fn check_format(&self) -> Result<()> {
+        let meta = self.table(META)?;
+        let raw = meta.get(KEY_FORMAT).map_err(self.err("read format"))?;
+        let Some(raw) = raw else {
+            return Err(Error::NotARunDatabase {
+                path: self.path.clone(),
+                reason: "no format version".into(),
+            });
+        };
+        let bytes: [u8; 4] = raw.value().try_into().map_err(|_| Error::Corrupt {
+            path: self.path.clone(),
+            detail: "format version is not 4 bytes".into(),
+        })?;
+        let found = u32::from_le_bytes(bytes);
+        if found > FORMAT_VERSION {
+            return Err(Error::NewerFormat {
+                path: self.path.clone(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    fn meta_record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let meta = self.table(META)?;
+        let raw = meta.get(key).map_err(self.err("read metadata"))?;
+        let raw = raw.ok_or_else(|| Error::Corrupt {
+            path: self.path.clone(),
+            detail: format!("metadata '{key}' is missing"),
+        })?;
+        decode(raw.value(), key)
+    }
+
+    /// The run's metadata.
+    pub fn meta(&self) -> Result<RunMeta> {
+        self.meta_record(KEY_META)
+    }
+
+    /// The run's status and stage.
+    pub fn run_state(&self) -> Result<RunState> {
+        self.meta_record(KEY_STATE)
+    }
+
+    /// Every step the log knows of, by name.
+    pub fn steps(&self) -> Result<Vec<(String, StepRecord)>> {
+        let table = self.table(STEPS)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(self.err("read steps"))? {
+            let (k, v) = item.map_err(self.err("read steps"))?;
+            let name = k.value().to_owned();
+            let record = decode(v.value(), &format!("state of step '{name}'"))?;
+            out.push((name, record));
+        }
+        Ok(out)
+    }
+
+    /// One step's record, if the log knows the step.
+    pub fn step(&self, step: &str) -> Result<Option<StepRecord>> {
+        let table = self.table(STEPS)?;
+        let raw = table.get(step).map_err(self.err("read step"))?;
+        raw.map(|v| decode(v.value(), &format!("state of step '{step}'")))
+            .transpose()
+    }
+
+    /// The step's batches from `from` on, in order, streamed.
+    pub fn batches(&self, step: &str, from: u64) -> Result<BatchIter> {
+        let table = self.table(BATCHES)?;
+        let range = table
+            .range((step, from)..=(step, u64::MAX))
+            .map_err(self.err("read batches"))?;
+        Ok(BatchIter {
+            range,
+            path: self.path.clone(),
+        })
+    }
+
+    /// One batch of a step.
+    pub fn batch(&self, step: &str, seq: u64) -> Result<Option<Batch>> {
+        self.batches(step, seq)?
+            .next()
+            .transpose()
+            .map(|b| b.filter(|b| b.seq == seq))
+    }
+
+    /// A cursor's position.
+    pub fn cursor(&self, name: &str) -> Result<Option<u64>> {
+        let table = self.table(CURSORS)?;
+        let raw = table.get(name).map_err(self.err("read cursor"))?;
+        Ok(raw.map(|v| v.value()))
+    }
+
+    /// Every cursor, by name.
+    pub fn cursors(&self) -> Result<Vec<(String, u64)>> {
+        let table = self.table(CURSORS)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(self.err("read cursors"))? {
+            let (k, v) = item.map_err(self.err("read cursors"))?;
+            out.push((k.value().to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Log entries from `from` on, in order, streamed.
+    pub fn log_from(&self, from: u64) -> Result<LogIter> {
+        let table = self.table(LOG)?;
+        let range = table.range(from..).map_err(self.err("read log"))?;
+        Ok(LogIter {
+            range,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Number of log entries (the next entry's sequence number).
+    pub fn log_len(&self) -> Result<u64> {
+        let table = self.table(LOG)?;
+        let last = table.last().map_err(self.err("read log"))?;
+        Ok(last.map_or(0, |(k, _)| k.value() + 1))
+    }
+
+    /// A consumer's offset.
+    pub fn offset(&self, consumer: &str) -> Result<Option<u64>> {
+        let table = self.table(OFFSETS)?;
+        let raw = table.get(consumer).map_err(self.err("read offset"))?;
+        Ok(raw.map(|v| v.value()))
+    }
+
+    /// A consumer's record.
+    pub fn record(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let table = self.table(RECORDS)?;
+        let raw = table.get(key).map_err(self.err("read record"))?;
+        Ok(raw.map(|v| v.value().to_vec()))
+    }
+
+    /// A cached response.
+    pub fn cached(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        let table = self.table(CACHE)?;
+        let raw = table.get(key).map_err(self.err("read cache"))?;
+        Ok(raw.map(|v| v.value().to_vec()))
+    }
+
+    /// Number of cached responses.
+    pub fn cache_len(&self) -> Result<u64> {
+        let table = self.table(CACHE)?;
+        table.len().map_err(self.err("read cache"))
+    }
+}
+
+/// Streams a step's batches in order. See [`Snapshot::batches`].
+pub struct BatchIter {
+    range: redb::Range<'static, (&'static str, u64), &'static [u8]>,
+    path: PathBuf,
+}
+
+impl Iterator for BatchIter {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.range.next()?;
+        Some(
+            item.map_err(|e| map(&self.path, "read batch", e))
+                .and_then(|(k, v)| {
+                    let (step, seq) = k.value();
+                    let what = format!("batch {seq} of step '{step}'");
+                    let (rows, last): (Vec<Row>, bool) = decode(v.value(), &what)?;
+                    Ok(Batch {
+                        step: step.to_owned(),
+                        seq,
+                        rows,
+                        last,
+                    })
+                }),
+        )
+    }
+}
+
+/// Streams log entries in order. See [`Snapshot::log_from`].
+pub struct LogIter {
+    range: redb::Range<'static, u64, &'static [u8]>,
+    path: PathBuf,
+}
+
+impl Iterator for LogIter {
+    type Item = Result<LogEntry>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.range.next()?;
+        Some(
+            item.map_err(|e| map(&self.path, "read log", e))
+                .and_then(|(k, v)| decode(v.value(), &format!("log entry {}", k.value()))),
+        )
+    }
+}
