@@ -40,6 +40,14 @@ pub enum Error {
         /// What redb or the decoder reported.
         detail: String,
     },
+    /// The last writer died; the file must be recovered by a writer before it can be read.
+    #[error(
+        "run database {path} was not closed cleanly and must be recovered by a writer (resume the run, or stop the live writer)"
+    )]
+    NeedsRecovery {
+        /// The file.
+        path: PathBuf,
+    },
     /// `create` was asked for a file that already holds a run.
     #[error("{path} already holds a run database")]
     AlreadyExists {

@@ -1,7 +1,8 @@
 //! Read-only access from another process while a run is live.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::redb_errors::map;
+use crate::run_log::RunLog;
 use crate::run_log::guarded_open;
 use crate::snapshot::Snapshot;
 use redb::{ConcurrencyMode, ReadOnlyDatabase, ReadableDatabase};
@@ -9,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 /// A read-only handle on a run database. Works while a [`crate::RunLog`] writes it from another
 /// process: each [`RunReader::snapshot`] sees the latest commit, and never blocks the writer.
+///
+/// A file left by a writer that died needs recovery before it can be read; when no writer is
+/// live, `open` performs it (as a resumed run would: back to the last commit) and then reads.
 pub struct RunReader {
     db: ReadOnlyDatabase,
     path: PathBuf,
@@ -19,15 +23,26 @@ impl RunReader {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if !path.exists() {
-            return Err(crate::Error::NotFound {
+            return Err(Error::NotFound {
                 path: path.to_path_buf(),
             });
         }
-        let db = guarded_open(path, || {
-            let mut builder = redb::Builder::new();
-            builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
-            builder.open_read_only(path)
-        })?;
+        let open = || {
+            guarded_open(path, || {
+                let mut builder = redb::Builder::new();
+                builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+                builder.open_read_only(path)
+            })
+        };
+        let db = match open() {
+            Err(Error::NeedsRecovery { .. }) => {
+                // The last writer died. When no writer is live, recover the file the way a
+                // resumed run would (a writer open rolls back to the last commit), then read.
+                drop(RunLog::open(path)?);
+                open()?
+            }
+            other => other?,
+        };
         let reader = Self {
             db,
             path: path.to_path_buf(),

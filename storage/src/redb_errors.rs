@@ -11,6 +11,7 @@ pub fn map(path: &Path, context: &'static str, err: impl Into<redb::Error>) -> E
         redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
             Error::InUse { path }
         }
+        redb::Error::RepairAborted => Error::NeedsRecovery { path },
         redb::Error::Corrupted(detail) => Error::Corrupt { path, detail },
         redb::Error::UpgradeRequired(version) => Error::NotARunDatabase {
             path,
