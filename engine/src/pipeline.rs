@@ -1,0 +1,356 @@
+//! A validated pipeline: steps built, DAG checked, columns resolved, stages cut.
+
+use crate::error::{Error, Result};
+use crate::lifecycle::StepSlot;
+use crate::registry::Registry;
+use crate::spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, StepSpec};
+use crate::step::{BuildContext, StepKind};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// One step of a validated pipeline.
+pub struct Node {
+    /// The step as written.
+    pub spec: StepSpec,
+    /// The built step, with its lifecycle.
+    pub slot: Arc<StepSlot>,
+    /// Indices of predecessors, in the order written.
+    pub preds: Vec<usize>,
+    /// Indices of successors.
+    pub succs: Vec<usize>,
+    /// Stage index.
+    pub stage: usize,
+    /// Rows per batch: generator output or input window.
+    pub batch_size: usize,
+    /// Columns of the rows this step receives.
+    pub received: Vec<String>,
+    /// Columns of the rows this step outputs.
+    pub columns: Vec<String>,
+    /// "generator", "step", "global" or "task".
+    pub kind: &'static str,
+}
+
+impl Node {
+    /// The step's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Whether the step sees all upstream rows at once.
+    pub fn is_global(&self) -> bool {
+        self.kind == "global"
+    }
+
+    /// Whether the step produces rows from nothing.
+    pub fn is_generator(&self) -> bool {
+        self.kind == "generator"
+    }
+
+    /// The failure policy.
+    pub fn on_error(&self) -> OnError {
+        self.spec.on_error
+    }
+}
+
+/// A pipeline ready to run.
+pub struct Pipeline {
+    spec: PipelineSpec,
+    nodes: Vec<Node>,
+    stages: Vec<Vec<usize>>,
+}
+
+impl Pipeline {
+    /// Builds and validates `spec` with the step types of `registry`. Checks names, edges,
+    /// cycles, step types, parameters, batch sizes and columns; each error names the step.
+    pub fn build(spec: PipelineSpec, registry: &Registry, ctx: &BuildContext) -> Result<Self> {
+        let index = index_names(&spec)?;
+        let preds = resolve_edges(&spec, &index)?;
+        let order = topological_order(&spec, &preds)?;
+        let mut built: Vec<Option<StepKind>> = Vec::with_capacity(spec.steps.len());
+        for step in &spec.steps {
+            built.push(Some(construct(step, registry, ctx)?));
+        }
+        let mut nodes: Vec<Option<Node>> = (0..spec.steps.len()).map(|_| None).collect();
+        let mut columns: Vec<Vec<String>> = vec![Vec::new(); spec.steps.len()];
+        let mut stage: Vec<usize> = vec![0; spec.steps.len()];
+        for &i in &order {
+            let step = &spec.steps[i];
+            let kind = built[i].take().ok_or_else(|| bad(step, "built twice"))?;
+            check_shape(step, &kind, &preds[i])?;
+            let received = received_columns(&preds[i], &columns);
+            check_inputs(step, &kind, &received)?;
+            columns[i] = output_columns(step, &kind, &received);
+            stage[i] = stage_of(&kind, &preds[i], &stage, &nodes);
+            let batch_size = match kind {
+                StepKind::Generator(_) => step.batch_size,
+                _ => step.input_batch_size,
+            }
+            .unwrap_or(DEFAULT_BATCH_SIZE);
+            if batch_size == 0 {
+                return Err(bad(step, "batch size must be at least 1"));
+            }
+            let kind_name = kind.name();
+            nodes[i] = Some(Node {
+                spec: step.clone(),
+                slot: Arc::new(StepSlot::new(&step.name, kind)),
+                preds: preds[i].clone(),
+                succs: Vec::new(),
+                stage: stage[i],
+                batch_size,
+                received,
+                columns: columns[i].clone(),
+                kind: kind_name,
+            });
+        }
+        let mut nodes: Vec<Node> = nodes.into_iter().flatten().collect();
+        for i in 0..nodes.len() {
+            for p in nodes[i].preds.clone() {
+                nodes[p].succs.push(i);
+            }
+        }
+        let stage_count = nodes.iter().map(|n| n.stage + 1).max().unwrap_or(0);
+        let mut stages = vec![Vec::new(); stage_count];
+        for &i in &order {
+            stages[nodes[i].stage].push(i);
+        }
+        Ok(Self {
+            spec,
+            nodes,
+            stages,
+        })
+    }
+
+    /// The pipeline as written.
+    pub fn spec(&self) -> &PipelineSpec {
+        &self.spec
+    }
+
+    /// The steps, in the order written.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The stages: step indices in topological order, stage by stage.
+    pub fn stages(&self) -> &[Vec<usize>] {
+        &self.stages
+    }
+
+    /// Indices of the steps no other step comes after.
+    pub fn leaves(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].succs.is_empty())
+            .collect()
+    }
+
+    /// The pipeline's signature (see [`PipelineSpec::signature`]).
+    pub fn signature(&self) -> String {
+        self.spec.signature()
+    }
+}
+
+fn bad(step: &StepSpec, detail: &str) -> Error {
+    Error::BadStep {
+        step: step.name.clone(),
+        detail: detail.to_owned(),
+    }
+}
+
+fn index_names(spec: &PipelineSpec) -> Result<HashMap<&str, usize>> {
+    let mut index = HashMap::new();
+    for (i, step) in spec.steps.iter().enumerate() {
+        if step.name.is_empty() {
+            return Err(bad(step, "a step needs a name"));
+        }
+        if index.insert(step.name.as_str(), i).is_some() {
+            return Err(Error::DuplicateStep {
+                step: step.name.clone(),
+            });
+        }
+    }
+    Ok(index)
+}
+
+fn resolve_edges(spec: &PipelineSpec, index: &HashMap<&str, usize>) -> Result<Vec<Vec<usize>>> {
+    spec.steps
+        .iter()
+        .map(|step| {
+            let mut preds = Vec::new();
+            for after in &step.after {
+                let p = *index
+                    .get(after.as_str())
+                    .ok_or_else(|| Error::UnknownPredecessor {
+                        step: step.name.clone(),
+                        after: after.clone(),
+                    })?;
+                if preds.contains(&p) {
+                    return Err(bad(step, &format!("comes after '{after}' twice")));
+                }
+                preds.push(p);
+            }
+            Ok(preds)
+        })
+        .collect()
+}
+
+/// Kahn's algorithm, stable in the written order; a leftover means a cycle, which is reported.
+fn topological_order(spec: &PipelineSpec, preds: &[Vec<usize>]) -> Result<Vec<usize>> {
+    let n = preds.len();
+    let mut missing: Vec<usize> = preds.iter().map(Vec::len).collect();
+    let mut order = Vec::with_capacity(n);
+    let mut ready: Vec<usize> = (0..n).filter(|&i| missing[i] == 0).collect();
+    ready.reverse();
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        let mut next: Vec<usize> = (0..n).filter(|&j| preds[j].contains(&i)).collect();
+        next.reverse();
+        for j in next {
+            missing[j] -= 1;
+            if missing[j] == 0 {
+                ready.push(j);
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    // Walk back from a step left over until a step repeats: that walk is a cycle.
+    let mut seen: Vec<usize> = Vec::new();
+    let mut at = (0..n).find(|&i| missing[i] > 0).unwrap_or(0);
+    while !seen.contains(&at) {
+        seen.push(at);
+        at = preds[at]
+            .iter()
+            .copied()
+            .find(|&p| missing[p] > 0)
+            .unwrap_or(at);
+    }
+    let start = seen.iter().position(|&s| s == at).unwrap_or(0);
+    let mut cycle: Vec<String> = seen[start..]
+        .iter()
+        .rev()
+        .map(|&i| spec.steps[i].name.clone())
+        .collect();
+    cycle.push(cycle[0].clone());
+    Err(Error::Cycle { steps: cycle })
+}
+
+fn construct(step: &StepSpec, registry: &Registry, ctx: &BuildContext) -> Result<StepKind> {
+    let constructor = registry
+        .get(&step.kind)
+        .ok_or_else(|| Error::UnknownStepType {
+            step: step.name.clone(),
+            kind: step.kind.clone(),
+            known: registry.names().collect::<Vec<_>>().join(", "),
+        })?;
+    constructor(&step.params, ctx).map_err(|detail| Error::BadParams {
+        step: step.name.clone(),
+        detail,
+    })
+}
+
+fn check_shape(step: &StepSpec, kind: &StepKind, preds: &[usize]) -> Result<()> {
+    match kind {
+        StepKind::Generator(_) if !preds.is_empty() => {
+            Err(bad(step, "a generator cannot come after other steps"))
+        }
+        StepKind::Generator(_) => Ok(()),
+        _ if preds.is_empty() => Err(bad(
+            step,
+            &format!("a '{}' step needs a predecessor (set `after`)", step.kind),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Columns every predecessor provides, in the first predecessor's order.
+fn received_columns(preds: &[usize], columns: &[Vec<String>]) -> Vec<String> {
+    let Some((first, rest)) = preds.split_first() else {
+        return Vec::new();
+    };
+    columns[*first]
+        .iter()
+        .filter(|c| rest.iter().all(|p| columns[*p].contains(c)))
+        .cloned()
+        .collect()
+}
+
+fn check_inputs(step: &StepSpec, kind: &StepKind, received: &[String]) -> Result<()> {
+    for input in step.input_mappings.keys() {
+        if !kind.inputs().contains(input) {
+            return Err(bad(
+                step,
+                &format!("input_mappings names '{input}', which is not an input of the step"),
+            ));
+        }
+    }
+    for output in step.output_mappings.keys() {
+        if !kind.outputs().contains(output) {
+            return Err(bad(
+                step,
+                &format!("output_mappings names '{output}', which is not an output of the step"),
+            ));
+        }
+    }
+    for input in kind.inputs() {
+        let column = step.input_mappings.get(&input).unwrap_or(&input);
+        if !received.contains(column) {
+            return Err(Error::MissingColumn {
+                step: step.name.clone(),
+                column: column.clone(),
+                available: received.to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Columns after the step, as the next step sees them (output mappings applied).
+fn output_columns(step: &StepSpec, kind: &StepKind, received: &[String]) -> Vec<String> {
+    // The step sees its inputs under their own names.
+    let to_input: BTreeMap<&String, &String> =
+        step.input_mappings.iter().map(|(i, c)| (c, i)).collect();
+    let seen: Vec<String> = received
+        .iter()
+        .map(|c| to_input.get(c).map_or(c, |i| *i).clone())
+        .collect();
+    let after = match kind {
+        StepKind::Step(s) => s.columns_after(&seen),
+        other => {
+            let mut out = seen;
+            for c in other.outputs() {
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+            out
+        }
+    };
+    after
+        .into_iter()
+        .map(
+            |c| match (step.output_mappings.get(&c), step.input_mappings.get(&c)) {
+                (Some(renamed), _) => renamed.clone(),
+                (None, Some(original)) => original.clone(),
+                (None, None) => c,
+            },
+        )
+        .collect()
+}
+
+/// Global steps start a new stage; steps after a global step start the next one.
+fn stage_of(kind: &StepKind, preds: &[usize], stage: &[usize], nodes: &[Option<Node>]) -> usize {
+    let after_preds = preds
+        .iter()
+        .map(|&p| {
+            let global = nodes[p].as_ref().is_some_and(Node::is_global);
+            stage[p] + usize::from(global)
+        })
+        .max()
+        .unwrap_or(0);
+    match kind {
+        StepKind::Global(_) if !preds.is_empty() => {
+            preds.iter().map(|&p| stage[p]).max().unwrap_or(0) + 1
+        }
+        _ => after_preds,
+    }
+}

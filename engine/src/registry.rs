@@ -1,0 +1,56 @@
+//! Step types by name: the built-ins, plus whatever a library user registers.
+
+use crate::step::{BuildContext, StepKind};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Builds a step from its parameters. The error message names the bad parameter.
+pub type Constructor =
+    Arc<dyn Fn(&serde_json::Value, &BuildContext) -> Result<StepKind, String> + Send + Sync>;
+
+/// Step types by name.
+#[derive(Clone)]
+pub struct Registry {
+    constructors: BTreeMap<String, Constructor>,
+}
+
+impl Default for Registry {
+    /// A registry with every built-in step.
+    fn default() -> Self {
+        let mut registry = Self::empty();
+        crate::steps::register_builtins(&mut registry);
+        registry
+    }
+}
+
+impl Registry {
+    /// A registry with no step type.
+    pub fn empty() -> Self {
+        Self {
+            constructors: BTreeMap::new(),
+        }
+    }
+
+    /// Registers (or replaces) the step type `name`.
+    pub fn register(
+        &mut self,
+        name: &str,
+        constructor: impl Fn(&serde_json::Value, &BuildContext) -> Result<StepKind, String>
+        + Send
+        + Sync
+        + 'static,
+    ) {
+        self.constructors
+            .insert(name.to_owned(), Arc::new(constructor));
+    }
+
+    /// The constructor of `name`.
+    pub fn get(&self, name: &str) -> Option<&Constructor> {
+        self.constructors.get(name)
+    }
+
+    /// Every registered type name, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.constructors.keys().map(String::as_str)
+    }
+}

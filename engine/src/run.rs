@@ -1,0 +1,212 @@
+//! A run from start (or resume) to end: open the log, check the pipeline, go stage by stage.
+
+use crate::error::{Error, Result};
+use crate::lifecycle::{Listener, LoadGuard};
+use crate::observer::{Observer, RunEvent};
+use crate::pipeline::Pipeline;
+use crate::scheduler::{Committed, StageRunner};
+use crate::worker::{LogTaskContext, StepInfo};
+use distill_storage::{GroupCommitter, NewRun, Progress, RunLog, RunState, RunStatus, StepState};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// The run database (created if missing, resumed if it holds this pipeline).
+    pub db: PathBuf,
+    /// Worker threads for steps (0: one per core).
+    pub workers: usize,
+    /// Set to stop the run cleanly (Ctrl-C): in-flight work is committed, then it returns.
+    pub stop: Arc<AtomicBool>,
+    /// Told of progress.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl RunOptions {
+    /// Options for a run on `db` with defaults.
+    pub fn new(db: impl Into<PathBuf>) -> Self {
+        Self {
+            db: db.into(),
+            workers: 0,
+            stop: Arc::new(AtomicBool::new(false)),
+            observer: None,
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// Whether progress from an earlier session was found.
+    pub resumed: bool,
+    /// Each leaf step with its committed row count.
+    pub leaves: Vec<(String, u64)>,
+}
+
+/// Runs `pipeline` on the database in `options`, resuming it when it holds the same pipeline.
+pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary> {
+    let signature = pipeline.signature();
+    let new_run = NewRun {
+        signature: signature.clone(),
+        pipeline: pipeline.spec().to_yaml(),
+        created_by: concat!("distill ", env!("CARGO_PKG_VERSION")).into(),
+    };
+    let (log, _) = RunLog::open_or_create(&options.db, new_run)?;
+    let meta = log.meta()?;
+    if meta.signature != signature {
+        return Err(Error::PipelineMismatch {
+            db: options.db.clone(),
+            found: meta.signature,
+            expected: signature,
+        });
+    }
+    let log = Arc::new(log);
+    let committer = Arc::new(GroupCommitter::start(log.clone()));
+    let result = run_on_log(pipeline, options, &log, &committer);
+    for node in pipeline.nodes() {
+        node.slot.set_listener(None);
+    }
+    result
+}
+
+fn run_on_log(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    log: &Arc<RunLog>,
+    committer: &Arc<GroupCommitter>,
+) -> Result<RunSummary> {
+    let nodes = pipeline.nodes();
+    let snapshot = log.snapshot()?;
+    let mut progress: Vec<Committed> = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let record = snapshot.step(node.name())?.unwrap_or_default();
+        progress.push(Committed {
+            batches: record.batches,
+            rows: record.rows,
+            done: record.done,
+        });
+    }
+    drop(snapshot);
+    let resumed = progress.iter().any(|p| p.batches > 0);
+    if let Some(observer) = &options.observer {
+        observer.on_event(&RunEvent::Started { resumed });
+    }
+    let listener: Listener = {
+        let committer = committer.clone();
+        Arc::new(move |step: &str, state: StepState| {
+            // Lifecycle states are durable before the step goes on.
+            let _ = committer.commit(Progress::new().state(step, state));
+        })
+    };
+    let infos: Vec<Arc<StepInfo>> = nodes
+        .iter()
+        .map(|node| {
+            node.slot.set_listener(Some(listener.clone()));
+            Arc::new(StepInfo {
+                spec: node.spec.clone(),
+                slot: node.slot.clone(),
+                outputs: node.slot.read().outputs(),
+                batch_size: node.batch_size,
+                task_context: Arc::new(LogTaskContext {
+                    log: log.clone(),
+                    committer: committer.clone(),
+                    step: node.name().to_owned(),
+                }),
+            })
+        })
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.workers)
+        .thread_name(|i| format!("distill-worker-{i}"))
+        .build()
+        .map_err(|e| Error::BadStep {
+            step: "(pipeline)".into(),
+            detail: format!("cannot start worker threads: {e}"),
+        })?;
+    for (stage, members) in pipeline.stages().iter().enumerate() {
+        let todo: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&i| !progress[i].done)
+            .collect();
+        if todo.is_empty() {
+            continue;
+        }
+        set_run_state(committer, RunStatus::Running, Some(stage), None)?;
+        let guards = match load_stage(pipeline, &todo) {
+            Ok(guards) => guards,
+            Err(e) => {
+                set_run_state(
+                    committer,
+                    RunStatus::Failed,
+                    Some(stage),
+                    Some(e.to_string()),
+                )?;
+                return Err(e);
+            }
+        };
+        let mut running = Progress::new();
+        for &i in &todo {
+            running = running.state(nodes[i].name(), StepState::Running);
+        }
+        committer.commit(running)?;
+        if let Some(observer) = &options.observer {
+            observer.on_event(&RunEvent::StageStarted {
+                stage,
+                steps: todo.iter().map(|&i| nodes[i].name().to_owned()).collect(),
+            });
+        }
+        let outcome = StageRunner::new(
+            pipeline,
+            &infos,
+            log,
+            committer,
+            &pool,
+            options.observer.as_ref(),
+            &options.stop,
+            &mut progress,
+        )
+        .run(stage);
+        drop(guards);
+        match outcome {
+            Ok(()) => {}
+            Err(Error::Interrupted) => {
+                set_run_state(committer, RunStatus::Stopped, Some(stage), None)?;
+                return Err(Error::Interrupted);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    set_run_state(committer, RunStatus::Finished, None, None)?;
+    let leaves = pipeline
+        .leaves()
+        .into_iter()
+        .map(|i| (nodes[i].name().to_owned(), progress[i].rows))
+        .collect();
+    Ok(RunSummary { resumed, leaves })
+}
+
+/// Loads the steps of a stage; on failure the ones loaded are unloaded by their guards.
+fn load_stage(pipeline: &Pipeline, steps: &[usize]) -> Result<Vec<LoadGuard>> {
+    steps
+        .iter()
+        .map(|&i| pipeline.nodes()[i].slot.load())
+        .collect()
+}
+
+fn set_run_state(
+    committer: &GroupCommitter,
+    status: RunStatus,
+    stage: Option<usize>,
+    message: Option<String>,
+) -> Result<()> {
+    committer.commit(Progress::new().run(RunState {
+        status,
+        stage: stage.map(|s| s as u32),
+        message,
+        ..RunState::default()
+    }))?;
+    Ok(())
+}

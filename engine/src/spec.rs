@@ -1,0 +1,276 @@
+//! The pipeline definition: the one model behind both the YAML file and the Rust builder.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Rows per batch when a step does not say.
+pub const DEFAULT_BATCH_SIZE: usize = 50;
+
+/// A pipeline as written: its steps and how they connect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Name of the pipeline.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The steps, in any order.
+    pub steps: Vec<StepSpec>,
+}
+
+/// What happens when a step fails on a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Record the error in the step's state and stop the run (everything committed is kept).
+    #[default]
+    Fail,
+    /// Pass the batch's rows on with the step's outputs null and the error in `distill_error`.
+    Mark,
+}
+
+/// One step as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Unique name.
+    pub name: String,
+    /// Registered step type (`load_jsonl`, `dedup`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Predecessors, by name. Their rows are this step's input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Rows per output batch, for generators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Rows per input batch, for other steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_batch_size: Option<usize>,
+    /// The step type's own parameters.
+    #[serde(default, skip_serializing_if = "is_empty_object")]
+    pub params: serde_json::Value,
+    /// Step input name to the column that feeds it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_mappings: BTreeMap<String, String>,
+    /// Step output name to the column it is written to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_mappings: BTreeMap<String, String>,
+    /// What a failure does.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_error: OnError,
+}
+
+fn is_empty_object(v: &serde_json::Value) -> bool {
+    v.is_null() || v.as_object().is_some_and(|o| o.is_empty())
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+impl PipelineSpec {
+    /// An empty pipeline named `name` (builder API).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            description: None,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Adds a step (builder API).
+    pub fn step(mut self, step: StepSpec) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Parses a pipeline from YAML text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Self> {
+        serde_yaml_ng::from_str(text).map_err(|e| Error::BadPipelineFile {
+            path: origin.to_path_buf(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Reads a pipeline file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// The pipeline as YAML, in canonical form: fields in a fixed order, parameter keys sorted.
+    /// Loading it back gives the same spec and the same signature.
+    pub fn to_yaml(&self) -> String {
+        let mut canonical = self.clone();
+        for step in &mut canonical.steps {
+            step.params = sort_keys(&step.params);
+        }
+        // Serialising plain data with string keys cannot fail.
+        serde_yaml_ng::to_string(&canonical).unwrap_or_default()
+    }
+
+    /// Writes the canonical YAML to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.to_yaml()).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// blake3 hash of the canonical YAML, hex encoded: the run database's pipeline identity.
+    pub fn signature(&self) -> String {
+        blake3::hash(self.to_yaml().as_bytes()).to_hex().to_string()
+    }
+
+    /// Names of the steps no other step comes after: the outputs of the pipeline.
+    pub fn leaves(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter(|s| !self.steps.iter().any(|o| o.after.contains(&s.name)))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+}
+
+fn sort_keys(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let sorted: BTreeMap<&String, serde_json::Value> =
+                map.iter().map(|(k, v)| (k, sort_keys(v))).collect();
+            serde_json::Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(sort_keys).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+impl StepSpec {
+    /// A step named `name` of type `kind` (builder API).
+    pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            after: Vec::new(),
+            batch_size: None,
+            input_batch_size: None,
+            params: serde_json::Value::Object(Default::default()),
+            input_mappings: BTreeMap::new(),
+            output_mappings: BTreeMap::new(),
+            on_error: OnError::Fail,
+        }
+    }
+
+    /// Comes after `step`.
+    pub fn after(mut self, step: impl Into<String>) -> Self {
+        self.after.push(step.into());
+        self
+    }
+
+    /// Sets parameter `key`.
+    pub fn param(mut self, key: &str, value: impl Serialize) -> Self {
+        let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        if !self.params.is_object() {
+            self.params = serde_json::Value::Object(Default::default());
+        }
+        if let Some(map) = self.params.as_object_mut() {
+            map.insert(key.to_owned(), value);
+        }
+        self
+    }
+
+    /// Sets the generator batch size.
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = Some(rows);
+        self
+    }
+
+    /// Sets the input batch size.
+    pub fn input_batch_size(mut self, rows: usize) -> Self {
+        self.input_batch_size = Some(rows);
+        self
+    }
+
+    /// Feeds the step's input `input` from column `column`.
+    pub fn input_mapping(mut self, input: &str, column: &str) -> Self {
+        self.input_mappings.insert(input.into(), column.into());
+        self
+    }
+
+    /// Writes the step's output `output` to column `column`.
+    pub fn output_mapping(mut self, output: &str, column: &str) -> Self {
+        self.output_mappings.insert(output.into(), column.into());
+        self
+    }
+
+    /// Sets the failure policy.
+    pub fn on_error(mut self, policy: OnError) -> Self {
+        self.on_error = policy;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PipelineSpec {
+        PipelineSpec::new("demo")
+            .step(
+                StepSpec::new("load", "inline")
+                    .param("rows", serde_json::json!([{"b": 1, "a": 2}]))
+                    .batch_size(10),
+            )
+            .step(
+                StepSpec::new("fmt", "format_text")
+                    .after("load")
+                    .param("template", "{{ a }}")
+                    .param("output", "text")
+                    .input_mapping("a", "b"),
+            )
+    }
+
+    #[test]
+    fn yaml_round_trip_keeps_the_signature() {
+        let spec = sample();
+        let yaml = spec.to_yaml();
+        let back = PipelineSpec::from_yaml(&yaml, Path::new("x.yaml")).unwrap();
+        assert_eq!(back.signature(), spec.signature());
+        assert_eq!(back.to_yaml(), yaml);
+    }
+
+    #[test]
+    fn parameter_key_order_does_not_change_the_signature() {
+        let a = StepSpec::new("s", "t").param("x", 1).param("y", 2);
+        let b = StepSpec::new("s", "t").param("y", 2).param("x", 1);
+        let pa = PipelineSpec::new("p").step(a);
+        let pb = PipelineSpec::new("p").step(b);
+        assert_eq!(pa.signature(), pb.signature());
+        let pc = PipelineSpec::new("p").step(StepSpec::new("s", "t").param("x", 3));
+        assert_ne!(pa.signature(), pc.signature());
+    }
+
+    #[test]
+    fn bad_yaml_names_file_and_line() {
+        let err = PipelineSpec::from_yaml("name: x\nsteps:\n  - name: [\n", Path::new("p.yaml"))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("p.yaml") && msg.contains("line"), "{msg}");
+        let err = PipelineSpec::from_yaml("name: x\nsteps: []\nbogus: 1\n", Path::new("p.yaml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn leaves_are_steps_nothing_comes_after() {
+        assert_eq!(sample().leaves(), vec!["fmt".to_string()]);
+    }
+}

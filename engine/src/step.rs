@@ -1,0 +1,179 @@
+//! What a step is: the traits custom and built-in steps implement.
+//!
+//! Four kinds, as in distilabel: generators produce rows from nothing, normal steps transform a
+//! batch, global steps see all upstream rows at once, and tasks call an LLM. The engine owns
+//! batching, column mappings, lifecycle and commits; a step only maps rows to rows.
+
+use distill_storage::Row;
+
+/// The error a step returns from `load` or `process`; the engine adds the step's name.
+pub type StepError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Result of a step's own work.
+pub type StepResult<T> = Result<T, StepError>;
+
+/// Hooks shared by every kind of step.
+pub trait Lifecycle: Send + Sync {
+    /// Acquires what the step needs (a client, a file handle, a model). Called once per stage.
+    fn load(&mut self) -> StepResult<()> {
+        Ok(())
+    }
+
+    /// Releases what `load` acquired. Called when the stage ends, also after an error or panic.
+    fn unload(&mut self) {}
+
+    /// Whether a second `load` of a loaded step is a no-op (true) or an `AlreadyLoaded` error.
+    fn load_is_idempotent(&self) -> bool {
+        false
+    }
+}
+
+/// Produces rows from nothing (files, inline data). Must be deterministic: the same `offset`
+/// yields the same rows, so a resumed run continues where the committed batches end.
+pub trait Generator: Lifecycle {
+    /// Columns of the rows it produces.
+    fn outputs(&self) -> Vec<String>;
+
+    /// Returns up to `count` rows starting at row `offset`, and whether no row follows them.
+    fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)>;
+}
+
+/// Transforms one batch of rows into output rows (any number: filter and expand change it).
+pub trait Step: Lifecycle {
+    /// Columns each input row must have.
+    fn inputs(&self) -> Vec<String>;
+
+    /// Columns the step adds.
+    fn outputs(&self) -> Vec<String>;
+
+    /// Processes one input batch.
+    fn process(&self, rows: Vec<Row>) -> StepResult<Vec<Row>>;
+
+    /// Processes one input batch from several predecessors: `parts[i]` holds predecessor i's
+    /// rows of this window (aligned by row index). By default the parts are concatenated.
+    fn process_parts(&self, parts: Vec<Vec<Row>>) -> StepResult<Vec<Row>> {
+        self.process(parts.into_iter().flatten().collect())
+    }
+
+    /// Columns that remain after this step, given the columns it receives. By default the
+    /// received columns plus [`Step::outputs`]; a step that drops columns says so here.
+    fn columns_after(&self, received: &[String]) -> Vec<String> {
+        let mut out = received.to_vec();
+        for c in self.outputs() {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// Needs every upstream row at once (dedup, sampling). Runs alone in its stage.
+pub trait GlobalStep: Lifecycle {
+    /// Columns each input row must have.
+    fn inputs(&self) -> Vec<String>;
+
+    /// Columns the step adds.
+    fn outputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Processes all upstream rows, in order.
+    fn process_all(&self, rows: Vec<Row>) -> StepResult<Vec<Row>>;
+}
+
+/// A constructed step of one of the four kinds.
+pub enum StepKind {
+    /// Produces rows.
+    Generator(Box<dyn Generator>),
+    /// Transforms batches.
+    Step(Box<dyn Step>),
+    /// Sees all upstream rows.
+    Global(Box<dyn GlobalStep>),
+    /// Calls an LLM.
+    Task(Box<dyn crate::task::Task>),
+}
+
+impl StepKind {
+    /// Short name of the kind, for messages and `distill info`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Generator(_) => "generator",
+            StepKind::Step(_) => "step",
+            StepKind::Global(_) => "global",
+            StepKind::Task(_) => "task",
+        }
+    }
+
+    /// The lifecycle hooks of whichever kind this is.
+    pub fn lifecycle(&mut self) -> &mut dyn Lifecycle {
+        match self {
+            StepKind::Generator(g) => g.as_mut(),
+            StepKind::Step(s) => s.as_mut(),
+            StepKind::Global(g) => g.as_mut(),
+            StepKind::Task(t) => t.as_mut(),
+        }
+    }
+
+    /// Whether a second load is a no-op.
+    pub fn load_is_idempotent(&self) -> bool {
+        match self {
+            StepKind::Generator(g) => g.load_is_idempotent(),
+            StepKind::Step(s) => s.load_is_idempotent(),
+            StepKind::Global(g) => g.load_is_idempotent(),
+            StepKind::Task(t) => t.load_is_idempotent(),
+        }
+    }
+
+    /// Columns each input row must have (none for generators).
+    pub fn inputs(&self) -> Vec<String> {
+        match self {
+            StepKind::Generator(_) => Vec::new(),
+            StepKind::Step(s) => s.inputs(),
+            StepKind::Global(g) => g.inputs(),
+            StepKind::Task(t) => t.inputs(),
+        }
+    }
+
+    /// Columns the step adds.
+    pub fn outputs(&self) -> Vec<String> {
+        match self {
+            StepKind::Generator(g) => g.outputs(),
+            StepKind::Step(s) => s.outputs(),
+            StepKind::Global(g) => g.outputs(),
+            StepKind::Task(t) => t.outputs(),
+        }
+    }
+}
+
+/// What a constructor may need besides its parameters.
+#[derive(Debug, Clone, Default)]
+pub struct BuildContext {
+    /// Directory that relative file paths in parameters are resolved against (the pipeline
+    /// file's directory).
+    pub base_dir: std::path::PathBuf,
+}
+
+impl BuildContext {
+    /// Resolves a path parameter against [`BuildContext::base_dir`].
+    pub fn resolve(&self, path: &str) -> std::path::PathBuf {
+        let p = std::path::Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// Parses a step's parameters into its typed form; the message names the parameter.
+pub fn parse_params<T: serde::de::DeserializeOwned>(
+    params: &serde_json::Value,
+) -> Result<T, String> {
+    let params = if params.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        params.clone()
+    };
+    serde_json::from_value(params).map_err(|e| e.to_string())
+}

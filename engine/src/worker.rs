@@ -1,0 +1,176 @@
+//! What a worker does with one job: run the step on its input window, outside the scheduler.
+
+use crate::lifecycle::{StepSlot, panic_message};
+use crate::mapping;
+use crate::spec::{OnError, StepSpec};
+use crate::step::{StepKind, StepResult};
+use crate::task::TaskContext;
+use distill_storage::{GroupCommitter, Progress, Row, RunLog};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+/// What a worker needs to know about a step.
+pub struct StepInfo {
+    /// The step as written.
+    pub spec: StepSpec,
+    /// The built step.
+    pub slot: Arc<StepSlot>,
+    /// The step's own output names (before output mappings).
+    pub outputs: Vec<String>,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Gives tasks the request cache.
+    pub task_context: Arc<dyn TaskContext>,
+}
+
+/// The input of one job.
+pub enum Input {
+    /// A generator's next rows from this offset.
+    Generate {
+        /// Rows generated so far.
+        offset: u64,
+    },
+    /// A window of rows per predecessor.
+    Window(Vec<Vec<Row>>),
+    /// All rows of all predecessors (global steps), read from the log by the worker.
+    All {
+        /// The log to read from.
+        log: Arc<RunLog>,
+        /// Predecessor names, in order.
+        preds: Vec<String>,
+    },
+}
+
+/// What a job produced: output batches (one, or several for a global step) and whether the
+/// step has no more output.
+pub struct Output {
+    /// Rows of each output batch.
+    pub batches: Vec<Vec<Row>>,
+    /// Whether this ends the step's output.
+    pub last: bool,
+}
+
+/// Runs one job. Errors are plain messages; the scheduler names the step and batch.
+pub fn run_job(info: &StepInfo, input: Input, last: bool) -> Result<Output, String> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| execute(info, input, last)));
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => Err(format!("panicked: {}", panic_message(&panic))),
+    }
+}
+
+fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, String> {
+    match input {
+        Input::Generate { offset } => {
+            let mut step = info.slot.write();
+            let StepKind::Generator(generator) = &mut *step else {
+                return Err("not a generator".into());
+            };
+            let (mut rows, last) = generator
+                .generate(offset, info.batch_size)
+                .map_err(|e| e.to_string())?;
+            mapping::after(&info.spec, &mut rows);
+            Ok(Output {
+                batches: vec![rows],
+                last,
+            })
+        }
+        Input::Window(parts) => {
+            let keep = (info.spec.on_error == OnError::Mark).then(|| parts.concat());
+            match process_window(info, parts) {
+                Ok(rows) => Ok(Output {
+                    batches: vec![rows],
+                    last,
+                }),
+                Err(e) => match keep {
+                    Some(rows) => Ok(Output {
+                        batches: vec![mapping::mark_failed(
+                            &info.spec,
+                            &info.outputs,
+                            rows,
+                            &e.to_string(),
+                        )],
+                        last,
+                    }),
+                    None => Err(e.to_string()),
+                },
+            }
+        }
+        Input::All { log, preds } => {
+            let snapshot = log.snapshot().map_err(|e| e.to_string())?;
+            let mut rows = Vec::new();
+            for pred in &preds {
+                for batch in snapshot.batches(pred, 0).map_err(|e| e.to_string())? {
+                    rows.extend(batch.map_err(|e| e.to_string())?.rows);
+                }
+            }
+            drop(snapshot);
+            mapping::before(&info.spec, &mut rows);
+            let step = info.slot.read();
+            let StepKind::Global(global) = &*step else {
+                return Err("not a global step".into());
+            };
+            let mut out = global.process_all(rows).map_err(|e| e.to_string())?;
+            mapping::after(&info.spec, &mut out);
+            let mut batches: Vec<Vec<Row>> = Vec::new();
+            let mut rest = out.into_iter().peekable();
+            while rest.peek().is_some() {
+                batches.push(rest.by_ref().take(info.batch_size).collect());
+            }
+            if batches.is_empty() {
+                batches.push(Vec::new());
+            }
+            Ok(Output {
+                batches,
+                last: true,
+            })
+        }
+    }
+}
+
+fn process_window(info: &StepInfo, mut parts: Vec<Vec<Row>>) -> StepResult<Vec<Row>> {
+    for part in &mut parts {
+        mapping::before(&info.spec, part);
+    }
+    let step = info.slot.read();
+    let mut rows = match &*step {
+        StepKind::Step(s) if parts.len() == 1 => s.process(parts.concat())?,
+        StepKind::Step(s) => s.process_parts(parts)?,
+        StepKind::Task(t) => t.process(parts.concat(), info.task_context.as_ref())?,
+        other => return Err(format!("a {} step cannot process a window", other.name()).into()),
+    };
+    mapping::after(&info.spec, &mut rows);
+    Ok(rows)
+}
+
+/// Gives tasks the run's request cache and counters.
+pub struct LogTaskContext {
+    /// The run log.
+    pub log: Arc<RunLog>,
+    /// Its committer.
+    pub committer: Arc<GroupCommitter>,
+    /// The task's name.
+    pub step: String,
+}
+
+impl TaskContext for LogTaskContext {
+    fn cached(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+        self.log.snapshot().ok()?.cached(key).ok().flatten()
+    }
+
+    fn store(&self, key: [u8; 32], response: Vec<u8>) -> StepResult<()> {
+        self.committer
+            .commit(Progress::new().cache(key, response))?;
+        Ok(())
+    }
+
+    fn count(&self, name: &str, delta: u64) {
+        // Counters are accounting, not progress: no need to wait for durability.
+        if let Ok(ticket) = self
+            .committer
+            .submit(Progress::new().count(&self.step, name, delta))
+        {
+            drop(ticket);
+        }
+    }
+}
