@@ -68,6 +68,8 @@ struct StepRun {
     generated: u64,
     /// Batches handed to the committer and not yet acknowledged.
     pending_batches: u64,
+    /// A job of this step failed: nothing after it may be committed.
+    failed: bool,
     reorder: BTreeMap<u64, Finished>,
     edges: Vec<Edge>,
     /// Whether committed rows are kept in memory for a consumer in this stage.
@@ -175,6 +177,7 @@ impl<'a> StageRunner<'a> {
                 last_dispatched: false,
                 generated: self.progress[i].rows,
                 pending_batches: 0,
+                failed: false,
                 reorder: BTreeMap::new(),
                 edges,
                 feeds_stage,
@@ -430,12 +433,16 @@ impl<'a> StageRunner<'a> {
     fn submit_ready(&mut self, run: &mut StepRun, acks: &Sender<Pending>) -> Result<usize> {
         let mut started = 0;
         let name = self.pipeline.nodes()[run.node].name().to_owned();
-        while let Some((result, cursors)) = run.reorder.remove(&run.next_submit) {
+        while !run.failed {
+            let Some((result, cursors)) = run.reorder.remove(&run.next_submit) else {
+                break;
+            };
             let job = run.next_submit;
             run.next_submit += 1;
             let output = match result {
                 Ok(output) => output,
                 Err(detail) => {
+                    run.failed = true;
                     let error = Error::StepFailed {
                         step: name.clone(),
                         batch: run.committed.batches + job,

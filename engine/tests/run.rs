@@ -1,0 +1,260 @@
+//! Runs pipelines of test steps on real run databases: batching, stages, resume, errors.
+
+mod support;
+
+use distill_engine::{
+    BuildContext, Error, Pipeline, PipelineSpec, RunOptions, StepSpec, export, run,
+};
+use distill_storage::{RunReader, RunStatus, StepState, Value};
+use std::sync::atomic::Ordering;
+use support::{Probe, registry};
+
+fn build(spec: PipelineSpec, probe: &Probe) -> Pipeline {
+    Pipeline::build(spec, &registry(probe), &BuildContext::default()).unwrap()
+}
+
+fn leaf_rows(db: &std::path::Path, step: &str) -> Vec<distill_storage::Row> {
+    let reader = RunReader::open(db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    snap.batches(step, 0)
+        .unwrap()
+        .flat_map(|b| b.unwrap().rows)
+        .collect()
+}
+
+fn batch_sizes(db: &std::path::Path, step: &str) -> Vec<(usize, bool)> {
+    let reader = RunReader::open(db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    snap.batches(step, 0)
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            (b.rows.len(), b.last)
+        })
+        .collect()
+}
+
+fn chain(count: u64, gen_batch: usize, step_batch: usize) -> PipelineSpec {
+    PipelineSpec::new("chain")
+        .step(
+            StepSpec::new("gen", "numbers")
+                .param("count", count)
+                .batch_size(gen_batch),
+        )
+        .step(
+            StepSpec::new("double", "double")
+                .after("gen")
+                .input_batch_size(step_batch),
+        )
+}
+
+#[test]
+fn windows_follow_input_batch_size_not_upstream_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let probe = Probe::default();
+    let summary = run(&build(chain(23, 5, 7), &probe), &RunOptions::new(&db)).unwrap();
+    assert_eq!(summary.leaves, vec![("double".to_string(), 23)]);
+    assert_eq!(
+        batch_sizes(&db, "gen"),
+        vec![(5, false), (5, false), (5, false), (5, false), (3, true)]
+    );
+    assert_eq!(
+        batch_sizes(&db, "double"),
+        vec![(7, false), (7, false), (7, false), (2, true)]
+    );
+    let outs: Vec<i64> = leaf_rows(&db, "double")
+        .iter()
+        .map(|r| r.get("out").and_then(Value::as_int).unwrap())
+        .collect();
+    assert_eq!(outs, (0..23).map(|i| i * 2).collect::<Vec<_>>());
+}
+
+#[test]
+fn exact_multiple_ends_without_an_empty_batch_and_empty_input_ends_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    run(&build(chain(10, 5, 5), &Probe::default()), &RunOptions::new(&db)).unwrap();
+    assert_eq!(batch_sizes(&db, "double"), vec![(5, false), (5, true)]);
+    let db = dir.path().join("empty.redb");
+    run(&build(chain(0, 5, 5), &Probe::default()), &RunOptions::new(&db)).unwrap();
+    assert_eq!(batch_sizes(&db, "gen"), vec![(0, true)]);
+    assert_eq!(batch_sizes(&db, "double"), vec![(0, true)]);
+}
+
+#[test]
+fn converging_branches_receive_aligned_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let probe = Probe::default();
+    let spec = PipelineSpec::new("converge")
+        .step(StepSpec::new("a", "numbers").param("count", 10).batch_size(3))
+        .step(StepSpec::new("b", "numbers").param("count", 6).batch_size(4))
+        .step(
+            StepSpec::new("both", "double")
+                .after("a")
+                .after("b")
+                .input_batch_size(4),
+        );
+    run(&build(spec, &probe), &RunOptions::new(&db)).unwrap();
+    // Windows of 4 rows from each predecessor, aligned by row index: a gives 4,4,2 and b 4,2,0.
+    let mut sizes = probe.sizes.lock().unwrap().clone();
+    sizes.retain(|s| *s >= 1000);
+    // Windows run concurrently, so calls arrive in any order; the batches below are ordered.
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![1000, 1002, 1002, 1004, 1004, 1004]);
+    assert_eq!(
+        batch_sizes(&db, "both"),
+        vec![(8, false), (6, false), (2, true)]
+    );
+    let ns: Vec<i64> = leaf_rows(&db, "both")
+        .iter()
+        .map(|r| r.get("n").and_then(Value::as_int).unwrap())
+        .collect();
+    assert_eq!(ns, vec![0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 8, 9]);
+}
+
+#[test]
+fn stages_load_late_and_unload_before_the_next_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let probe = Probe::default();
+    let spec = PipelineSpec::new("stages")
+        .step(StepSpec::new("gen", "numbers").param("count", 30).batch_size(4))
+        .step(
+            StepSpec::new("first", "double")
+                .after("gen")
+                .param("label", "first")
+                .input_batch_size(5),
+        )
+        .step(StepSpec::new("rev", "reverse").after("first"))
+        .step(
+            StepSpec::new("second", "double")
+                .after("rev")
+                .param("label", "second")
+                .input_batch_size(10)
+                .output_mapping("out", "out2"),
+        );
+    let pipeline = build(spec, &probe);
+    let stage_of: Vec<usize> = pipeline.nodes().iter().map(|n| n.stage).collect();
+    assert_eq!(stage_of, vec![0, 0, 1, 2]);
+    run(&pipeline, &RunOptions::new(&db)).unwrap();
+    let j = &probe.journal;
+    let entries = j.entries();
+    // Stage 1 and 2 steps are loaded only after every stage 0 step is unloaded.
+    assert!(j.position("unload numbers") < j.position("load reverse"));
+    assert!(j.position("unload first") < j.position("load reverse"));
+    assert!(j.position("unload reverse") < j.position("load second"));
+    let first_second = entries.iter().position(|e| e == "process second").unwrap();
+    assert!(j.position("process reverse") < first_second);
+    assert!(j.position("load first") < j.position("process first"));
+    // Every step ends unloaded, in the log too.
+    let reader = RunReader::open(&db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    for (name, record) in snap.steps().unwrap() {
+        assert_eq!(record.state, StepState::Unloaded, "{name}");
+        assert!(record.done, "{name}");
+    }
+    assert_eq!(snap.run_state().unwrap().status, RunStatus::Finished);
+    let outs: Vec<i64> = leaf_rows(&db, "second")
+        .iter()
+        .map(|r| r.get("out2").and_then(Value::as_int).unwrap())
+        .collect();
+    assert_eq!(outs, (0..30).rev().map(|i| i * 2).collect::<Vec<_>>());
+}
+
+#[test]
+fn resume_never_processes_a_committed_batch_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    // Reference: an uninterrupted run.
+    let clean_db = dir.path().join("clean.redb");
+    run(&build(chain(100, 10, 10), &Probe::default()), &RunOptions::new(&clean_db)).unwrap();
+
+    let failing = Probe::default();
+    *failing.fail_on_call.lock().unwrap() = Some(6);
+    let err = run(&build(chain(100, 10, 10), &failing), &RunOptions::new(&db)).unwrap_err();
+    assert!(matches!(err, Error::StepFailed { ref step, .. } if step == "double"), "{err}");
+    let reader = RunReader::open(&db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    let record = snap.step("double").unwrap().unwrap();
+    assert_eq!(record.state, StepState::Unloaded);
+    assert!(record.error.unwrap().contains("planned failure"));
+    assert_eq!(snap.run_state().unwrap().status, RunStatus::Failed);
+    let committed = record.batches as usize;
+    assert!(committed < 10, "some batches must remain: {committed}");
+    drop(snap);
+    drop(reader);
+
+    let counting = Probe::default();
+    let summary = run(&build(chain(100, 10, 10), &counting), &RunOptions::new(&db)).unwrap();
+    assert!(summary.resumed);
+    assert_eq!(
+        counting.calls.load(Ordering::SeqCst),
+        10 - committed,
+        "only the batches not committed are processed again"
+    );
+    assert_eq!(leaf_rows(&db, "double"), leaf_rows(&clean_db, "double"));
+    // A third run on a finished database computes nothing.
+    let idle = Probe::default();
+    run(&build(chain(100, 10, 10), &idle), &RunOptions::new(&db)).unwrap();
+    assert_eq!(idle.calls.load(Ordering::SeqCst), 0);
+    assert!(idle.journal.entries().is_empty(), "nothing loaded: {:?}", idle.journal.entries());
+}
+
+#[test]
+fn mark_policy_keeps_going_with_the_error_in_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let probe = Probe::default();
+    *probe.fail_on_call.lock().unwrap() = Some(2);
+    let mut spec = chain(9, 3, 3);
+    spec.steps[1].on_error = distill_engine::OnError::Mark;
+    run(&build(spec, &probe), &RunOptions::new(&db)).unwrap();
+    let rows = leaf_rows(&db, "double");
+    assert_eq!(rows.len(), 9);
+    let marked: Vec<_> = rows.iter().filter(|r| r.contains("distill_error")).collect();
+    assert_eq!(marked.len(), 3);
+    assert!(marked.iter().all(|r| r.get("out") == Some(&Value::Null)));
+}
+
+#[test]
+fn a_different_pipeline_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    run(&build(chain(5, 5, 5), &Probe::default()), &RunOptions::new(&db)).unwrap();
+    let err = run(&build(chain(6, 5, 5), &Probe::default()), &RunOptions::new(&db)).unwrap_err();
+    assert!(matches!(err, Error::PipelineMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("new --db"), "{err}");
+}
+
+#[test]
+fn stop_flag_stops_cleanly_and_the_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let options = RunOptions::new(&db);
+    options.stop.store(true, Ordering::SeqCst);
+    let err = run(&build(chain(50, 5, 5), &Probe::default()), &options).unwrap_err();
+    assert!(matches!(err, Error::Interrupted), "{err:?}");
+    let reader = RunReader::open(&db).unwrap();
+    assert_eq!(reader.snapshot().unwrap().run_state().unwrap().status, RunStatus::Stopped);
+    drop(reader);
+    run(&build(chain(50, 5, 5), &Probe::default()), &RunOptions::new(&db)).unwrap();
+    assert_eq!(leaf_rows(&db, "double").len(), 50);
+}
+
+#[test]
+fn jsonl_export_writes_each_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    run(&build(chain(12, 5, 4), &Probe::default()), &RunOptions::new(&db)).unwrap();
+    let out = dir.path().join("out");
+    let summary = export(&db, &out, distill_engine::ExportFormat::Jsonl).unwrap();
+    assert_eq!(summary.leaves.len(), 1);
+    let text = std::fs::read_to_string(out.join("double/train/data.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 12);
+    assert_eq!(lines[11], serde_json::json!({"n": 11, "out": 22}));
+    assert!(out.join("pipeline.yaml").exists());
+}
