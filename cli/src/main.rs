@@ -1,1 +1,198 @@
-fn main() {}
+//! The `distill` command: a thin layer over the engine. Each flag is defined once, with its help;
+//! each command is one call into the engine; errors map to documented exit codes.
+
+mod progress;
+mod status;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use distill_engine::{BuildContext, Error, ExportFormat, Pipeline, PipelineSpec, Registry, RunOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Exit code of a run stopped by Ctrl-C (it can be resumed).
+const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code of an invalid pipeline (bad YAML, unknown step, missing column...).
+const EXIT_INVALID: u8 = 3;
+/// Exit code of a run whose step failed (committed work is kept; fix and re-run to resume).
+const EXIT_STEP_FAILED: u8 = 4;
+/// Exit code of any other error.
+const EXIT_ERROR: u8 = 1;
+
+#[derive(Parser)]
+#[command(name = "distill", version, about = "Build datasets with LLMs; crash-proof runs on a redb log")]
+#[command(after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 130 stopped by Ctrl-C")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline, or resume it if the database holds the same pipeline.
+    Run {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// The run database (created if missing).
+        #[arg(long)]
+        db: PathBuf,
+        /// Worker threads for CPU steps (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// Show a pipeline's steps, edges, columns and stages.
+    Info {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+    },
+    /// Write each leaf step's rows from a run database (finished or live).
+    Export {
+        /// The run database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// File format.
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+    },
+    /// Show where a run stands (works while it runs, from another terminal).
+    Status {
+        /// The run database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// One JSON object per line.
+    Jsonl,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<Error>() {
+        Some(Error::Interrupted) => EXIT_INTERRUPTED,
+        Some(Error::StepFailed { .. } | Error::LoadFailed { .. }) => EXIT_STEP_FAILED,
+        Some(
+            Error::BadPipelineFile { .. }
+            | Error::DuplicateStep { .. }
+            | Error::UnknownStepType { .. }
+            | Error::UnknownPredecessor { .. }
+            | Error::Cycle { .. }
+            | Error::BadParams { .. }
+            | Error::BadStep { .. }
+            | Error::MissingColumn { .. },
+        ) => EXIT_INVALID,
+        _ => EXIT_ERROR,
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run {
+            pipeline,
+            db,
+            workers,
+        } => run(&pipeline, db, workers),
+        Command::Info { pipeline } => info(&pipeline),
+        Command::Export { db, out, format } => {
+            let format = match format {
+                Format::Jsonl => ExportFormat::Jsonl,
+            };
+            let summary = distill_engine::export(&db, &out, format)?;
+            for (leaf, rows, file) in summary.leaves {
+                println!("{leaf}: {rows} rows -> {}", file.display());
+            }
+            Ok(())
+        }
+        Command::Status { db, json } => status::print(&db, json),
+    }
+}
+
+fn load_pipeline(path: &Path) -> anyhow::Result<Pipeline> {
+    let spec = PipelineSpec::load(path)?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Ok(Pipeline::build(spec, &Registry::default(), &BuildContext { base_dir })?)
+}
+
+fn run(path: &Path, db: PathBuf, workers: usize) -> anyhow::Result<()> {
+    let pipeline = load_pipeline(path)?;
+    let mut options = RunOptions::new(db);
+    options.workers = workers;
+    let stop = options.stop.clone();
+    ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C: the user insists. Everything committed is safe.
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        eprintln!("stopping: finishing in-flight batches (Ctrl-C again to quit now)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let bars = Arc::new(progress::Bars::new(&pipeline));
+    options.observer = Some(bars.clone());
+    let result = distill_engine::run(&pipeline, &options);
+    bars.finish();
+    let summary = result?;
+    for (leaf, rows) in summary.leaves {
+        println!("{leaf}: {rows} rows");
+    }
+    println!(
+        "run finished: {} (export with: distill export --db {} --out DIR)",
+        options.db.display(),
+        options.db.display()
+    );
+    Ok(())
+}
+
+fn info(path: &Path) -> anyhow::Result<()> {
+    let pipeline = load_pipeline(path)?;
+    println!("pipeline '{}' (signature {})", pipeline.spec().name, pipeline.signature());
+    let nodes = pipeline.nodes();
+    for (stage, members) in pipeline.stages().iter().enumerate() {
+        println!("stage {stage}:");
+        for &i in members {
+            let node = &nodes[i];
+            let after: Vec<&str> = node.preds.iter().map(|&p| nodes[p].name()).collect();
+            println!(
+                "  {} ({} '{}', batch {}){}",
+                node.name(),
+                node.kind,
+                node.spec.kind,
+                node.batch_size,
+                if after.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after {}", after.join(", "))
+                }
+            );
+            if !node.is_generator() {
+                println!("    in:  {}", node.received.join(", "));
+            }
+            println!("    out: {}", node.columns.join(", "));
+        }
+    }
+    let leaves: Vec<&str> = pipeline.leaves().iter().map(|&i| nodes[i].name()).collect();
+    println!("leaves: {}", leaves.join(", "));
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Progress per step: bars on a terminal, plain lines otherwise.
+
+use distill_engine::{Observer, Pipeline, RunEvent};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+/// Draws one line per step.
+pub struct Bars {
+    multi: Option<MultiProgress>,
+    bars: HashMap<String, ProgressBar>,
+}
+
+impl Bars {
+    /// Bars for every step of `pipeline`, drawn only when stderr is a terminal.
+    pub fn new(pipeline: &Pipeline) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Self {
+                multi: None,
+                bars: HashMap::new(),
+            };
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{prefix:>16} {spinner} {msg} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bars = pipeline
+            .nodes()
+            .iter()
+            .map(|node| {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(style.clone());
+                bar.set_prefix(node.name().to_owned());
+                bar.set_message("waiting");
+                (node.name().to_owned(), bar)
+            })
+            .collect();
+        Self {
+            multi: Some(multi),
+            bars,
+        }
+    }
+
+    /// Leaves the bars on screen.
+    pub fn finish(&self) {
+        for bar in self.bars.values() {
+            bar.abandon();
+        }
+        if let Some(multi) = &self.multi {
+            let _ = multi.clear();
+        }
+    }
+}
+
+impl Observer for Bars {
+    fn on_event(&self, event: &RunEvent) {
+        match event {
+            RunEvent::Started { resumed: true } => eprintln!("resuming from the run database"),
+            RunEvent::StageStarted { stage, steps } if self.multi.is_none() => {
+                eprintln!("stage {stage}: {}", steps.join(", "));
+            }
+            RunEvent::BatchCommitted {
+                step,
+                rows,
+                batches,
+                last,
+            } => match self.bars.get(step) {
+                Some(bar) => {
+                    bar.set_position(*rows);
+                    let done = if *last { " done" } else { "" };
+                    bar.set_message(format!("{rows} rows, {batches} batches{done}"));
+                    if *last {
+                        bar.finish();
+                    }
+                }
+                None if *last => eprintln!("{step}: done, {rows} rows in {batches} batches"),
+                None => {}
+            },
+            RunEvent::StepFailed { step, error } => eprintln!("{step}: failed: {error}"),
+            _ => {}
+        }
+    }
+}
