@@ -19,6 +19,7 @@ pub mod steps;
 pub mod task;
 mod worker;
 
+pub use distill_storage::LogOptions;
 pub use error::{Error, Result};
 pub use export::{ExportFormat, ExportSummary, export};
 pub use lifecycle::{LoadGuard, LoadState, StepSlot};

@@ -6,7 +6,9 @@ use crate::observer::{Observer, RunEvent};
 use crate::pipeline::Pipeline;
 use crate::scheduler::{Committed, StageRunner};
 use crate::worker::{LogTaskContext, StepInfo};
-use distill_storage::{GroupCommitter, NewRun, Progress, RunLog, RunState, RunStatus, StepState};
+use distill_storage::{
+    GroupCommitter, LogOptions, NewRun, Progress, RunLog, RunState, RunStatus, StepState,
+};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -22,6 +24,8 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Told of progress.
     pub observer: Option<Arc<dyn Observer>>,
+    /// How the run log is opened; keep the default (durable) outside benchmarks.
+    pub log: LogOptions,
 }
 
 impl RunOptions {
@@ -32,6 +36,7 @@ impl RunOptions {
             workers: 0,
             stop: Arc::new(AtomicBool::new(false)),
             observer: None,
+            log: LogOptions::default(),
         }
     }
 }
@@ -53,7 +58,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary> {
         pipeline: pipeline.spec().to_yaml(),
         created_by: concat!("distill ", env!("CARGO_PKG_VERSION")).into(),
     };
-    let (log, _) = RunLog::open_or_create(&options.db, new_run)?;
+    let (log, _) = RunLog::open_or_create_with(&options.db, new_run, options.log)?;
     let meta = log.meta()?;
     if meta.signature != signature {
         return Err(Error::PipelineMismatch {

@@ -44,6 +44,22 @@ pub struct RunLog {
     db: Database,
     path: PathBuf,
     writer: Mutex<WriterState>,
+    durable: bool,
+}
+
+/// How a run database is opened for writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Every commit durable (the default). `false` is only a baseline for benchmarks: commits
+    /// stay in memory (redb `Durability::None`), are all lost on a crash, and other processes
+    /// cannot read the file while it is open.
+    pub durable: bool,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self { durable: true }
+    }
 }
 
 /// What the writer keeps in memory to check units before writing them.
@@ -57,10 +73,30 @@ struct WriterState {
     poisoned: Option<String>,
 }
 
-fn builder() -> redb::Builder {
+fn builder(options: LogOptions) -> redb::Builder {
     let mut builder = redb::Builder::new();
-    builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    // SingleWriter lets other processes follow the run; it refuses non-durable commits.
+    builder.set_concurrency_mode(if options.durable {
+        ConcurrencyMode::SingleWriter
+    } else {
+        ConcurrencyMode::ExclusiveWriter
+    });
     builder
+}
+
+fn staging_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".creating");
+    path.with_file_name(name)
+}
+
+/// Makes a rename in `path`'s directory durable.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)?.sync_all()
 }
 
 /// Runs a redb open, turning a panic on a damaged file into [`Error::Corrupt`].
@@ -80,6 +116,11 @@ pub(crate) fn guarded_open<T>(
 impl RunLog {
     /// Creates a new run database at `path`. Fails if the file already holds data.
     pub fn create(path: impl AsRef<Path>, run: NewRun) -> Result<Self> {
+        Self::create_with(path, run, LogOptions::default())
+    }
+
+    /// [`RunLog::create`] with options.
+    pub fn create_with(path: impl AsRef<Path>, run: NewRun, options: LogOptions) -> Result<Self> {
         let path = path.as_ref();
         if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             return match Self::open(path) {
@@ -89,29 +130,48 @@ impl RunLog {
                 Err(e) => Err(e),
             };
         }
-        let db = guarded_open(path, || builder().create(path))?;
-        let log = Self {
-            db,
+        // Built under a temporary name and renamed into place once initialised, so a crash
+        // during creation never leaves a file that looks like a damaged run database.
+        let staging = staging_path(path);
+        let _ = std::fs::remove_file(&staging);
+        {
+            let db = guarded_open(&staging, || builder(options).create(&staging))?;
+            let log = Self {
+                db,
+                path: path.to_path_buf(),
+                writer: Mutex::new(WriterState::default()),
+                durable: true,
+            };
+            log.initialise(run)?;
+        }
+        let io = |source| Error::Io {
             path: path.to_path_buf(),
-            writer: Mutex::new(WriterState::default()),
+            source,
         };
-        log.initialise(run)?;
-        Ok(log)
+        std::fs::rename(&staging, path).map_err(io)?;
+        sync_parent(path).map_err(io)?;
+        Self::open_with(path, options)
     }
 
     /// Opens an existing run database for writing.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, LogOptions::default())
+    }
+
+    /// [`RunLog::open`] with options.
+    pub fn open_with(path: impl AsRef<Path>, options: LogOptions) -> Result<Self> {
         let path = path.as_ref();
         if !path.exists() {
             return Err(Error::NotFound {
                 path: path.to_path_buf(),
             });
         }
-        let db = guarded_open(path, || builder().open(path))?;
+        let db = guarded_open(path, || builder(options).open(path))?;
         let log = Self {
             db,
             path: path.to_path_buf(),
             writer: Mutex::new(WriterState::default()),
+            durable: options.durable,
         };
         let snapshot = log.snapshot()?;
         snapshot.check_format()?;
@@ -130,11 +190,20 @@ impl RunLog {
     /// Opens the run database at `path`, creating it when the file is missing or empty.
     /// Returns the handle and whether it was created.
     pub fn open_or_create(path: impl AsRef<Path>, run: NewRun) -> Result<(Self, bool)> {
+        Self::open_or_create_with(path, run, LogOptions::default())
+    }
+
+    /// [`RunLog::open_or_create`] with options.
+    pub fn open_or_create_with(
+        path: impl AsRef<Path>,
+        run: NewRun,
+        options: LogOptions,
+    ) -> Result<(Self, bool)> {
         let path = path.as_ref();
         if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
-            Ok((Self::open(path)?, false))
+            Ok((Self::open_with(path, options)?, false))
         } else {
-            Ok((Self::create(path, run)?, true))
+            Ok((Self::create_with(path, run, options)?, true))
         }
     }
 
@@ -253,9 +322,19 @@ impl RunLog {
     }
 
     fn begin_write(&self) -> Result<WriteTransaction> {
-        self.db
+        let mut txn = self
+            .db
             .begin_write()
-            .map_err(|e| map(&self.path, "begin write", e))
+            .map_err(|e| map(&self.path, "begin write", e))?;
+        if !self.durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| Error::Database {
+                    path: self.path.clone(),
+                    context: "set durability",
+                    detail: e.to_string(),
+                })?;
+        }
+        Ok(txn)
     }
 
     /// Writes every valid unit in one transaction. `Err` only for storage failures.

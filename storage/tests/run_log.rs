@@ -431,3 +431,25 @@ fn missing_file_and_existing_run_are_clear_errors() {
     let (_, created) = RunLog::open_or_create(&path, new_run()).unwrap();
     assert!(!created);
 }
+
+#[test]
+fn creation_is_atomic_and_a_leftover_staging_file_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.redb");
+    // What a crash during an earlier creation leaves behind.
+    std::fs::write(dir.path().join("run.redb.creating"), b"half written").unwrap();
+    let (log, created) = RunLog::open_or_create(&path, new_run()).unwrap();
+    assert!(created);
+    assert_eq!(log.meta().unwrap().signature, "sig-1");
+    assert!(!dir.path().join("run.redb.creating").exists());
+}
+
+#[test]
+fn non_durable_baseline_commits_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = distill_storage::LogOptions { durable: false };
+    let log = RunLog::create_with(dir.path().join("run.redb"), new_run(), options).unwrap();
+    log.commit(Progress::new().batch(batch("a", 0, 4, true)))
+        .unwrap();
+    assert_eq!(log.snapshot().unwrap().step("a").unwrap().unwrap().rows, 4);
+}
