@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod distill;
+
 use std::process::{Child, Command, Stdio};
 
 /// Name of the variable that tells a re-executed test binary to act as a child process.

@@ -1,0 +1,125 @@
+//! Guards invariant 2 (exactly-once output): the real `distill` binary runs a multi-stage
+//! pipeline with global steps and is killed with SIGKILL at random moments, then resumed until
+//! it finishes. Its export must equal an uninterrupted run's: same rows, same order, none lost,
+//! none duplicated.
+
+mod common;
+
+use common::distill::{distill, run, stderr};
+use common::seed;
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Kills to make in total; more rounds (fresh databases) are run until this many happened.
+const KILLS: usize = 50;
+const ROWS: usize = 6000;
+
+fn write_fixture(dir: &Path) {
+    let mut data = std::io::BufWriter::new(std::fs::File::create(dir.join("data.jsonl")).unwrap());
+    for i in 0..ROWS {
+        // Every 7th topic repeats, so dedup has work; every 5th row is dropped by the filter.
+        let topic = format!("topic {}", (i * 13) % (ROWS / 7 * 6));
+        let row = serde_json::json!({"id": i, "topic": topic, "tags": [i % 3, i % 5], "keep": i % 5 != 0});
+        writeln!(data, "{row}").unwrap();
+    }
+    data.flush().unwrap();
+    std::fs::write(
+        dir.join("pipeline.yaml"),
+        r#"name: crash-test
+steps:
+  - name: load
+    type: load_jsonl
+    batch_size: 37
+    params: {path: data.jsonl}
+  - name: prompt
+    type: format_text
+    after: [load]
+    input_batch_size: 23
+    params:
+      template: "Write about {{ topic }} (row {{ id }}, tags {{ tags | join(',') }})"
+      output: prompt
+  - name: kept
+    type: filter
+    after: [prompt]
+    input_batch_size: 31
+    params: {column: keep, op: eq, value: true}
+  - name: unique
+    type: dedup
+    after: [kept]
+    input_batch_size: 50
+    params: {columns: [topic]}
+  - name: expanded
+    type: expand_list
+    after: [unique]
+    input_batch_size: 19
+    params: {column: tags, output: tag}
+  - name: final
+    type: keep_columns
+    after: [expanded]
+    input_batch_size: 29
+    params: {columns: [id, tag, prompt]}
+  - name: sampled
+    type: sample
+    after: [unique]
+    params: {n: 100, seed: 3}
+"#,
+    )
+    .unwrap();
+}
+
+fn export(dir: &Path, db: &str, out: &str) -> (String, String) {
+    let o = run(dir, &["export", "--db", db, "--out", out]);
+    assert!(o.status.success(), "export failed: {}", stderr(&o));
+    let read = |leaf: &str| std::fs::read_to_string(dir.join(out).join(leaf).join("train/data.jsonl")).unwrap();
+    (read("final"), read("sampled"))
+}
+
+#[test]
+fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
+    let mut rng = fastrand::Rng::with_seed(seed("run_crash"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_fixture(d);
+
+    let started = Instant::now();
+    let o = run(d, &["run", "pipeline.yaml", "--db", "clean.redb"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let clean_time = started.elapsed();
+    let reference = export(d, "clean.redb", "clean");
+    assert!(reference.0.lines().count() > 1000);
+
+    let mut kills = 0;
+    let mut round = 0;
+    while kills < KILLS {
+        round += 1;
+        let db = format!("crash-{round}.redb");
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            assert!(attempts < 500, "round {round}: no progress after {attempts} attempts");
+            let mut child = distill(d)
+                .args(["run", "pipeline.yaml", "--db", &db])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Kill somewhere within the expected run time, often early.
+            let max = (clean_time.as_millis() as u64).clamp(50, 3000);
+            std::thread::sleep(Duration::from_millis(rng.u64(5..max)));
+            if child.try_wait().unwrap().is_some() {
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "round {round}: {}", stderr(&out));
+                break;
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+        }
+        let got = export(d, &db, &format!("out-{round}"));
+        assert!(got.0 == reference.0, "round {round}: 'final' differs from the uninterrupted run");
+        assert!(got.1 == reference.1, "round {round}: 'sampled' differs from the uninterrupted run");
+        eprintln!("round {round}: {attempts} starts, {kills} kills so far, output identical");
+    }
+}
