@@ -36,26 +36,48 @@ fn expected_pairs() -> Vec<serde_json::Value> {
 fn quickstart_runs_end_to_end_and_exports_what_the_data_says() {
     let dir = tempfile::tempdir().unwrap();
     let q = quickstart();
-    let out = run(dir.path(), &["run", q.to_str().unwrap(), "--db", "run.redb"]);
+    let out = run(
+        dir.path(),
+        &["run", q.to_str().unwrap(), "--db", "run.redb"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("run finished"), "{}", stdout(&out));
-    let out = run(dir.path(), &["export", "--db", "run.redb", "--out", "ds", "--format", "jsonl"]);
+    let out = run(
+        dir.path(),
+        &[
+            "export", "--db", "run.redb", "--out", "ds", "--format", "jsonl",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let pairs = read_jsonl(&dir.path().join("ds/pairs/train/data.jsonl"));
     let expected = expected_pairs();
-    assert!(expected.len() > 1000, "fixture too small: {}", expected.len());
+    assert!(
+        expected.len() > 1000,
+        "fixture too small: {}",
+        expected.len()
+    );
     assert_eq!(pairs.len(), expected.len());
     assert_eq!(pairs, expected);
     let sample = read_jsonl(&dir.path().join("ds/review_sample/train/data.jsonl"));
     assert_eq!(sample.len(), 25);
-    assert!(sample.iter().all(|r| expected.iter().any(|e| e["summary"] == r["summary"])));
+    assert!(
+        sample
+            .iter()
+            .all(|r| expected.iter().any(|e| e["summary"] == r["summary"]))
+    );
 
     // A second run on the finished database does nothing and changes nothing.
-    let out = run(dir.path(), &["run", q.to_str().unwrap(), "--db", "run.redb"]);
+    let out = run(
+        dir.path(),
+        &["run", q.to_str().unwrap(), "--db", "run.redb"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let out = run(dir.path(), &["export", "--db", "run.redb", "--out", "ds2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(read_jsonl(&dir.path().join("ds2/pairs/train/data.jsonl")), pairs);
+    assert_eq!(
+        read_jsonl(&dir.path().join("ds2/pairs/train/data.jsonl")),
+        pairs
+    );
 
     let out = run(dir.path(), &["status", "--db", "run.redb", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -102,14 +124,22 @@ fn refused(dir: &Path, yaml: &str, code: i32, needles: &[&str]) {
     for needle in needles {
         assert!(err.contains(needle), "missing '{needle}' in: {err}");
     }
-    assert!(!dir.join("x.redb").exists(), "an invalid pipeline must not create a run");
+    assert!(
+        !dir.join("x.redb").exists(),
+        "an invalid pipeline must not create a run"
+    );
 }
 
 #[test]
 fn invalid_pipelines_are_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    refused(d, "name: p\nsteps:\n  - name: [oops\n", 3, &["p.yaml", "line"]);
+    refused(
+        d,
+        "name: p\nsteps:\n  - name: [oops\n",
+        3,
+        &["p.yaml", "line"],
+    );
     refused(
         d,
         "name: p\nsteps:\n  - name: a\n    type: teleport\n",
@@ -143,8 +173,16 @@ fn invalid_pipelines_are_refused_before_anything_runs() {
 fn another_pipeline_on_an_existing_run_is_refused_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let one = write(d, "one.yaml", "name: one\nsteps:\n  - name: a\n    type: inline\n    params: {rows: [{x: 1}]}\n");
-    let two = write(d, "two.yaml", "name: two\nsteps:\n  - name: a\n    type: inline\n    params: {rows: [{x: 2}]}\n");
+    let one = write(
+        d,
+        "one.yaml",
+        "name: one\nsteps:\n  - name: a\n    type: inline\n    params: {rows: [{x: 1}]}\n",
+    );
+    let two = write(
+        d,
+        "two.yaml",
+        "name: two\nsteps:\n  - name: a\n    type: inline\n    params: {rows: [{x: 2}]}\n",
+    );
     assert!(run(d, &["run", &one, "--db", "r.redb"]).status.success());
     let out = run(d, &["run", &two, "--db", "r.redb"]);
     assert_eq!(out.status.code(), Some(1));
@@ -158,7 +196,15 @@ fn a_damaged_database_is_a_clear_error() {
     write(d, "junk.redb", &"not a database ".repeat(500));
     let out = run(d, &["status", "--db", "junk.redb"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("junk.redb") && stderr(&out).contains("not a distill run database"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("junk.redb") && stderr(&out).contains("not a distill run database"),
+        "{}",
+        stderr(&out)
+    );
     let out = run(d, &["export", "--db", "missing.redb", "--out", "o"]);
-    assert!(stderr(&out).contains("missing.redb") && stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("missing.redb") && stderr(&out).contains("does not exist"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -72,7 +72,9 @@ steps:
 fn export(dir: &Path, db: &str, out: &str) -> (String, String) {
     let o = run(dir, &["export", "--db", db, "--out", out]);
     assert!(o.status.success(), "export failed: {}", stderr(&o));
-    let read = |leaf: &str| std::fs::read_to_string(dir.join(out).join(leaf).join("train/data.jsonl")).unwrap();
+    let read = |leaf: &str| {
+        std::fs::read_to_string(dir.join(out).join(leaf).join("train/data.jsonl")).unwrap()
+    };
     (read("final"), read("sampled"))
 }
 
@@ -98,7 +100,10 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            assert!(attempts < 500, "round {round}: no progress after {attempts} attempts");
+            assert!(
+                attempts < 500,
+                "round {round}: no progress after {attempts} attempts"
+            );
             let mut child = distill(d)
                 .args(["run", "pipeline.yaml", "--db", &db])
                 .stdout(Stdio::null())
@@ -118,8 +123,14 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
             kills += 1;
         }
         let got = export(d, &db, &format!("out-{round}"));
-        assert!(got.0 == reference.0, "round {round}: 'final' differs from the uninterrupted run");
-        assert!(got.1 == reference.1, "round {round}: 'sampled' differs from the uninterrupted run");
+        assert!(
+            got.0 == reference.0,
+            "round {round}: 'final' differs from the uninterrupted run"
+        );
+        assert!(
+            got.1 == reference.1,
+            "round {round}: 'sampled' differs from the uninterrupted run"
+        );
         eprintln!("round {round}: {attempts} starts, {kills} kills so far, output identical");
     }
 }

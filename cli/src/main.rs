@@ -6,7 +6,9 @@ mod status;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use distill_engine::{BuildContext, Error, ExportFormat, Pipeline, PipelineSpec, Registry, RunOptions};
+use distill_engine::{
+    BuildContext, Error, ExportFormat, Pipeline, PipelineSpec, Registry, RunOptions,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,8 +24,14 @@ const EXIT_STEP_FAILED: u8 = 4;
 const EXIT_ERROR: u8 = 1;
 
 #[derive(Parser)]
-#[command(name = "distill", version, about = "Build datasets with LLMs; crash-proof runs on a redb log")]
-#[command(after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 130 stopped by Ctrl-C")]
+#[command(
+    name = "distill",
+    version,
+    about = "Build datasets with LLMs; crash-proof runs on a redb log"
+)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 130 stopped by Ctrl-C"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -129,11 +137,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
 
 fn load_pipeline(path: &Path) -> anyhow::Result<Pipeline> {
     let spec = PipelineSpec::load(path)?;
-    let base_dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    Ok(Pipeline::build(spec, &Registry::default(), &BuildContext { base_dir })?)
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(Pipeline::build(
+        spec,
+        &Registry::default(),
+        &BuildContext { base_dir },
+    )?)
 }
 
 fn run(path: &Path, db: PathBuf, workers: usize) -> anyhow::Result<()> {
@@ -167,7 +176,11 @@ fn run(path: &Path, db: PathBuf, workers: usize) -> anyhow::Result<()> {
 
 fn info(path: &Path) -> anyhow::Result<()> {
     let pipeline = load_pipeline(path)?;
-    println!("pipeline '{}' (signature {})", pipeline.spec().name, pipeline.signature());
+    println!(
+        "pipeline '{}' (signature {})",
+        pipeline.spec().name,
+        pipeline.signature()
+    );
     let nodes = pipeline.nodes();
     for (stage, members) in pipeline.stages().iter().enumerate() {
         println!("stage {stage}:");

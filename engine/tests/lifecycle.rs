@@ -67,7 +67,10 @@ fn second_load_is_a_typed_error() {
     let guard = slot.load().unwrap();
     assert_eq!(slot.state(), LoadState::Loaded);
     let err = slot.load().err().unwrap();
-    assert!(matches!(err, Error::AlreadyLoaded { ref step } if step == "probe"), "{err:?}");
+    assert!(
+        matches!(err, Error::AlreadyLoaded { ref step } if step == "probe"),
+        "{err:?}"
+    );
     assert_eq!(counts.loads.load(Ordering::SeqCst), 1);
     drop(guard);
     assert_eq!(slot.state(), LoadState::Unloaded);
@@ -83,7 +86,11 @@ fn idempotent_second_load_is_a_no_op() {
     let second = slot.load().unwrap();
     assert_eq!(counts.loads.load(Ordering::SeqCst), 1);
     drop(second);
-    assert_eq!(slot.state(), LoadState::Loaded, "only the first guard unloads");
+    assert_eq!(
+        slot.state(),
+        LoadState::Loaded,
+        "only the first guard unloads"
+    );
     drop(first);
     assert_eq!(counts.unloads.load(Ordering::SeqCst), 1);
 }
@@ -128,16 +135,22 @@ fn concurrent_loads_load_once() {
             .collect();
         let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         let ok = results.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(counts.loads.load(Ordering::SeqCst), 1, "idempotent={idempotent}");
+        assert_eq!(
+            counts.loads.load(Ordering::SeqCst),
+            1,
+            "idempotent={idempotent}"
+        );
         if idempotent {
             assert_eq!(ok, 8, "every caller sees the step loaded: {results:?}");
         } else {
             assert_eq!(ok, 1, "one load wins, the others are told: {results:?}");
             assert!(results.iter().flatten().count() == 1);
-            assert!(results
-                .iter()
-                .filter_map(|r| r.as_ref().err())
-                .all(|e| e.contains("already loaded")));
+            assert!(
+                results
+                    .iter()
+                    .filter_map(|r| r.as_ref().err())
+                    .all(|e| e.contains("already loaded"))
+            );
         }
         assert_eq!(slot.state(), LoadState::Loaded);
     }

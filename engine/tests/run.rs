@@ -74,10 +74,18 @@ fn windows_follow_input_batch_size_not_upstream_batches() {
 fn exact_multiple_ends_without_an_empty_batch_and_empty_input_ends_with_one() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("run.redb");
-    run(&build(chain(10, 5, 5), &Probe::default()), &RunOptions::new(&db)).unwrap();
+    run(
+        &build(chain(10, 5, 5), &Probe::default()),
+        &RunOptions::new(&db),
+    )
+    .unwrap();
     assert_eq!(batch_sizes(&db, "double"), vec![(5, false), (5, true)]);
     let db = dir.path().join("empty.redb");
-    run(&build(chain(0, 5, 5), &Probe::default()), &RunOptions::new(&db)).unwrap();
+    run(
+        &build(chain(0, 5, 5), &Probe::default()),
+        &RunOptions::new(&db),
+    )
+    .unwrap();
     assert_eq!(batch_sizes(&db, "gen"), vec![(0, true)]);
     assert_eq!(batch_sizes(&db, "double"), vec![(0, true)]);
 }
@@ -88,8 +96,16 @@ fn converging_branches_receive_aligned_windows() {
     let db = dir.path().join("run.redb");
     let probe = Probe::default();
     let spec = PipelineSpec::new("converge")
-        .step(StepSpec::new("a", "numbers").param("count", 10).batch_size(3))
-        .step(StepSpec::new("b", "numbers").param("count", 6).batch_size(4))
+        .step(
+            StepSpec::new("a", "numbers")
+                .param("count", 10)
+                .batch_size(3),
+        )
+        .step(
+            StepSpec::new("b", "numbers")
+                .param("count", 6)
+                .batch_size(4),
+        )
         .step(
             StepSpec::new("both", "double")
                 .after("a")
@@ -120,7 +136,11 @@ fn stages_load_late_and_unload_before_the_next_stage() {
     let db = dir.path().join("run.redb");
     let probe = Probe::default();
     let spec = PipelineSpec::new("stages")
-        .step(StepSpec::new("gen", "numbers").param("count", 30).batch_size(4))
+        .step(
+            StepSpec::new("gen", "numbers")
+                .param("count", 30)
+                .batch_size(4),
+        )
         .step(
             StepSpec::new("first", "double")
                 .after("gen")
@@ -169,12 +189,19 @@ fn resume_never_processes_a_committed_batch_again() {
     let db = dir.path().join("run.redb");
     // Reference: an uninterrupted run.
     let clean_db = dir.path().join("clean.redb");
-    run(&build(chain(100, 10, 10), &Probe::default()), &RunOptions::new(&clean_db)).unwrap();
+    run(
+        &build(chain(100, 10, 10), &Probe::default()),
+        &RunOptions::new(&clean_db),
+    )
+    .unwrap();
 
     let failing = Probe::default();
     *failing.fail_on_call.lock().unwrap() = Some(6);
     let err = run(&build(chain(100, 10, 10), &failing), &RunOptions::new(&db)).unwrap_err();
-    assert!(matches!(err, Error::StepFailed { ref step, .. } if step == "double"), "{err}");
+    assert!(
+        matches!(err, Error::StepFailed { ref step, .. } if step == "double"),
+        "{err}"
+    );
     let reader = RunReader::open(&db).unwrap();
     let snap = reader.snapshot().unwrap();
     let record = snap.step("double").unwrap().unwrap();
@@ -199,7 +226,11 @@ fn resume_never_processes_a_committed_batch_again() {
     let idle = Probe::default();
     run(&build(chain(100, 10, 10), &idle), &RunOptions::new(&db)).unwrap();
     assert_eq!(idle.calls.load(Ordering::SeqCst), 0);
-    assert!(idle.journal.entries().is_empty(), "nothing loaded: {:?}", idle.journal.entries());
+    assert!(
+        idle.journal.entries().is_empty(),
+        "nothing loaded: {:?}",
+        idle.journal.entries()
+    );
 }
 
 #[test]
@@ -213,7 +244,10 @@ fn mark_policy_keeps_going_with_the_error_in_the_rows() {
     run(&build(spec, &probe), &RunOptions::new(&db)).unwrap();
     let rows = leaf_rows(&db, "double");
     assert_eq!(rows.len(), 9);
-    let marked: Vec<_> = rows.iter().filter(|r| r.contains("distill_error")).collect();
+    let marked: Vec<_> = rows
+        .iter()
+        .filter(|r| r.contains("distill_error"))
+        .collect();
     assert_eq!(marked.len(), 3);
     assert!(marked.iter().all(|r| r.get("out") == Some(&Value::Null)));
 }
@@ -222,8 +256,16 @@ fn mark_policy_keeps_going_with_the_error_in_the_rows() {
 fn a_different_pipeline_on_the_same_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("run.redb");
-    run(&build(chain(5, 5, 5), &Probe::default()), &RunOptions::new(&db)).unwrap();
-    let err = run(&build(chain(6, 5, 5), &Probe::default()), &RunOptions::new(&db)).unwrap_err();
+    run(
+        &build(chain(5, 5, 5), &Probe::default()),
+        &RunOptions::new(&db),
+    )
+    .unwrap();
+    let err = run(
+        &build(chain(6, 5, 5), &Probe::default()),
+        &RunOptions::new(&db),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::PipelineMismatch { .. }), "{err:?}");
     assert!(err.to_string().contains("new --db"), "{err}");
 }
@@ -237,9 +279,16 @@ fn stop_flag_stops_cleanly_and_the_run_resumes() {
     let err = run(&build(chain(50, 5, 5), &Probe::default()), &options).unwrap_err();
     assert!(matches!(err, Error::Interrupted), "{err:?}");
     let reader = RunReader::open(&db).unwrap();
-    assert_eq!(reader.snapshot().unwrap().run_state().unwrap().status, RunStatus::Stopped);
+    assert_eq!(
+        reader.snapshot().unwrap().run_state().unwrap().status,
+        RunStatus::Stopped
+    );
     drop(reader);
-    run(&build(chain(50, 5, 5), &Probe::default()), &RunOptions::new(&db)).unwrap();
+    run(
+        &build(chain(50, 5, 5), &Probe::default()),
+        &RunOptions::new(&db),
+    )
+    .unwrap();
     assert_eq!(leaf_rows(&db, "double").len(), 50);
 }
 
@@ -247,13 +296,19 @@ fn stop_flag_stops_cleanly_and_the_run_resumes() {
 fn jsonl_export_writes_each_leaf() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("run.redb");
-    run(&build(chain(12, 5, 4), &Probe::default()), &RunOptions::new(&db)).unwrap();
+    run(
+        &build(chain(12, 5, 4), &Probe::default()),
+        &RunOptions::new(&db),
+    )
+    .unwrap();
     let out = dir.path().join("out");
     let summary = export(&db, &out, distill_engine::ExportFormat::Jsonl).unwrap();
     assert_eq!(summary.leaves.len(), 1);
     let text = std::fs::read_to_string(out.join("double/train/data.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> =
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 12);
     assert_eq!(lines[11], serde_json::json!({"n": 11, "out": 22}));
     assert!(out.join("pipeline.yaml").exists());

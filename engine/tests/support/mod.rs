@@ -49,7 +49,9 @@ impl Generator for Numbers {
     }
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
         let end = (offset + count as u64).min(self.count);
-        let rows = (offset..end).map(|i| Row::new().with("n", i as i64)).collect();
+        let rows = (offset..end)
+            .map(|i| Row::new().with("n", i as i64))
+            .collect();
         Ok((rows, end >= self.count))
     }
 }

@@ -1,0 +1,25 @@
+//! The built-in steps, registered by name.
+
+mod columns;
+mod filter;
+mod format_text;
+mod generators;
+mod global;
+
+use crate::registry::Registry;
+
+pub use filter::Op;
+
+/// Registers every built-in step type.
+pub fn register_builtins(registry: &mut Registry) {
+    registry.register("inline", generators::inline);
+    registry.register("load_jsonl", generators::load_jsonl);
+    registry.register("load_csv", generators::load_csv);
+    registry.register("keep_columns", columns::keep_columns);
+    registry.register("expand_list", columns::expand_list);
+    registry.register("combine_columns", columns::combine_columns);
+    registry.register("format_text", format_text::format_text);
+    registry.register("filter", filter::filter);
+    registry.register("dedup", global::dedup);
+    registry.register("sample", global::sample);
+}
