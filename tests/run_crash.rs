@@ -12,9 +12,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// Kills to make in total; more rounds (fresh databases) are run until this many happened.
+/// Kills to make in total; the first run usually takes them all, and more rounds (fresh
+/// databases) are run until this many happened.
 const KILLS: usize = 50;
-const ROWS: usize = 6000;
+const ROWS: usize = 20000;
 
 fn write_fixture(dir: &Path) {
     let mut data = std::io::BufWriter::new(std::fs::File::create(dir.join("data.jsonl")).unwrap());
@@ -89,6 +90,7 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
     let o = run(d, &["run", "pipeline.yaml", "--db", "clean.redb"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let clean_time = started.elapsed();
+    eprintln!("uninterrupted run: {clean_time:?}");
     let reference = export(d, "clean.redb", "clean");
     assert!(reference.0.lines().count() > 1000);
 
@@ -110,9 +112,11 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            // Kill somewhere within the expected run time, often early.
-            let max = (clean_time.as_millis() as u64).clamp(50, 3000);
-            std::thread::sleep(Duration::from_millis(rng.u64(5..max)));
+            // Mostly short lives, so one run is killed many times; one in five long enough for
+            // a global step (one atomic unit of work) to finish and commit.
+            let full = (clean_time.as_millis() as u64).clamp(100, 10_000);
+            let max = if rng.u8(0..5) == 0 { full } else { (full / 20).max(30) };
+            std::thread::sleep(Duration::from_millis(rng.u64(10..max)));
             if child.try_wait().unwrap().is_some() {
                 let out = child.wait_with_output().unwrap();
                 assert!(out.status.success(), "round {round}: {}", stderr(&out));
