@@ -39,10 +39,13 @@ impl Generator for Source {
     }
 }
 
+/// What a CPU step computes from a row's text.
+type TextFn = fn(&str) -> Value;
+
 /// A CPU step: computes `output` from `text` with `f`.
 struct Map {
     output: &'static str,
-    f: fn(&str) -> Value,
+    f: TextFn,
 }
 impl Lifecycle for Map {}
 impl Step for Map {
@@ -69,20 +72,18 @@ fn registry(rows: u64) -> Registry {
     r.register("bench_source", move |_, _: &BuildContext| {
         Ok(StepKind::Generator(Box::new(Source { rows })))
     });
-    let maps: [(&str, &'static str, fn(&str) -> Value); 4] = [
-        ("upper", "upper", |t| Value::Str(t.to_uppercase())),
-        ("words", "words", |t| {
-            Value::Int(t.split_whitespace().count() as i64)
-        }),
-        ("digest", "digest", |t| {
+    let maps: [(&'static str, TextFn); 4] = [
+        ("upper", |t| Value::Str(t.to_uppercase())),
+        ("words", |t| Value::Int(t.split_whitespace().count() as i64)),
+        ("digest", |t| {
             Value::Str(blake3::hash(t.as_bytes()).to_hex()[..16].to_owned())
         }),
-        ("chars", "chars", |t| {
+        ("chars", |t| {
             Value::Int(t.chars().filter(|c| "aeiou".contains(*c)).count() as i64)
         }),
     ];
-    for (kind, output, f) in maps {
-        r.register(kind, move |_, _: &BuildContext| {
+    for (output, f) in maps {
+        r.register(output, move |_, _: &BuildContext| {
             Ok(StepKind::Step(Box::new(Map { output, f })))
         });
     }
