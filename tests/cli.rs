@@ -208,3 +208,67 @@ fn a_damaged_database_is_a_clear_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_the_same_command_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data: String = (0..20000)
+        .map(|i| format!("{{\"id\": {i}, \"text\": \"row {i}\"}}\n"))
+        .collect();
+    std::fs::write(d.join("data.jsonl"), data).unwrap();
+    let yaml = "name: slow\nsteps:\n  - name: load\n    type: load_jsonl\n    batch_size: 7\n    params: {path: data.jsonl}\n  - name: fmt\n    type: format_text\n    after: [load]\n    input_batch_size: 5\n    params: {template: \"{{ text }}!\", output: t}\n";
+    let p = write(d, "p.yaml", yaml);
+    let child = common::distill::distill(d)
+        .args(["run", &p, "--db", "r.redb"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run has committed something, then interrupt it like Ctrl-C does.
+    let started = std::time::Instant::now();
+    loop {
+        let out = run(d, &["status", "--db", "r.redb", "--json"]);
+        if out.status.success() {
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let rows: u64 = s["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["rows"].as_u64().unwrap())
+                .sum();
+            if rows > 0 {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the run never committed anything"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        // The run finished before the signal arrived; nothing to check about stopping.
+        eprintln!("run finished before SIGINT");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stopping"), "{}", stderr(&out));
+    let status = run(d, &["status", "--db", "r.redb", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(s["status"], "stopped");
+    let out = run(d, &["run", &p, "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
+    let out = run(d, &["export", "--db", "r.redb", "--out", "o"]);
+    assert!(out.status.success());
+    let rows = read_jsonl(&d.join("o/fmt/train/data.jsonl"));
+    assert_eq!(rows.len(), 20000);
+    assert!(rows.iter().enumerate().all(|(i, r)| r["id"] == i as u64));
+}

@@ -115,7 +115,11 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
             // Mostly short lives, so one run is killed many times; one in five long enough for
             // a global step (one atomic unit of work) to finish and commit.
             let full = (clean_time.as_millis() as u64).clamp(100, 10_000);
-            let max = if rng.u8(0..5) == 0 { full } else { (full / 20).max(30) };
+            let max = if rng.u8(0..5) == 0 {
+                full
+            } else {
+                (full / 20).max(30)
+            };
             std::thread::sleep(Duration::from_millis(rng.u64(10..max)));
             if child.try_wait().unwrap().is_some() {
                 let out = child.wait_with_output().unwrap();
