@@ -19,8 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Jobs of one step that may be processed at once (results are re-ordered before commit).
-const MAX_IN_FLIGHT: usize = 4;
+/// Batches of one step that may be between dispatch and durable commit at once (processing,
+/// waiting for their turn, or committing). This bounds memory: the pipeline never runs ahead
+/// of the disk by more than this many batches per step.
+const MAX_IN_FLIGHT: usize = 8;
 /// A producer pauses while a consumer has this many input windows waiting.
 const HIGH_WATER_WINDOWS: u64 = 8;
 
@@ -74,6 +76,13 @@ struct StepRun {
     edges: Vec<Edge>,
     /// Whether committed rows are kept in memory for a consumer in this stage.
     feeds_stage: bool,
+}
+
+impl StepRun {
+    /// Batches dispatched and not yet durable.
+    fn unfinished(&self) -> usize {
+        self.in_flight + self.reorder.len() + self.pending_batches as usize
+    }
 }
 
 enum Event {
@@ -286,7 +295,12 @@ impl<'a> StageRunner<'a> {
         let node = &nodes[runs[r].node];
         let mut count = 0;
         if node.is_generator() {
-            if runs[r].in_flight == 0 && !runs[r].last_dispatched && !self.backlogged(runs, r) {
+            // One generate job at a time (it reads on), up to the in-flight limit uncommitted.
+            if runs[r].in_flight == 0
+                && runs[r].unfinished() < MAX_IN_FLIGHT
+                && !runs[r].last_dispatched
+                && !self.backlogged(runs, r)
+            {
                 let input = Input::Generate {
                     offset: runs[r].generated,
                 };
@@ -321,7 +335,7 @@ impl<'a> StageRunner<'a> {
             return Ok(count);
         }
         let n = node.batch_size as u64;
-        while runs[r].in_flight < MAX_IN_FLIGHT && !runs[r].last_dispatched {
+        while runs[r].unfinished() < MAX_IN_FLIGHT && !runs[r].last_dispatched {
             let ready = runs[r].edges.iter().all(|e| {
                 let pred = self.committed(runs, e.pred);
                 pred.rows - e.taken >= n || pred.done

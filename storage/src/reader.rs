@@ -30,6 +30,7 @@ impl RunReader {
         let open = || {
             guarded_open(path, || {
                 let mut builder = redb::Builder::new();
+                builder.set_cache_size(crate::run_log::CACHE_BYTES);
                 builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
                 builder.open_read_only(path)
             })

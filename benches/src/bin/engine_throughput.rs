@@ -2,7 +2,8 @@
 //! same run with non-durable commits (redb `Durability::None`). Goal: durable / not >= 0.85.
 //!
 //! cargo run --release -p distill-benches --bin engine_throughput
-//! Environment: DISTILL_BENCH_ROWS (default 1,000,000), DISTILL_BENCH_BATCH (default 1,000).
+//! Environment: DISTILL_BENCH_ROWS (default 1,000,000), DISTILL_BENCH_BATCH (default 1,000),
+//! DISTILL_BENCH_ONLY=durable (only the durable run, to read its peak memory).
 
 use distill_engine::step::{Generator, Lifecycle, Step, StepKind, StepResult};
 use distill_engine::{
@@ -148,6 +149,15 @@ fn main() {
         "command: {}",
         std::env::args().collect::<Vec<_>>().join(" ")
     );
+    // DISTILL_BENCH_ONLY=durable measures the durable run alone (for its peak memory).
+    if std::env::var("DISTILL_BENCH_ONLY").as_deref() == Ok("durable") {
+        let (durable, bytes) = measure(rows, batch, true);
+        println!(
+            "durable only: {durable:.0} rows/s, {:.1} MiB on disk",
+            bytes as f64 / 1048576.0
+        );
+        return;
+    }
     // Warm-up (page cache, allocator) with a small run, then the measured ones.
     measure(rows / 20 + 1, batch, true);
     let (not_durable, bytes_nd) = measure(rows, batch, false);
