@@ -21,7 +21,7 @@ impl Bars {
             };
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{prefix:>16} {spinner} {msg} ({per_sec})")
+        let style = ProgressStyle::with_template("{prefix:>16} {spinner} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         let bars = pipeline
             .nodes()
@@ -40,13 +40,10 @@ impl Bars {
         }
     }
 
-    /// Leaves the bars on screen.
+    /// Leaves the bars on screen as they are.
     pub fn finish(&self) {
         for bar in self.bars.values() {
             bar.abandon();
-        }
-        if let Some(multi) = &self.multi {
-            let _ = multi.clear();
         }
     }
 }
@@ -58,6 +55,12 @@ impl Observer for Bars {
             RunEvent::StageStarted { stage, steps } if self.multi.is_none() => {
                 eprintln!("stage {stage}: {}", steps.join(", "));
             }
+            RunEvent::StageStarted { steps, .. } => {
+                for bar in steps.iter().filter_map(|s| self.bars.get(s)) {
+                    bar.reset_elapsed();
+                    bar.set_message("running");
+                }
+            }
             RunEvent::BatchCommitted {
                 step,
                 rows,
@@ -66,8 +69,12 @@ impl Observer for Bars {
             } => match self.bars.get(step) {
                 Some(bar) => {
                     bar.set_position(*rows);
-                    let done = if *last { " done" } else { "" };
-                    bar.set_message(format!("{rows} rows, {batches} batches{done}"));
+                    let secs = bar.elapsed().as_secs_f64().max(0.001);
+                    let done = if *last { ", done" } else { "" };
+                    bar.set_message(format!(
+                        "{rows} rows, {batches} batches, {:.0} rows/s{done}",
+                        *rows as f64 / secs
+                    ));
                     if *last {
                         bar.finish();
                     }
