@@ -11,7 +11,8 @@ distill=target/debug/distill
 "$distill" info fixtures/pipelines/quickstart.yaml
 "$distill" run fixtures/pipelines/quickstart.yaml --db "$out/run.redb"
 "$distill" status --db "$out/run.redb"
-"$distill" export --db "$out/run.redb" --out "$out/dataset" --format jsonl
+"$distill" export --db "$out/run.redb" --out "$out/dataset"
+"$distill" export --db "$out/run.redb" --out "$out/dataset-jsonl" --format jsonl
 echo
-echo "dataset written to $out/dataset (one folder per leaf step: pairs/, review_sample/)"
-head -n 2 "$out/dataset/pairs/train/data.jsonl"
+echo "dataset written to $out/dataset (Parquet, dataset card in README.md; one config per leaf: pairs, review_sample)"
+head -n 2 "$out/dataset-jsonl/pairs/train/data-00000.jsonl"

@@ -49,7 +49,7 @@ fn quickstart_runs_end_to_end_and_exports_what_the_data_says() {
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let pairs = read_jsonl(&dir.path().join("ds/pairs/train/data.jsonl"));
+    let pairs = read_jsonl(&dir.path().join("ds/pairs/train/data-00000.jsonl"));
     let expected = expected_pairs();
     assert!(
         expected.len() > 1000,
@@ -58,7 +58,7 @@ fn quickstart_runs_end_to_end_and_exports_what_the_data_says() {
     );
     assert_eq!(pairs.len(), expected.len());
     assert_eq!(pairs, expected);
-    let sample = read_jsonl(&dir.path().join("ds/review_sample/train/data.jsonl"));
+    let sample = read_jsonl(&dir.path().join("ds/review_sample/train/data-00000.jsonl"));
     assert_eq!(sample.len(), 25);
     assert!(
         sample
@@ -72,10 +72,15 @@ fn quickstart_runs_end_to_end_and_exports_what_the_data_says() {
         &["run", q.to_str().unwrap(), "--db", "run.redb"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = run(dir.path(), &["export", "--db", "run.redb", "--out", "ds2"]);
+    let out = run(
+        dir.path(),
+        &[
+            "export", "--db", "run.redb", "--out", "ds2", "--format", "jsonl",
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
-        read_jsonl(&dir.path().join("ds2/pairs/train/data.jsonl")),
+        read_jsonl(&dir.path().join("ds2/pairs/train/data-00000.jsonl")),
         pairs
     );
 
@@ -266,9 +271,14 @@ fn ctrl_c_stops_cleanly_and_the_same_command_resumes() {
     let out = run(d, &["run", &p, "--db", "r.redb"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
-    let out = run(d, &["export", "--db", "r.redb", "--out", "o"]);
+    let out = run(
+        d,
+        &[
+            "export", "--db", "r.redb", "--out", "o", "--format", "jsonl",
+        ],
+    );
     assert!(out.status.success());
-    let rows = read_jsonl(&d.join("o/fmt/train/data.jsonl"));
+    let rows = read_jsonl(&d.join("o/fmt/train/data-00000.jsonl"));
     assert_eq!(rows.len(), 20000);
     assert!(rows.iter().enumerate().all(|(i, r)| r["id"] == i as u64));
 }

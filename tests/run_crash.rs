@@ -71,10 +71,13 @@ steps:
 }
 
 fn export(dir: &Path, db: &str, out: &str) -> (String, String) {
-    let o = run(dir, &["export", "--db", db, "--out", out]);
+    let o = run(
+        dir,
+        &["export", "--db", db, "--out", out, "--format", "jsonl"],
+    );
     assert!(o.status.success(), "export failed: {}", stderr(&o));
     let read = |leaf: &str| {
-        std::fs::read_to_string(dir.join(out).join(leaf).join("train/data.jsonl")).unwrap()
+        std::fs::read_to_string(dir.join(out).join(leaf).join("train/data-00000.jsonl")).unwrap()
     };
     (read("final"), read("sampled"))
 }

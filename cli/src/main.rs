@@ -55,7 +55,8 @@ enum Command {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
     },
-    /// Write each leaf step's rows from a run database (finished or live).
+    /// Export the distiset: one config per leaf step, a dataset card, the pipeline and each
+    /// leaf's status. Works on a finished, failed or live run.
     Export {
         /// The run database.
         #[arg(long)]
@@ -63,8 +64,8 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
-        /// File format.
-        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        /// File format of the data files.
+        #[arg(long, value_enum, default_value_t = Format::Parquet)]
         format: Format,
     },
     /// Show where a run stands (works while it runs, from another terminal).
@@ -75,11 +76,16 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Refresh every two seconds until the run stops.
+        #[arg(long)]
+        watch: bool,
     },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
+    /// Apache Parquet (readable by pyarrow, pandas and `datasets`).
+    Parquet,
     /// One JSON object per line.
     Jsonl,
 }
@@ -123,15 +129,28 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Info { pipeline } => info(&pipeline),
         Command::Export { db, out, format } => {
             let format = match format {
+                Format::Parquet => ExportFormat::Parquet,
                 Format::Jsonl => ExportFormat::Jsonl,
             };
-            let summary = distill_engine::export(&db, &out, format)?;
-            for (leaf, rows, file) in summary.leaves {
-                println!("{leaf}: {rows} rows -> {}", file.display());
+            let distiset = distill_engine::export(&db, &out, format)?;
+            println!(
+                "exported run ({}) at log position {} to {}",
+                distiset.run_status,
+                distiset.snapshot_log,
+                out.display()
+            );
+            for leaf in distiset.leaves {
+                println!(
+                    "  {}: {} rows, {} -> {}",
+                    leaf.name,
+                    leaf.rows,
+                    leaf.status,
+                    leaf.files.join(", ")
+                );
             }
             Ok(())
         }
-        Command::Status { db, json } => status::print(&db, json),
+        Command::Status { db, json, watch } => status::print(&db, json, watch),
     }
 }
 

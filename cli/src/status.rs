@@ -1,58 +1,61 @@
-//! `distill status`: where a run stands, read from a snapshot (never blocks the run).
+//! `distill status`: where a run stands, from a snapshot (never blocks the run).
 
-use distill_storage::RunReader;
+use distill_engine::RunReport;
+use std::io::IsTerminal;
 use std::path::Path;
+use std::time::Duration;
 
-/// Prints the run's state and each step's, as text or JSON.
-pub fn print(db: &Path, json: bool) -> anyhow::Result<()> {
-    let reader = RunReader::open(db)?;
-    let snapshot = reader.snapshot()?;
-    let meta = snapshot.meta()?;
-    let run = snapshot.run_state()?;
-    let steps = snapshot.steps()?;
-    if json {
-        let steps: Vec<serde_json::Value> = steps
-            .iter()
-            .map(|(name, r)| {
-                serde_json::json!({
-                    "step": name,
-                    "state": r.state.as_str(),
-                    "batches": r.batches,
-                    "rows": r.rows,
-                    "done": r.done,
-                    "error": r.error,
-                    "counters": r.counters,
-                })
-            })
-            .collect();
-        let out = serde_json::json!({
-            "db": db.display().to_string(),
-            "signature": meta.signature,
-            "status": run.status.as_str(),
-            "stage": run.stage,
-            "message": run.message,
-            "updated_ms": run.updated_ms,
-            "steps": steps,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+/// Seconds between refreshes with `--watch`.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Prints the run's status as text or JSON; with `watch`, again every two seconds until the
+/// run is no longer running.
+pub fn print(db: &Path, json: bool, watch: bool) -> anyhow::Result<()> {
+    loop {
+        let report = distill_engine::status(db)?;
+        if watch && std::io::stdout().is_terminal() {
+            print!("\x1b[2J\x1b[H");
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_text(db, &report);
+        }
+        if !watch || !matches!(report.status, "running" | "created") {
+            return Ok(());
+        }
+        std::thread::sleep(WATCH_EVERY);
     }
-    let stage = run.stage.map_or(String::new(), |s| format!(", stage {s}"));
-    println!("run {}: {}{stage}", db.display(), run.status);
-    if let Some(message) = &run.message {
+}
+
+fn print_text(db: &Path, r: &RunReport) {
+    let stage = r.stage.map_or(String::new(), |s| format!(", stage {s}"));
+    println!("run {} ({}): {}{stage}", db.display(), r.pipeline, r.status);
+    if let Some(message) = &r.message {
         println!("  {message}");
     }
-    for (name, r) in &steps {
-        let done = if r.done { " (all batches)" } else { "" };
+    println!(
+        "  {:<20} {:<9} {:>9} {:>8} {:>9} {:>8}",
+        "step", "state", "rows", "batches", "rows/s", "eta"
+    );
+    for s in &r.steps {
+        let rate = s.rows_per_sec.map_or("-".into(), |v| format!("{v:.0}"));
+        let eta = match (s.done, s.eta_secs) {
+            (true, _) => "done".into(),
+            (false, Some(secs)) => format!("{secs:.0}s"),
+            (false, None) => "-".into(),
+        };
         println!(
-            "  {name:<20} {:<9} {:>8} rows {:>6} batches{done}",
-            r.state.as_str(),
-            r.rows,
-            r.batches
+            "  {:<20} {:<9} {:>9} {:>8} {:>9} {:>8}",
+            s.step, s.state, s.rows, s.batches, rate, eta
         );
-        if let Some(error) = &r.error {
+        if !s.counters.is_empty() {
+            let counters: Vec<String> =
+                s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("  {:<20} {}", "", counters.join(" "));
+        }
+        if let Some(error) = &s.error {
             println!("  {:<20} error: {error}", "");
         }
     }
-    Ok(())
 }

@@ -4,8 +4,8 @@
 //! [`Registry`] of step types, then [`run`] executes it on a run database, resuming it when the
 //! database already holds progress of the same pipeline. [`export`] writes the leaves' rows.
 
+pub mod distiset;
 mod error;
-mod export;
 mod lifecycle;
 mod mapping;
 mod observer;
@@ -14,14 +14,15 @@ mod registry;
 mod run;
 mod scheduler;
 mod spec;
+mod status;
 pub mod step;
 pub mod steps;
 pub mod task;
 mod worker;
 
 pub use distill_storage::LogOptions;
+pub use distiset::{Distiset, ExportFormat, LeafExport, export};
 pub use error::{Error, Result};
-pub use export::{ExportFormat, ExportSummary, export};
 pub use lifecycle::{LoadGuard, LoadState, StepSlot};
 pub use observer::{Observer, RunEvent};
 pub use pipeline::{Node, Pipeline};
@@ -29,4 +30,5 @@ pub use registry::{Constructor, Registry};
 pub use run::{RunOptions, RunSummary, run};
 pub use scheduler::cursor_name;
 pub use spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, StepSpec};
+pub use status::{RunReport, StepStatus, status};
 pub use step::{BuildContext, StepKind};

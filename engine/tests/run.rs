@@ -302,9 +302,11 @@ fn jsonl_export_writes_each_leaf() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let summary = export(&db, &out, distill_engine::ExportFormat::Jsonl).unwrap();
-    assert_eq!(summary.leaves.len(), 1);
-    let text = std::fs::read_to_string(out.join("double/train/data.jsonl")).unwrap();
+    let distiset = export(&db, &out, distill_engine::ExportFormat::Jsonl).unwrap();
+    assert_eq!(distiset.leaves.len(), 1);
+    assert_eq!(distiset.leaves[0].status, "finished");
+    assert_eq!(distiset.leaves[0].rows, 12);
+    let text = std::fs::read_to_string(out.join("double/train/data-00000.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

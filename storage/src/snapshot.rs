@@ -156,6 +156,20 @@ impl Snapshot {
         })
     }
 
+    /// The last `count` log entries, newest first.
+    pub fn log_tail(&self, count: usize) -> Result<Vec<LogEntry>> {
+        let table = self.table(LOG)?;
+        let range = table.range::<u64>(..).map_err(self.err("read log"))?;
+        range
+            .rev()
+            .take(count)
+            .map(|item| {
+                let (k, v) = item.map_err(self.err("read log"))?;
+                decode(v.value(), &format!("log entry {}", k.value()))
+            })
+            .collect()
+    }
+
     /// Number of log entries (the next entry's sequence number).
     pub fn log_len(&self) -> Result<u64> {
         let table = self.table(LOG)?;

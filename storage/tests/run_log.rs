@@ -113,6 +113,15 @@ fn log_announces_every_change_without_gaps() {
     assert!(matches!(entries[4].event, Event::Offset { offset: 1, .. }));
     let tail: Vec<_> = log.snapshot().unwrap().log_from(3).unwrap().collect();
     assert_eq!(tail.len(), 2);
+    let newest: Vec<u64> = log
+        .snapshot()
+        .unwrap()
+        .log_tail(2)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(newest, vec![4, 3]);
 }
 
 #[test]

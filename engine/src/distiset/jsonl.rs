@@ -1,0 +1,25 @@
+//! Writes a leaf's rows as JSON Lines.
+
+use crate::error::{Error, Result};
+use distill_storage::Snapshot;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+/// Writes every committed row of `step` in `snapshot` to `file`; returns the row count.
+pub fn write(snapshot: &Snapshot, step: &str, file: &Path) -> Result<u64> {
+    let io = |source| Error::Io {
+        path: file.to_path_buf(),
+        source,
+    };
+    let mut w = BufWriter::new(std::fs::File::create(file).map_err(io)?);
+    let mut rows = 0;
+    for batch in snapshot.batches(step, 0)? {
+        for row in batch?.rows {
+            serde_json::to_writer(&mut w, &row.to_json()).map_err(|e| io(e.into()))?;
+            w.write_all(b"\n").map_err(io)?;
+            rows += 1;
+        }
+    }
+    w.flush().map_err(io)?;
+    Ok(rows)
+}

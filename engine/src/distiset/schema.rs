@@ -1,0 +1,134 @@
+//! Column types inferred from values, for Parquet.
+//!
+//! Rules, applied value by value down each column:
+//! - null goes with anything: the column is nullable and takes the other values' type;
+//! - int and float make float;
+//! - lists merge their items' types; maps become structs with the union of their fields
+//!   (a field missing from a row is null);
+//! - any other mix (say a string and an int, or a list and a map) makes the column text:
+//!   strings are kept as they are, other values are written as compact JSON;
+//! - a column with only nulls is a text column of nulls.
+
+use distill_storage::{Row, Value};
+
+/// The inferred type of a column or of a nested value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ty {
+    /// Only nulls seen so far.
+    Null,
+    /// Booleans.
+    Bool,
+    /// 64-bit integers.
+    Int,
+    /// 64-bit floats (ints are widened).
+    Float,
+    /// UTF-8 text.
+    Str,
+    /// Raw bytes.
+    Bytes,
+    /// Lists of the inner type.
+    List(Box<Ty>),
+    /// Structs with these fields, in first-seen order.
+    Struct(Vec<(String, Ty)>),
+    /// Mixed kinds: text, with non-strings as JSON.
+    Json,
+}
+
+impl Ty {
+    /// The type of one value.
+    pub fn of(value: &Value) -> Ty {
+        match value {
+            Value::Null => Ty::Null,
+            Value::Bool(_) => Ty::Bool,
+            Value::Int(_) => Ty::Int,
+            Value::Float(_) => Ty::Float,
+            Value::Str(_) => Ty::Str,
+            Value::Bytes(_) => Ty::Bytes,
+            Value::List(items) => Ty::List(Box::new(
+                items.iter().fold(Ty::Null, |t, v| t.merge(&Ty::of(v))),
+            )),
+            Value::Map(row) => {
+                Ty::Struct(row.iter().map(|(k, v)| (k.to_owned(), Ty::of(v))).collect())
+            }
+        }
+    }
+
+    /// The type that holds values of both `self` and `other`.
+    pub fn merge(self, other: &Ty) -> Ty {
+        match (self, other) {
+            (Ty::Null, t) => t.clone(),
+            (t, Ty::Null) => t,
+            (Ty::Int, Ty::Float) | (Ty::Float, Ty::Int) => Ty::Float,
+            (Ty::List(a), Ty::List(b)) => Ty::List(Box::new(a.merge(b))),
+            (Ty::Struct(mut fields), Ty::Struct(more)) => {
+                for (name, ty) in more {
+                    match fields.iter_mut().find(|(n, _)| n == name) {
+                        Some((_, t)) => *t = std::mem::replace(t, Ty::Null).merge(ty),
+                        None => fields.push((name.clone(), ty.clone())),
+                    }
+                }
+                Ty::Struct(fields)
+            }
+            (a, b) if a == *b => a,
+            _ => Ty::Json,
+        }
+    }
+}
+
+/// Column names in first-seen order and their types, over all `rows`.
+#[derive(Debug, Default)]
+pub struct Inferred {
+    /// Columns and types.
+    pub columns: Vec<(String, Ty)>,
+}
+
+impl Inferred {
+    /// Takes a row into account.
+    pub fn add(&mut self, row: &Row) {
+        for (name, value) in row.iter() {
+            let ty = Ty::of(value);
+            match self.columns.iter_mut().find(|(n, _)| n == name) {
+                Some((_, t)) => *t = std::mem::replace(t, Ty::Null).merge(&ty),
+                None => self.columns.push((name.to_owned(), ty)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn infer(values: Vec<Value>) -> Ty {
+        let mut inferred = Inferred::default();
+        for v in values {
+            inferred.add(&Row::new().with("c", v));
+        }
+        inferred.columns.remove(0).1
+    }
+
+    #[test]
+    fn rules() {
+        assert_eq!(infer(vec![Value::Null, Value::Int(1)]), Ty::Int);
+        assert_eq!(infer(vec![Value::Int(1), Value::Float(0.5)]), Ty::Float);
+        assert_eq!(infer(vec![Value::from("a"), Value::Int(1)]), Ty::Json);
+        assert_eq!(infer(vec![Value::Null]), Ty::Null);
+        assert_eq!(
+            infer(vec![
+                Value::from(vec![1, 2]),
+                Value::List(vec![Value::Float(1.5), Value::Null])
+            ]),
+            Ty::List(Box::new(Ty::Float))
+        );
+        let a = Value::Map(Row::new().with("x", 1));
+        let b = Value::Map(Row::new().with("y", "s").with("x", Value::Null));
+        assert_eq!(
+            infer(vec![a, b]),
+            Ty::Struct(vec![("x".into(), Ty::Int), ("y".into(), Ty::Str)])
+        );
+        assert_eq!(
+            infer(vec![Value::from(vec![1]), Value::Map(Row::new())]),
+            Ty::Json
+        );
+    }
+}
