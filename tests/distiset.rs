@@ -331,3 +331,36 @@ fn nothing_to_export_is_refused_clearly() {
         stderr(&out)
     );
 }
+
+#[test]
+fn status_watch_follows_a_live_run_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    big_pipeline(d, 30000);
+    let mut child = distill(d)
+        .args(["run", "p.yaml", "--db", "r.redb"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !d.join("r.redb").exists() {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the run never created its database"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let watch = run(d, &["status", "--db", "r.redb", "--watch"]);
+    assert!(child.wait().unwrap().success());
+    assert!(watch.status.success(), "{}", stderr(&watch));
+    let text = stdout(&watch);
+    let reports: Vec<&str> = text.lines().filter(|l| l.starts_with("run ")).collect();
+    assert!(reports.len() >= 2, "watch printed one report only:\n{text}");
+    assert!(
+        reports.iter().any(|r| r.contains("running")),
+        "watch never saw the run in progress:\n{text}"
+    );
+    assert!(reports.last().unwrap().contains("finished"), "{text}");
+    assert!(text.contains("rows/s"), "{text}");
+}
