@@ -178,7 +178,45 @@ impl RunLog {
             writer: Mutex::new(WriterState::default()),
             durable: options.durable,
         };
-        let snapshot = log.snapshot()?;
+        log.load_state()?;
+        Ok(log)
+    }
+
+    /// Opens a run database on any redb storage backend, initialising it when it holds none;
+    /// returns the handle and whether it was created. For fault injection in tests and for
+    /// custom storage. `label` names it in errors. Unlike [`RunLog::create`], creation here is
+    /// not atomic.
+    pub fn on_backend(
+        backend: impl redb::StorageBackend,
+        label: &Path,
+        run: NewRun,
+    ) -> Result<(Self, bool)> {
+        let options = LogOptions::default();
+        let db = guarded_open(label, || builder(options).create_with_backend(backend))?;
+        let log = Self {
+            db,
+            path: label.to_path_buf(),
+            writer: Mutex::new(WriterState::default()),
+            durable: true,
+        };
+        let fresh = log
+            .db
+            .begin_read()
+            .map_err(|e| map(label, "begin read", e))?
+            .list_tables()
+            .map_err(|e| map(label, "list tables", e))?
+            .next()
+            .is_none();
+        if fresh {
+            log.initialise(run)?;
+        }
+        log.load_state()?;
+        Ok((log, fresh))
+    }
+
+    /// Checks the format and loads what the writer checks units against.
+    fn load_state(&self) -> Result<()> {
+        let snapshot = self.snapshot()?;
         snapshot.check_format()?;
         let mut state = WriterState {
             next_log: snapshot.log_len()?,
@@ -188,8 +226,8 @@ impl RunLog {
             state.steps.insert(name, (record.batches, record.done));
         }
         drop(snapshot);
-        *log.lock() = state;
-        Ok(log)
+        *self.lock() = state;
+        Ok(())
     }
 
     /// Opens the run database at `path`, creating it when the file is missing or empty.
