@@ -108,7 +108,7 @@ fn open_faulty(path: &std::path::Path) -> (RunLog, Faults) {
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
+        .open(path)
         .unwrap();
     let backend = Budget {
         inner: FileBackend::new(file).unwrap(),
