@@ -7,6 +7,7 @@
 pub mod distiset;
 mod error;
 mod lifecycle;
+pub mod llm;
 mod mapping;
 mod observer;
 mod pipeline;

@@ -1,0 +1,5 @@
+//! Loopback test doubles for the remote services distill talks to. They speak the real
+//! protocol on a real socket; only the far side is simulated.
+#![deny(missing_docs)]
+
+pub mod mock_llm;

@@ -1,0 +1,259 @@
+//! An OpenAI-compatible chat-completions server on 127.0.0.1 with scripted behaviour: fixed
+//! latency, a share of 500s, 429s with `Retry-After`, hangs, a required API key, and a log of
+//! every request received (its body's hash and the status answered).
+//!
+//! Answers are deterministic: the text is `echo: ` followed by the last message's content, and
+//! `usage` counts whitespace-separated words. A request whose `response_format` asks for JSON
+//! gets `{"answer": "<last message>", "score": 3}` as its content.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How the server behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// Time taken by every answer.
+    pub latency: Duration,
+    /// Every Nth request (1-based) answers 500.
+    pub fail_every: Option<u64>,
+    /// Every Nth request answers 429 with `Retry-After: retry_after_secs`.
+    pub rate_limit_every: Option<u64>,
+    /// Seconds in the `Retry-After` of a 429.
+    pub retry_after_secs: u64,
+    /// Every Nth request never answers (until the server stops).
+    pub hang_every: Option<u64>,
+    /// The API key required in `Authorization: Bearer`, if any.
+    pub api_key: Option<String>,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Request path.
+    pub path: String,
+    /// blake3 of the body, hex.
+    pub body_hash: String,
+    /// Status answered (0 for a hang).
+    pub status: u16,
+}
+
+struct Shared {
+    behaviour: Behaviour,
+    count: AtomicU64,
+    in_flight: AtomicU64,
+    peak: AtomicU64,
+    log: Mutex<Vec<Received>>,
+}
+
+/// A running server; stops when dropped.
+pub struct MockLlm {
+    server: Arc<tiny_http::Server>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    port: u16,
+}
+
+impl MockLlm {
+    /// Starts a server on a free loopback port.
+    pub fn start(behaviour: Behaviour) -> MockLlm {
+        Self::start_on(0, behaviour)
+    }
+
+    /// Starts a server on `port` (0: any free port).
+    pub fn start_on(port: u16, behaviour: Behaviour) -> MockLlm {
+        let server =
+            Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("bind a loopback port"));
+        let port = server.server_addr().to_ip().map_or(0, |a| a.port());
+        let shared = Arc::new(Shared {
+            behaviour,
+            count: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
+        });
+        let thread = {
+            let server = server.clone();
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                for request in server.incoming_requests() {
+                    let shared = shared.clone();
+                    std::thread::spawn(move || answer(&shared, request));
+                }
+            })
+        };
+        MockLlm {
+            server,
+            shared,
+            thread: Some(thread),
+            port,
+        }
+    }
+
+    /// The OpenAI-style base URL, `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Requests received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
+    /// Most requests ever in progress at once.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.shared.peak.load(Ordering::SeqCst)
+    }
+
+    /// Number of requests received so far.
+    pub fn count(&self) -> u64 {
+        self.shared.count.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for MockLlm {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn every(n: Option<u64>, count: u64) -> bool {
+    n.is_some_and(|n| n > 0 && count.is_multiple_of(n))
+}
+
+fn answer(shared: &Shared, request: tiny_http::Request) {
+    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.peak.fetch_max(now, Ordering::SeqCst);
+    respond(shared, request);
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn respond(shared: &Shared, mut request: tiny_http::Request) {
+    let b = &shared.behaviour;
+    let mut body = String::new();
+    let _ = request.as_reader().read_to_string(&mut body);
+    let path = request.url().to_owned();
+    let count = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
+    let authorised = b.api_key.as_ref().is_none_or(|key| {
+        request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Authorization") && h.value.as_str() == format!("Bearer {key}"))
+    });
+    std::thread::sleep(b.latency);
+    let (status, text, retry_after) = if !authorised {
+        (401, error_json("invalid api key"), None)
+    } else if path.ends_with("/models") {
+        (
+            200,
+            r#"{"object":"list","data":[{"id":"mock-model","object":"model"}]}"#.to_owned(),
+            None,
+        )
+    } else if !path.ends_with("/chat/completions") {
+        (404, error_json("not found"), None)
+    } else if every(b.hang_every, count) {
+        log(shared, &path, &body, 0);
+        // Hold the connection open without answering until the server stops.
+        std::thread::sleep(Duration::from_secs(3600));
+        return;
+    } else if every(b.rate_limit_every, count) {
+        (429, error_json("rate limited"), Some(b.retry_after_secs))
+    } else if every(b.fail_every, count) {
+        (500, error_json("internal error"), None)
+    } else {
+        match completion(&body) {
+            Some(json) => (200, json, None),
+            None => (400, error_json("bad request body"), None),
+        }
+    };
+    log(shared, &path, &body, status);
+    let mut response = tiny_http::Response::from_string(text)
+        .with_status_code(status)
+        .with_header(header("Content-Type", "application/json"));
+    if let Some(secs) = retry_after {
+        response = response.with_header(header("Retry-After", &secs.to_string()));
+    }
+    let _ = request.respond(response);
+}
+
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+}
+
+fn log(shared: &Shared, path: &str, body: &str, status: u16) {
+    if let Ok(mut log) = shared.log.lock() {
+        log.push(Received {
+            path: path.to_owned(),
+            body_hash: blake3::hash(body.as_bytes()).to_hex().to_string(),
+            status,
+        });
+    }
+}
+
+fn error_json(message: &str) -> String {
+    serde_json::json!({"error": {"message": message, "type": "mock"}}).to_string()
+}
+
+fn completion(body: &str) -> Option<String> {
+    let request: serde_json::Value = serde_json::from_str(body).ok()?;
+    let model = request["model"].as_str()?.to_owned();
+    let messages = request["messages"].as_array()?;
+    let last = messages.last()?["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let n = request["n"].as_u64().unwrap_or(1).max(1);
+    let wants_json = request.get("response_format").is_some_and(|f| !f.is_null());
+    let content = if wants_json {
+        serde_json::json!({"answer": last, "score": 3}).to_string()
+    } else {
+        format!("echo: {last}")
+    };
+    let prompt_tokens: usize = messages
+        .iter()
+        .map(|m| {
+            m["content"]
+                .as_str()
+                .unwrap_or("")
+                .split_whitespace()
+                .count()
+        })
+        .sum();
+    let completion_tokens = content.split_whitespace().count() as u64 * n;
+    let choices: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "index": i,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop"
+            })
+        })
+        .collect();
+    Some(
+        serde_json::json!({
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "model": model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens as u64 + completion_tokens
+            }
+        })
+        .to_string(),
+    )
+}
