@@ -35,6 +35,8 @@ pub struct Received {
     pub path: String,
     /// blake3 of the body, hex.
     pub body_hash: String,
+    /// The body.
+    pub body: String,
     /// Status answered (0 for a hang).
     pub status: u16,
 }
@@ -198,6 +200,7 @@ fn log(shared: &Shared, path: &str, body: &str, status: u16) {
         log.push(Received {
             path: path.to_owned(),
             body_hash: blake3::hash(body.as_bytes()).to_hex().to_string(),
+            body: body.to_owned(),
             status,
         });
     }

@@ -2,6 +2,12 @@
 
 mod client;
 mod limiter;
+mod rate;
+mod runner;
+mod settings;
 
 pub use client::{Answer, Client, Failure, RetryPolicy};
 pub use limiter::{EndpointPool, Slot};
+pub use rate::RateLimit;
+pub use runner::{Request, Runner, cache_key};
+pub use settings::{Generation, LlmParams, OnFailure};

@@ -5,6 +5,7 @@ mod filter;
 mod format_text;
 mod generators;
 mod global;
+mod llm_tasks;
 
 use crate::registry::Registry;
 
@@ -22,4 +23,6 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register("filter", filter::filter);
     registry.register("dedup", global::dedup);
     registry.register("sample", global::sample);
+    registry.register("text_generation", llm_tasks::text_generation);
+    registry.register("chat_generation", llm_tasks::chat_generation);
 }

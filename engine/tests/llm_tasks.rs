@@ -1,0 +1,181 @@
+//! LLM tasks in real runs against the loopback mock server: outputs, accounting, failures kept
+//! as data, and the request cache that makes sure no answered request is paid for twice.
+
+use distill_engine::{BuildContext, Pipeline, PipelineSpec, Registry, RunOptions, StepSpec, run};
+use distill_storage::{RunReader, Value};
+use distill_testkit::mock_llm::{Behaviour, MockLlm};
+use std::collections::HashSet;
+
+fn rows(n: usize) -> serde_json::Value {
+    serde_json::Value::Array(
+        (0..n)
+            .map(|i| serde_json::json!({"id": i, "instruction": format!("question {i}")}))
+            .collect(),
+    )
+}
+
+fn pipeline(base_url: &str, n: usize, extra: &[(&str, serde_json::Value)]) -> Pipeline {
+    let mut task = StepSpec::new("generate", "text_generation")
+        .after("load")
+        .input_batch_size(7)
+        .param("base_url", base_url)
+        .param("model", "mock-model")
+        .param("concurrency", 4)
+        .param("max_attempts", 3)
+        .param("timeout_secs", 2.0);
+    for (k, v) in extra {
+        task = task.param(k, v);
+    }
+    let spec = PipelineSpec::new("llm")
+        .step(
+            StepSpec::new("load", "inline")
+                .param("rows", rows(n))
+                .batch_size(10),
+        )
+        .step(task);
+    Pipeline::build(spec, &Registry::default(), &BuildContext::default()).unwrap()
+}
+
+fn output(db: &std::path::Path) -> Vec<distill_storage::Row> {
+    let reader = RunReader::open(db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    snap.batches("generate", 0)
+        .unwrap()
+        .flat_map(|b| b.unwrap().rows)
+        .collect()
+}
+
+#[test]
+fn generates_one_answer_per_row_with_accounting() {
+    let server = MockLlm::start(Behaviour {
+        fail_every: Some(5),
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.redb");
+    run(
+        &pipeline(&server.base_url(), 30, &[]),
+        &RunOptions::new(&db),
+    )
+    .unwrap();
+    let rows = output(&db);
+    assert_eq!(rows.len(), 30);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(
+            row.get("generation"),
+            Some(&Value::from(format!("echo: question {i}")))
+        );
+        assert_eq!(row.get("model_name"), Some(&Value::from("mock-model")));
+        assert_eq!(row.get("input_tokens"), Some(&Value::Int(2)));
+        assert_eq!(row.get("generation_error"), Some(&Value::Null));
+    }
+    let reader = RunReader::open(&db).unwrap();
+    let record = reader
+        .snapshot()
+        .unwrap()
+        .step("generate")
+        .unwrap()
+        .unwrap();
+    let c = &record.counters;
+    assert_eq!(c["requests"], 30);
+    assert!(c["retries"] >= 6, "every 5th request got a 500: {c:?}");
+    assert_eq!(c["input_tokens"], 60);
+    assert_eq!(c["output_tokens"], 90);
+    assert!(!c.contains_key("cache_hits"));
+}
+
+#[test]
+fn a_request_that_keeps_failing_becomes_a_null_with_its_error() {
+    let server = MockLlm::start(Behaviour {
+        fail_every: Some(1),
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.redb");
+    run(&pipeline(&server.base_url(), 3, &[]), &RunOptions::new(&db)).unwrap();
+    for row in output(&db) {
+        assert_eq!(row.get("generation"), Some(&Value::Null));
+        let error = row.get("generation_error").and_then(Value::as_str).unwrap();
+        assert!(
+            error.contains("HTTP 500") && error.contains("gave up after 3"),
+            "{error}"
+        );
+    }
+    // With on_failure: fail, the step fails instead.
+    let db = dir.path().join("fail.redb");
+    let err = run(
+        &pipeline(
+            &server.base_url(),
+            3,
+            &[("on_failure", serde_json::json!("fail"))],
+        ),
+        &RunOptions::new(&db),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("'generate'") && err.to_string().contains("HTTP 500"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unreachable_endpoint_fails_at_load_with_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let err = run(
+        &pipeline(&url, 3, &[]),
+        &RunOptions::new(dir.path().join("r.redb")),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("'generate'") && msg.contains("unreachable") && msg.contains(&url),
+        "{msg}"
+    );
+}
+
+#[test]
+fn every_answer_is_cached_and_a_finished_run_asks_nothing_again() {
+    let server = MockLlm::start(Behaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.redb");
+    let p = pipeline(
+        &server.base_url(),
+        40,
+        &[("num_generations", serde_json::json!(2))],
+    );
+    let options = RunOptions::new(&db);
+    run(&p, &options).unwrap();
+    let first = output(&db);
+    assert_eq!(first.len(), 40);
+    assert_eq!(
+        first[3].get("generation"),
+        Some(&Value::from(vec!["echo: question 3", "echo: question 3"]))
+    );
+    let answered: Vec<String> = server
+        .received()
+        .iter()
+        .filter(|r| r.status == 200 && r.path.ends_with("/chat/completions"))
+        .map(|r| r.body_hash.clone())
+        .collect();
+    assert_eq!(answered.len(), 80);
+    // Every answer is in the cache, and a second run of the finished database asks nothing.
+    // (tests/llm_kill.rs kills runs mid-way and checks that no cached answer is asked again.)
+    let reader = RunReader::open(&db).unwrap();
+    assert_eq!(reader.snapshot().unwrap().cache_len().unwrap(), 80);
+    drop(reader);
+    let before = server.count();
+    run(&p, &options).unwrap();
+    assert_eq!(server.count(), before, "a finished run asks nothing again");
+    let unique: HashSet<&String> = answered.iter().collect();
+    assert_eq!(
+        unique.len(),
+        40,
+        "two generations of a row send the same body"
+    );
+}
