@@ -114,11 +114,11 @@ fn run_on_log(
                 slot: node.slot.clone(),
                 outputs: node.slot.read().outputs(),
                 batch_size: node.batch_size,
-                task_context: Arc::new(LogTaskContext {
-                    log: log.clone(),
-                    committer: committer.clone(),
-                    step: node.name().to_owned(),
-                }),
+                task_context: Arc::new(LogTaskContext::new(
+                    log.clone(),
+                    committer.clone(),
+                    node.name(),
+                )),
             })
         })
         .collect();

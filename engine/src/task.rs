@@ -14,6 +14,9 @@ pub trait TaskContext: Send + Sync {
 
     /// Adds to one of the task's counters (requests, retries, tokens...).
     fn count(&self, name: &str, delta: u64);
+
+    /// Commits pending counters (the engine calls it after each batch).
+    fn flush(&self) {}
 }
 
 /// A step that calls an LLM for each row.

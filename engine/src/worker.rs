@@ -136,21 +136,45 @@ fn process_window(info: &StepInfo, mut parts: Vec<Vec<Row>>) -> StepResult<Vec<R
     let mut rows = match &*step {
         StepKind::Step(s) if parts.len() == 1 => s.process(parts.concat())?,
         StepKind::Step(s) => s.process_parts(parts)?,
-        StepKind::Task(t) => t.process(parts.concat(), info.task_context.as_ref())?,
+        StepKind::Task(t) => {
+            let result = t.process(parts.concat(), info.task_context.as_ref());
+            info.task_context.flush();
+            result?
+        }
         other => return Err(format!("a {} step cannot process a window", other.name()).into()),
     };
     mapping::after(&info.spec, &mut rows);
     Ok(rows)
 }
 
-/// Gives tasks the run's request cache and counters.
+/// Gives tasks the run's request cache and counters. Counters are accounting, not progress:
+/// they are gathered in memory and ride along with the next cache commit, or with the flush
+/// after each batch.
 pub struct LogTaskContext {
-    /// The run log.
-    pub log: Arc<RunLog>,
-    /// Its committer.
-    pub committer: Arc<GroupCommitter>,
-    /// The task's name.
-    pub step: String,
+    log: Arc<RunLog>,
+    committer: Arc<GroupCommitter>,
+    step: String,
+    pending: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl LogTaskContext {
+    /// A context for the task `step`.
+    pub fn new(log: Arc<RunLog>, committer: Arc<GroupCommitter>, step: &str) -> Self {
+        Self {
+            log,
+            committer,
+            step: step.to_owned(),
+            pending: Default::default(),
+        }
+    }
+
+    fn with_counts(&self, mut unit: Progress) -> Progress {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for (name, delta) in pending {
+            unit = unit.count(&self.step, name, delta);
+        }
+        unit
+    }
 }
 
 impl TaskContext for LogTaskContext {
@@ -160,15 +184,19 @@ impl TaskContext for LogTaskContext {
 
     fn store(&self, key: [u8; 32], response: Vec<u8>) -> StepResult<()> {
         self.committer
-            .commit(Progress::new().cache(key, response))?;
+            .commit(self.with_counts(Progress::new().cache(key, response)))?;
         Ok(())
     }
 
     fn count(&self, name: &str, delta: u64) {
-        // Counters are accounting, not progress: no need to wait for durability.
-        if let Ok(ticket) = self
-            .committer
-            .submit(Progress::new().count(&self.step, name, delta))
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        *pending.entry(name.to_owned()).or_default() += delta;
+    }
+
+    fn flush(&self) {
+        let unit = self.with_counts(Progress::new());
+        if !unit.is_empty()
+            && let Ok(ticket) = self.committer.submit(unit)
         {
             drop(ticket);
         }

@@ -6,7 +6,9 @@
 //! `usage` counts whitespace-separated words. A request whose `response_format` asks for JSON
 //! gets `{"answer": "<last message>", "score": 3}` as its content.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -51,9 +53,9 @@ struct Shared {
 
 /// A running server; stops when dropped.
 pub struct MockLlm {
-    server: Arc<tiny_http::Server>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
     port: u16,
 }
 
@@ -65,9 +67,8 @@ impl MockLlm {
 
     /// Starts a server on `port` (0: any free port).
     pub fn start_on(port: u16, behaviour: Behaviour) -> MockLlm {
-        let server =
-            Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("bind a loopback port"));
-        let port = server.server_addr().to_ip().map_or(0, |a| a.port());
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind a loopback port");
+        let port = listener.local_addr().map_or(0, |a| a.port());
         let shared = Arc::new(Shared {
             behaviour,
             count: AtomicU64::new(0),
@@ -75,20 +76,24 @@ impl MockLlm {
             peak: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
         });
+        let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let server = server.clone();
-            let shared = shared.clone();
+            let (shared, stop) = (shared.clone(), stop.clone());
             std::thread::spawn(move || {
-                for request in server.incoming_requests() {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
                     let shared = shared.clone();
-                    std::thread::spawn(move || answer(&shared, request));
+                    std::thread::spawn(move || serve(&shared, stream));
                 }
             })
         };
         MockLlm {
-            server,
             shared,
             thread: Some(thread),
+            stop,
             port,
         }
     }
@@ -125,10 +130,96 @@ impl MockLlm {
 
 impl Drop for MockLlm {
     fn drop(&mut self) {
-        self.server.unblock();
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// One HTTP/1.1 request: method, path, headers (lower-case names), body.
+struct HttpRequest {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<HttpRequest> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let path = line.split_whitespace().nth(1)?.to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(HttpRequest {
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Serves one connection's requests in turn (keep-alive) until the client closes it.
+fn serve(shared: &Shared, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let mut writer = write_half;
+    let mut reader = BufReader::new(stream);
+    while let Some(request) = read_request(&mut reader) {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak.fetch_max(now, Ordering::SeqCst);
+        let answer = respond(shared, &request);
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let Some((status, text, retry_after)) = answer else {
+            // A hang: hold the connection without answering.
+            std::thread::sleep(Duration::from_secs(3600));
+            return;
+        };
+        let mut head = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            reason(status),
+            text.len()
+        );
+        if let Some(secs) = retry_after {
+            head.push_str(&format!("Retry-After: {secs}\r\n"));
+        }
+        head.push_str("\r\n");
+        // One write: a second small write would wait for the peer's delayed ACK (Nagle).
+        head.push_str(&text);
+        if writer.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        _ => "Internal Server Error",
     }
 }
 
@@ -136,24 +227,16 @@ fn every(n: Option<u64>, count: u64) -> bool {
     n.is_some_and(|n| n > 0 && count.is_multiple_of(n))
 }
 
-fn answer(shared: &Shared, request: tiny_http::Request) {
-    let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    shared.peak.fetch_max(now, Ordering::SeqCst);
-    respond(shared, request);
-    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-}
-
-fn respond(shared: &Shared, mut request: tiny_http::Request) {
+/// The answer to one request: status, body and `Retry-After`, or `None` for a hang.
+fn respond(shared: &Shared, request: &HttpRequest) -> Option<(u16, String, Option<u64>)> {
     let b = &shared.behaviour;
-    let mut body = String::new();
-    let _ = request.as_reader().read_to_string(&mut body);
-    let path = request.url().to_owned();
+    let (path, body) = (&request.path, &request.body);
     let count = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
     let authorised = b.api_key.as_ref().is_none_or(|key| {
         request
-            .headers()
+            .headers
             .iter()
-            .any(|h| h.field.equiv("Authorization") && h.value.as_str() == format!("Bearer {key}"))
+            .any(|(n, v)| n == "authorization" && *v == format!("Bearer {key}"))
     });
     std::thread::sleep(b.latency);
     let (status, text, retry_after) = if !authorised {
@@ -167,32 +250,20 @@ fn respond(shared: &Shared, mut request: tiny_http::Request) {
     } else if !path.ends_with("/chat/completions") {
         (404, error_json("not found"), None)
     } else if every(b.hang_every, count) {
-        log(shared, &path, &body, 0);
-        // Hold the connection open without answering until the server stops.
-        std::thread::sleep(Duration::from_secs(3600));
-        return;
+        log(shared, path, body, 0);
+        return None;
     } else if every(b.rate_limit_every, count) {
         (429, error_json("rate limited"), Some(b.retry_after_secs))
     } else if every(b.fail_every, count) {
         (500, error_json("internal error"), None)
     } else {
-        match completion(&body) {
+        match completion(body) {
             Some(json) => (200, json, None),
             None => (400, error_json("bad request body"), None),
         }
     };
-    log(shared, &path, &body, status);
-    let mut response = tiny_http::Response::from_string(text)
-        .with_status_code(status)
-        .with_header(header("Content-Type", "application/json"));
-    if let Some(secs) = retry_after {
-        response = response.with_header(header("Retry-After", &secs.to_string()));
-    }
-    let _ = request.respond(response);
-}
-
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("valid header")
+    log(shared, path, body, status);
+    Some((status, text, retry_after))
 }
 
 fn log(shared: &Shared, path: &str, body: &str, status: u16) {
