@@ -179,3 +179,67 @@ fn every_answer_is_cached_and_a_finished_run_asks_nothing_again() {
         "two generations of a row send the same body"
     );
 }
+
+#[test]
+fn judge_rates_generations_and_keeps_the_reason_when_it_cannot() {
+    let server = MockLlm::start(Behaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.redb");
+    let llm = |spec: StepSpec| {
+        spec.param("base_url", server.base_url())
+            .param("model", "mock-model")
+            .param("concurrency", 4)
+    };
+    let spec = PipelineSpec::new("judge")
+        .step(
+            StepSpec::new("load", "inline")
+                .param("rows", rows(6))
+                .batch_size(3),
+        )
+        .step(
+            llm(StepSpec::new("generate", "text_generation").after("load"))
+                .param("num_generations", 2)
+                .output_mapping("generation", "generations"),
+        )
+        .step(llm(StepSpec::new("rate", "judge")
+            .after("generate")
+            .param("aspect", "helpfulness")));
+    let pipeline = Pipeline::build(spec, &Registry::default(), &BuildContext::default()).unwrap();
+    run(&pipeline, &RunOptions::new(&db)).unwrap();
+    let reader = RunReader::open(&db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    let rated: Vec<_> = snap
+        .batches("rate", 0)
+        .unwrap()
+        .flat_map(|b| b.unwrap().rows)
+        .collect();
+    assert_eq!(rated.len(), 6);
+    for row in &rated {
+        // The mock echoes the prompt, which holds no rating: nulls, and the reason kept.
+        assert_eq!(
+            row.get("ratings"),
+            Some(&Value::List(vec![Value::Null, Value::Null]))
+        );
+        let error = row.get("judge_error").and_then(Value::as_str).unwrap();
+        assert_eq!(error, "no rating from 1 to 5 for text 1, 2");
+        assert_eq!(
+            row.get("generations")
+                .and_then(Value::as_list)
+                .map(<[Value]>::len),
+            Some(2)
+        );
+    }
+    // The judge saw both generations and the aspect.
+    let asked = server
+        .received()
+        .into_iter()
+        .filter(|r| r.body.contains("helpfulness"))
+        .count();
+    assert_eq!(asked, 6);
+    assert!(
+        server
+            .received()
+            .iter()
+            .any(|r| r.body.contains("<text 2>"))
+    );
+}

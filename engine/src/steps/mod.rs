@@ -5,6 +5,7 @@ mod filter;
 mod format_text;
 mod generators;
 mod global;
+mod judge;
 mod llm_tasks;
 
 use crate::registry::Registry;
@@ -25,4 +26,5 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register("sample", global::sample);
     registry.register("text_generation", llm_tasks::text_generation);
     registry.register("chat_generation", llm_tasks::chat_generation);
+    registry.register("judge", judge::judge);
 }

@@ -1,0 +1,225 @@
+//! `judge`: rates several responses to an instruction, in the style of UltraFeedback.
+//!
+//! Inputs: `instruction` and `generations` (a list of texts). Outputs: `ratings` (a list with an
+//! integer from 1 to 5, or null, per text), `rationales` (likewise), `judge_error` (null, or why
+//! the answer could not be used: the request failed, or which text had no rating), `model_name`.
+//! Takes the connection parameters of the LLM tasks, plus an optional `aspect` (default
+//! "overall quality").
+
+use crate::llm::{LlmParams, Request, Runner};
+use crate::step::{BuildContext, Lifecycle, StepKind, StepResult};
+use crate::task::{Task, TaskContext};
+use distill_storage::{Row, Value};
+
+/// The judge task.
+pub struct Judge {
+    runner: Runner,
+    aspect: String,
+}
+
+/// Builds `judge`.
+pub fn judge(params: &serde_json::Value, _ctx: &BuildContext) -> Result<StepKind, String> {
+    let mut rest = params.as_object().cloned().unwrap_or_default();
+    let aspect = match rest.remove("aspect") {
+        Some(serde_json::Value::String(a)) => a,
+        Some(_) => return Err("`aspect` must be text".into()),
+        None => "overall quality".into(),
+    };
+    let llm: LlmParams =
+        serde_json::from_value(serde_json::Value::Object(rest)).map_err(|e| e.to_string())?;
+    llm.validate()?;
+    Ok(StepKind::Task(Box::new(Judge {
+        runner: Runner::new(llm),
+        aspect,
+    })))
+}
+
+/// The prompt for one row.
+pub fn prompt(aspect: &str, instruction: &str, texts: &[String]) -> String {
+    let mut p = format!(
+        "Rate each response to the instruction for {aspect}, from 1 (poor) to 5 (excellent), and explain why.\n\n# Instruction\n{instruction}\n\n# Responses\n"
+    );
+    for (i, t) in texts.iter().enumerate() {
+        p.push_str(&format!("<text {}>\n{t}\n</text {}>\n", i + 1, i + 1));
+    }
+    p.push_str("\nAnswer with one block per response, exactly in this form:\n");
+    for i in 1..=texts.len() {
+        p.push_str(&format!(
+            "#### Output for Text {i}\nRating: <1 to 5>\nRationale: <one sentence>\n"
+        ));
+    }
+    p
+}
+
+/// Ratings and rationales parsed from an answer for `count` texts, or why it cannot be used.
+pub fn parse(
+    answer: &str,
+    count: usize,
+) -> (Vec<Option<i64>>, Vec<Option<String>>, Option<String>) {
+    let mut ratings = vec![None; count];
+    let mut rationales = vec![None; count];
+    for block in answer.split("#### Output for Text").skip(1) {
+        let mut lines = block.lines();
+        let Some(index) = lines
+            .next()
+            .and_then(|l| l.trim().trim_end_matches(':').parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if index == 0 || index > count {
+            continue;
+        }
+        for line in lines {
+            let line = line.trim();
+            if let Some(r) = line.strip_prefix("Rating:") {
+                ratings[index - 1] = r
+                    .trim()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|r| (1..=5).contains(r));
+            } else if let Some(r) = line.strip_prefix("Rationale:") {
+                rationales[index - 1] = Some(r.trim().to_owned()).filter(|r| !r.is_empty());
+            }
+        }
+    }
+    let missing: Vec<String> = ratings
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_none())
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    let error = (!missing.is_empty())
+        .then(|| format!("no rating from 1 to 5 for text {}", missing.join(", ")));
+    (ratings, rationales, error)
+}
+
+impl Lifecycle for Judge {
+    fn load(&mut self) -> StepResult<()> {
+        Ok(self.runner.load()?)
+    }
+
+    fn unload(&mut self) {
+        self.runner.unload();
+    }
+}
+
+impl Task for Judge {
+    fn inputs(&self) -> Vec<String> {
+        vec!["instruction".into(), "generations".into()]
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        ["ratings", "rationales", "judge_error", "model_name"]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
+    fn process(&self, rows: Vec<Row>, ctx: &dyn TaskContext) -> StepResult<Vec<Row>> {
+        let p = &self.runner.params;
+        let mut requests = Vec::with_capacity(rows.len());
+        let mut counts = Vec::with_capacity(rows.len());
+        for (index, row) in rows.iter().enumerate() {
+            let instruction = row
+                .get("instruction")
+                .map(Value::to_string)
+                .unwrap_or_default();
+            let texts: Vec<String> = match row.get("generations") {
+                Some(Value::List(items)) => items.iter().map(Value::to_string).collect(),
+                other => {
+                    return Err(format!(
+                        "row {index}: `generations` must be a list, found {}",
+                        other.map_or("nothing", Value::kind)
+                    )
+                    .into());
+                }
+            };
+            counts.push(texts.len());
+            let mut body = serde_json::json!({
+                "model": p.model,
+                "messages": [{"role": "user", "content": prompt(&self.aspect, &instruction, &texts)}],
+            });
+            if let (Some(obj), Ok(serde_json::Value::Object(g))) =
+                (body.as_object_mut(), serde_json::to_value(&p.generation))
+            {
+                obj.extend(g);
+            }
+            requests.push(Request {
+                body,
+                generation: 0,
+            });
+        }
+        let results = self.runner.run(&requests, ctx)?;
+        Ok(rows
+            .into_iter()
+            .zip(results)
+            .zip(counts)
+            .map(|((mut row, result), count)| {
+                let (ratings, rationales, error, model) = match result {
+                    Ok(json) => {
+                        let text = json["choices"][0]["message"]["content"]
+                            .as_str()
+                            .unwrap_or("");
+                        let (r, why, e) = parse(text, count);
+                        (r, why, e, json["model"].as_str().map(str::to_owned))
+                    }
+                    Err(e) => (vec![None; count], vec![None; count], Some(e), None),
+                };
+                row.insert(
+                    "ratings",
+                    Value::List(ratings.into_iter().map(Value::from).collect()),
+                );
+                row.insert(
+                    "rationales",
+                    Value::List(rationales.into_iter().map(Value::from).collect()),
+                );
+                row.insert("judge_error", Value::from(error));
+                row.insert("model_name", Value::from(model));
+                row
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_well_formed_answers() {
+        let answer = "#### Output for Text 1\nRating: 4\nRationale: Clear.\n\n#### Output for Text 2\nRating: 2 (weak)\nRationale: Misses the point.\n";
+        let (ratings, why, error) = parse(answer, 2);
+        assert_eq!(ratings, vec![Some(4), Some(2)]);
+        assert_eq!(
+            why,
+            vec![Some("Clear.".into()), Some("Misses the point.".into())]
+        );
+        assert_eq!(error, None);
+    }
+
+    #[test]
+    fn unparsable_parts_become_null_with_the_reason() {
+        let answer = "#### Output for Text 2\nRating: 9\nRationale: out of range\n#### Output for Text 1\nRationale: forgot the rating\n";
+        let (ratings, why, error) = parse(answer, 3);
+        assert_eq!(ratings, vec![None, None, None]);
+        assert_eq!(why[0].as_deref(), Some("forgot the rating"));
+        assert_eq!(
+            error.as_deref(),
+            Some("no rating from 1 to 5 for text 1, 2, 3")
+        );
+        let (_, _, error) = parse("I refuse.", 1);
+        assert!(error.unwrap().contains("text 1"));
+    }
+
+    #[test]
+    fn prompt_numbers_every_text() {
+        let p = prompt("honesty", "Say hi", &["hi".into(), "hello".into()]);
+        assert!(
+            p.contains("honesty")
+                && p.contains("<text 2>\nhello")
+                && p.contains("#### Output for Text 2")
+        );
+    }
+}
