@@ -243,3 +243,101 @@ fn judge_rates_generations_and_keeps_the_reason_when_it_cannot() {
             .any(|r| r.body.contains("<text 2>"))
     );
 }
+
+fn structured(server: &MockLlm, schema: serde_json::Value) -> Pipeline {
+    let spec = PipelineSpec::new("structured")
+        .step(
+            StepSpec::new("load", "inline")
+                .param("rows", rows(4))
+                .batch_size(4),
+        )
+        .step(
+            StepSpec::new("extract", "structured_generation")
+                .after("load")
+                .param("base_url", server.base_url())
+                .param("model", "mock-model")
+                .param("schema", schema)
+                .param("max_invalid_retries", 2),
+        );
+    Pipeline::build(spec, &Registry::default(), &BuildContext::default()).unwrap()
+}
+
+fn extracted(db: &std::path::Path) -> Vec<distill_storage::Row> {
+    let reader = RunReader::open(db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    snap.batches("extract", 0)
+        .unwrap()
+        .flat_map(|b| b.unwrap().rows)
+        .collect()
+}
+
+#[test]
+fn structured_answers_are_validated_and_invalid_ones_retried_then_null() {
+    let server = MockLlm::start(Behaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    // The mock answers {"answer": <prompt>, "score": 3}.
+    let ok = serde_json::json!({
+        "type": "object",
+        "properties": {"answer": {"type": "string"}, "score": {"type": "integer", "minimum": 1}},
+        "required": ["answer", "score"]
+    });
+    let db = dir.path().join("ok.redb");
+    run(&structured(&server, ok), &RunOptions::new(&db)).unwrap();
+    for (i, row) in extracted(&db).iter().enumerate() {
+        let Some(Value::Map(m)) = row.get("structured") else {
+            panic!("{row:?}")
+        };
+        assert_eq!(m.get("answer"), Some(&Value::from(format!("question {i}"))));
+        assert_eq!(m.get("score"), Some(&Value::Int(3)));
+        assert_eq!(row.get("structured_error"), Some(&Value::Null));
+    }
+    let sent = server
+        .received()
+        .iter()
+        .filter(|r| r.body.contains("\"schema\""))
+        .count();
+    assert_eq!(sent, 4, "valid answers are not asked again");
+
+    let strict = serde_json::json!({
+        "type": "object",
+        "properties": {"score": {"type": "integer", "minimum": 4}},
+        "required": ["score"]
+    });
+    let before = server.count();
+    let db = dir.path().join("strict.redb");
+    run(&structured(&server, strict), &RunOptions::new(&db)).unwrap();
+    for row in extracted(&db) {
+        assert_eq!(row.get("structured"), Some(&Value::Null));
+        let why = row.get("structured_error").and_then(Value::as_str).unwrap();
+        assert!(
+            why.contains("does not match the schema") && why.contains("/score"),
+            "{why}"
+        );
+    }
+    // 4 rows x (1 + 2 retries), plus the endpoint check at load.
+    assert_eq!(server.count() - before, 4 * 3 + 1);
+    let reader = RunReader::open(&db).unwrap();
+    let record = reader.snapshot().unwrap().step("extract").unwrap().unwrap();
+    assert_eq!(record.counters["invalid_answers"], 12);
+}
+
+#[test]
+fn a_bad_schema_is_a_parameter_error() {
+    let server = MockLlm::start(Behaviour::default());
+    let spec = PipelineSpec::new("bad")
+        .step(StepSpec::new("load", "inline").param("rows", rows(1)))
+        .step(
+            StepSpec::new("extract", "structured_generation")
+                .after("load")
+                .param("base_url", server.base_url())
+                .param("model", "m")
+                .param("schema", serde_json::json!({"type": "no-such-type"})),
+        );
+    let err = Pipeline::build(spec, &Registry::default(), &BuildContext::default())
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("'extract'") && err.to_string().contains("schema"),
+        "{err}"
+    );
+}

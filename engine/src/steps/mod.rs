@@ -7,6 +7,7 @@ mod generators;
 mod global;
 mod judge;
 mod llm_tasks;
+mod structured;
 
 use crate::registry::Registry;
 
@@ -27,4 +28,5 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register("text_generation", llm_tasks::text_generation);
     registry.register("chat_generation", llm_tasks::chat_generation);
     registry.register("judge", judge::judge);
+    registry.register("structured_generation", structured::structured_generation);
 }

@@ -1,0 +1,195 @@
+//! `structured_generation`: answers that must be JSON matching a schema.
+//!
+//! Parameters: `schema` (a JSON schema), `template` (optional Jinja over the row; default: the
+//! `instruction` column), `max_invalid_retries` (default 2), plus the connection parameters.
+//! The schema is sent as `response_format: {"type": "json_object", "schema": ...}` (what
+//! llama.cpp's server and others accept). Each answer is parsed and validated; an invalid one is
+//! asked again (a new request, cached under its own key) up to the limit, then the row's
+//! `structured` is null and `structured_error` says why.
+
+use crate::llm::{LlmParams, Request, Runner};
+use crate::step::{BuildContext, Lifecycle, StepKind, StepResult};
+use crate::task::{Task, TaskContext};
+use distill_storage::{Row, Value};
+
+/// The structured generation task.
+pub struct Structured {
+    runner: Runner,
+    schema: serde_json::Value,
+    validator: jsonschema::Validator,
+    template: Option<Box<minijinja::Environment<'static>>>,
+    inputs: Vec<String>,
+    retries: u32,
+}
+
+/// Builds `structured_generation`.
+pub fn structured_generation(
+    params: &serde_json::Value,
+    _ctx: &BuildContext,
+) -> Result<StepKind, String> {
+    let mut rest = params.as_object().cloned().unwrap_or_default();
+    let schema = rest.remove("schema").ok_or("missing field `schema`")?;
+    let validator = jsonschema::validator_for(&schema).map_err(|e| format!("`schema`: {e}"))?;
+    let retries = match rest.remove("max_invalid_retries") {
+        None => 2,
+        Some(v) => v
+            .as_u64()
+            .ok_or("`max_invalid_retries` must be a whole number")? as u32,
+    };
+    let (template, inputs) = match rest.remove("template") {
+        None => (None, vec!["instruction".to_owned()]),
+        Some(serde_json::Value::String(text)) => {
+            let mut env = minijinja::Environment::new();
+            env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+            env.add_template_owned("prompt", text)
+                .map_err(|e| format!("`template`: {e}"))?;
+            let mut inputs: Vec<String> = env
+                .get_template("prompt")
+                .map_err(|e| e.to_string())?
+                .undeclared_variables(false)
+                .into_iter()
+                .collect();
+            inputs.sort();
+            (Some(Box::new(env)), inputs)
+        }
+        Some(_) => return Err("`template` must be text".into()),
+    };
+    let llm: LlmParams =
+        serde_json::from_value(serde_json::Value::Object(rest)).map_err(|e| e.to_string())?;
+    llm.validate()?;
+    Ok(StepKind::Task(Box::new(Structured {
+        runner: Runner::new(llm),
+        schema,
+        validator,
+        template,
+        inputs,
+        retries,
+    })))
+}
+
+impl Structured {
+    fn body(&self, row: &Row, index: usize) -> Result<serde_json::Value, String> {
+        let user = match &self.template {
+            Some(env) => env
+                .get_template("prompt")
+                .and_then(|t| {
+                    t.render(minijinja::Value::from(minijinja::value::Serde(
+                        row.to_json(),
+                    )))
+                })
+                .map_err(|e| format!("row {index}: {e}"))?,
+            None => row
+                .get("instruction")
+                .map(Value::to_string)
+                .unwrap_or_default(),
+        };
+        let p = &self.runner.params;
+        let mut body = serde_json::json!({
+            "model": p.model,
+            "messages": [{"role": "user", "content": user}],
+            "response_format": {"type": "json_object", "schema": self.schema},
+        });
+        if let (Some(obj), Ok(serde_json::Value::Object(g))) =
+            (body.as_object_mut(), serde_json::to_value(&p.generation))
+        {
+            obj.extend(g);
+        }
+        Ok(body)
+    }
+
+    /// The answer's JSON if it parses and matches the schema, else why not.
+    fn check(&self, response: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let text = response["choices"][0]["message"]["content"]
+            .as_str()
+            .ok_or("the answer has no text")?;
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("the answer is not JSON ({e})"))?;
+        if let Some(error) = self.validator.iter_errors(&json).next() {
+            return Err(format!(
+                "the answer does not match the schema: {error} at '{}'",
+                error.instance_path()
+            ));
+        }
+        Ok(json)
+    }
+}
+
+impl Lifecycle for Structured {
+    fn load(&mut self) -> StepResult<()> {
+        Ok(self.runner.load()?)
+    }
+
+    fn unload(&mut self) {
+        self.runner.unload();
+    }
+}
+
+impl Task for Structured {
+    fn inputs(&self) -> Vec<String> {
+        self.inputs.clone()
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        ["structured", "structured_error", "model_name"]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
+    fn process(&self, rows: Vec<Row>, ctx: &dyn TaskContext) -> StepResult<Vec<Row>> {
+        let bodies: Vec<serde_json::Value> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.body(r, i))
+            .collect::<Result<_, _>>()?;
+        let mut outcome: Vec<Result<(serde_json::Value, Option<String>), String>> =
+            vec![Err("not asked".into()); rows.len()];
+        let mut todo: Vec<usize> = (0..rows.len()).collect();
+        for attempt in 0..=self.retries {
+            if todo.is_empty() {
+                break;
+            }
+            let requests: Vec<Request> = todo
+                .iter()
+                .map(|&i| Request {
+                    body: bodies[i].clone(),
+                    generation: attempt,
+                })
+                .collect();
+            let results = self.runner.run(&requests, ctx)?;
+            let mut again = Vec::new();
+            for (&i, result) in todo.iter().zip(results) {
+                outcome[i] = match result {
+                    Ok(response) => match self.check(&response) {
+                        Ok(json) => Ok((json, response["model"].as_str().map(str::to_owned))),
+                        Err(why) => {
+                            ctx.count("invalid_answers", 1);
+                            again.push(i);
+                            Err(why)
+                        }
+                    },
+                    Err(e) => Err(e),
+                };
+            }
+            todo = again;
+        }
+        Ok(rows
+            .into_iter()
+            .zip(outcome)
+            .map(|(mut row, result)| {
+                match result {
+                    Ok((json, model)) => {
+                        row.insert("structured", Value::from_json(&json));
+                        row.insert("structured_error", Value::Null);
+                        row.insert("model_name", Value::from(model));
+                    }
+                    Err(why) => {
+                        row.insert("structured", Value::Null);
+                        row.insert("structured_error", why);
+                        row.insert("model_name", Value::Null);
+                    }
+                }
+                row
+            })
+            .collect())
+    }
+}
