@@ -49,6 +49,10 @@ enum Command {
         /// Worker threads for CPU steps (default: one per core).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Start a new run in the database instead of resuming (its request cache is kept, so
+        /// answers already paid for are reused).
+        #[arg(long)]
+        new: bool,
     },
     /// Show a pipeline's steps, edges, columns and stages.
     Info {
@@ -125,7 +129,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             pipeline,
             db,
             workers,
-        } => run(&pipeline, db, workers),
+            new,
+        } => run(&pipeline, db, workers, new),
         Command::Info { pipeline } => info(&pipeline),
         Command::Export { db, out, format } => {
             let format = match format {
@@ -164,10 +169,11 @@ fn load_pipeline(path: &Path) -> anyhow::Result<Pipeline> {
     )?)
 }
 
-fn run(path: &Path, db: PathBuf, workers: usize) -> anyhow::Result<()> {
+fn run(path: &Path, db: PathBuf, workers: usize, new_run: bool) -> anyhow::Result<()> {
     let pipeline = load_pipeline(path)?;
     let mut options = RunOptions::new(db);
     options.workers = workers;
+    options.new_run = new_run;
     let stop = options.stop.clone();
     ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {

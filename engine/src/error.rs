@@ -105,7 +105,7 @@ pub enum Error {
     },
     /// The run database holds another pipeline.
     #[error(
-        "run database {db} holds a different pipeline (signature {found}, this pipeline is {expected}); use a new --db file to start a new run"
+        "run database {db} holds a different pipeline (signature {found}, this pipeline is {expected}); use a new --db file, or --new to start a new run in it that keeps its request cache"
     )]
     PipelineMismatch {
         /// The database.

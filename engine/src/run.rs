@@ -26,6 +26,9 @@ pub struct RunOptions {
     pub observer: Option<Arc<dyn Observer>>,
     /// How the run log is opened; keep the default (durable) outside benchmarks.
     pub log: LogOptions,
+    /// Start a new run in an existing database instead of resuming: its progress is dropped,
+    /// its request cache kept, so a changed pipeline is not charged again for the same requests.
+    pub new_run: bool,
 }
 
 impl RunOptions {
@@ -37,6 +40,7 @@ impl RunOptions {
             stop: Arc::new(AtomicBool::new(false)),
             observer: None,
             log: LogOptions::default(),
+            new_run: false,
         }
     }
 }
@@ -58,7 +62,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary> {
         pipeline: pipeline.spec().to_yaml(),
         created_by: concat!("distill ", env!("CARGO_PKG_VERSION")).into(),
     };
-    let (log, _) = RunLog::open_or_create_with(&options.db, new_run, options.log)?;
+    let (log, created) = RunLog::open_or_create_with(&options.db, new_run.clone(), options.log)?;
+    if options.new_run && !created {
+        log.restart(new_run)?;
+    }
     let meta = log.meta()?;
     if meta.signature != signature {
         return Err(Error::PipelineMismatch {

@@ -341,3 +341,52 @@ fn a_bad_schema_is_a_parameter_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_changed_pipeline_started_anew_in_the_same_database_reuses_every_paid_answer() {
+    let server = MockLlm::start(Behaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.redb");
+    run(
+        &pipeline(&server.base_url(), 20, &[]),
+        &RunOptions::new(&db),
+    )
+    .unwrap();
+    let paid = server.count();
+    // The same requests in a changed pipeline (another batch size, an extra step after).
+    let mut spec = pipeline(&server.base_url(), 20, &[]).spec().clone();
+    spec.steps[1].input_batch_size = Some(3);
+    spec = spec.step(
+        StepSpec::new("keep", "keep_columns")
+            .after("generate")
+            .param("columns", vec!["id", "generation"]),
+    );
+    let changed = Pipeline::build(spec, &Registry::default(), &BuildContext::default()).unwrap();
+    let err = run(&changed, &RunOptions::new(&db)).unwrap_err();
+    assert!(err.to_string().contains("--new"), "{err}");
+    let mut options = RunOptions::new(&db);
+    options.new_run = true;
+    run(&changed, &options).unwrap();
+    assert_eq!(
+        server.count(),
+        paid + 1,
+        "only the endpoint check at load; every answer from the cache"
+    );
+    let reader = RunReader::open(&db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    let keep: Vec<_> = snap
+        .batches("keep", 0)
+        .unwrap()
+        .flat_map(|b| b.unwrap().rows)
+        .collect();
+    assert_eq!(keep.len(), 20);
+    assert_eq!(
+        keep[7].get("generation"),
+        Some(&Value::from("echo: question 7"))
+    );
+    assert_eq!(
+        snap.step("generate").unwrap().unwrap().counters["cache_hits"],
+        20
+    );
+    assert_eq!(snap.meta().unwrap().signature, changed.signature());
+}

@@ -214,6 +214,67 @@ impl RunLog {
         Ok((log, fresh))
     }
 
+    /// Starts a new run in this database for `run`'s pipeline: every batch, step record,
+    /// cursor, consumer offset and record is removed, in one transaction; the request cache
+    /// and the log are kept (the log announces the new run). So a changed pipeline still gets
+    /// the answers it already paid for.
+    pub fn restart(&self, run: NewRun) -> Result<()> {
+        let mut state = self.lock();
+        if let Some(cause) = &state.poisoned {
+            return Err(Error::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        let now = now_ms();
+        let meta = RunMeta {
+            format_version: FORMAT_VERSION,
+            signature: run.signature.clone(),
+            pipeline: run.pipeline,
+            created_ms: now,
+            created_by: run.created_by,
+        };
+        let run_state = RunState {
+            updated_ms: now,
+            ..RunState::default()
+        };
+        let txn = self.begin_write()?;
+        {
+            let e = |e: redb::StorageError| map(&self.path, "restart", e);
+            let t = |e: redb::TableError| map(&self.path, "restart", e);
+            txn.delete_table(BATCHES).map_err(t)?;
+            txn.delete_table(STEPS).map_err(t)?;
+            txn.delete_table(CURSORS).map_err(t)?;
+            txn.delete_table(OFFSETS).map_err(t)?;
+            txn.delete_table(RECORDS).map_err(t)?;
+            txn.open_table(BATCHES).map_err(t)?;
+            txn.open_table(STEPS).map_err(t)?;
+            txn.open_table(CURSORS).map_err(t)?;
+            txn.open_table(OFFSETS).map_err(t)?;
+            txn.open_table(RECORDS).map_err(t)?;
+            let mut table = txn.open_table(META).map_err(t)?;
+            table
+                .insert(KEY_META, encode(&meta, "run metadata")?.as_slice())
+                .map_err(e)?;
+            table
+                .insert(KEY_STATE, encode(&run_state, "run state")?.as_slice())
+                .map_err(e)?;
+            let entry = LogEntry {
+                seq: state.next_log,
+                at_ms: now,
+                event: Event::Created {
+                    signature: run.signature,
+                },
+            };
+            let mut log = txn.open_table(LOG).map_err(t)?;
+            log.insert(state.next_log, encode(&entry, "log entry")?.as_slice())
+                .map_err(e)?;
+        }
+        txn.commit().map_err(|e| map(&self.path, "commit", e))?;
+        state.steps.clear();
+        state.next_log += 1;
+        Ok(())
+    }
+
     /// Checks the format and loads what the writer checks units against.
     fn load_state(&self) -> Result<()> {
         let snapshot = self.snapshot()?;

@@ -462,3 +462,38 @@ fn non_durable_baseline_commits_and_reads_back() {
         .unwrap();
     assert_eq!(log.snapshot().unwrap().step("a").unwrap().unwrap().rows, 4);
 }
+
+#[test]
+fn restart_drops_progress_keeps_the_cache_and_continues_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RunLog::create(dir.path().join("run.redb"), new_run()).unwrap();
+    let key = [7u8; 32];
+    log.commit(
+        Progress::new()
+            .batch(batch("a", 0, 2, true))
+            .cursor("a<-x", 2)
+            .offset("hub", 1)
+            .cache(key, b"paid".to_vec()),
+    )
+    .unwrap();
+    let before = log.snapshot().unwrap().log_len().unwrap();
+    log.restart(NewRun {
+        signature: "sig-2".into(),
+        pipeline: "name: changed".into(),
+        created_by: "tests".into(),
+    })
+    .unwrap();
+    let snap = log.snapshot().unwrap();
+    assert_eq!(snap.meta().unwrap().signature, "sig-2");
+    assert_eq!(snap.run_state().unwrap().status, RunStatus::Created);
+    assert!(snap.steps().unwrap().is_empty());
+    assert_eq!(snap.batches("a", 0).unwrap().count(), 0);
+    assert_eq!(snap.cursor("a<-x").unwrap(), None);
+    assert_eq!(snap.offset("hub").unwrap(), None);
+    assert_eq!(snap.cached(&key).unwrap().as_deref(), Some(&b"paid"[..]));
+    assert_eq!(snap.log_len().unwrap(), before + 1);
+    drop(snap);
+    // Batch numbering starts over.
+    log.commit(Progress::new().batch(batch("a", 0, 1, false)))
+        .unwrap();
+}
