@@ -114,8 +114,9 @@ fn killed_runs_never_ask_again_for_a_cached_answer() {
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row["generation"], format!("echo: write line {i}"));
     }
-    // Only answers not yet durable at a kill can be lost: at most 3 in flight at the server
-    // (the concurrency) and 3 received but still waiting for their cache commit.
+    // Only answers not yet durable at a kill can be lost: those in flight at the server or
+    // received and waiting for their cache commit, at most one per task worker thread (3 per
+    // batch, 8 batches in flight). The exact guarantee is the cache check above.
     let answered = server.received()[round_start..]
         .iter()
         .filter(|r| r.status == 200 && r.path.ends_with("/chat/completions"))
