@@ -53,8 +53,14 @@ fn generates_one_answer_per_row_with_accounting() {
     });
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("r.redb");
+    // Every 5th request fails: with requests interleaved, a row's attempts can land on several
+    // multiples of 5, so allow enough attempts that all ten failing is out of reach.
     run(
-        &pipeline(&server.base_url(), 30, &[]),
+        &pipeline(
+            &server.base_url(),
+            30,
+            &[("max_attempts", serde_json::json!(10))],
+        ),
         &RunOptions::new(&db),
     )
     .unwrap();

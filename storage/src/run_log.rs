@@ -225,49 +225,20 @@ impl RunLog {
                 cause: cause.clone(),
             });
         }
-        let now = now_ms();
-        let meta = RunMeta {
-            format_version: FORMAT_VERSION,
-            signature: run.signature.clone(),
-            pipeline: run.pipeline,
-            created_ms: now,
-            created_by: run.created_by,
-        };
-        let run_state = RunState {
-            updated_ms: now,
-            ..RunState::default()
-        };
         let txn = self.begin_write()?;
         {
-            let e = |e: redb::StorageError| map(&self.path, "restart", e);
             let t = |e: redb::TableError| map(&self.path, "restart", e);
             txn.delete_table(BATCHES).map_err(t)?;
-            txn.delete_table(STEPS).map_err(t)?;
-            txn.delete_table(CURSORS).map_err(t)?;
-            txn.delete_table(OFFSETS).map_err(t)?;
-            txn.delete_table(RECORDS).map_err(t)?;
             txn.open_table(BATCHES).map_err(t)?;
-            txn.open_table(STEPS).map_err(t)?;
-            txn.open_table(CURSORS).map_err(t)?;
-            txn.open_table(OFFSETS).map_err(t)?;
-            txn.open_table(RECORDS).map_err(t)?;
-            let mut table = txn.open_table(META).map_err(t)?;
-            table
-                .insert(KEY_META, encode(&meta, "run metadata")?.as_slice())
-                .map_err(e)?;
-            table
-                .insert(KEY_STATE, encode(&run_state, "run state")?.as_slice())
-                .map_err(e)?;
-            let entry = LogEntry {
-                seq: state.next_log,
-                at_ms: now,
-                event: Event::Created {
-                    signature: run.signature,
-                },
-            };
-            let mut log = txn.open_table(LOG).map_err(t)?;
-            log.insert(state.next_log, encode(&entry, "log entry")?.as_slice())
-                .map_err(e)?;
+            for table in [STEPS, RECORDS] {
+                txn.delete_table(table).map_err(t)?;
+                txn.open_table(table).map_err(t)?;
+            }
+            for table in [CURSORS, OFFSETS] {
+                txn.delete_table(table).map_err(t)?;
+                txn.open_table(table).map_err(t)?;
+            }
+            self.write_run_header(&txn, run, state.next_log)?;
         }
         txn.commit().map_err(|e| map(&self.path, "commit", e))?;
         state.steps.clear();
@@ -378,6 +349,33 @@ impl RunLog {
     }
 
     fn initialise(&self, run: NewRun) -> Result<()> {
+        let txn = self.begin_write()?;
+        {
+            let t = |e: redb::TableError| map(&self.path, "initialise", e);
+            let version = FORMAT_VERSION.to_le_bytes();
+            txn.open_table(META)
+                .map_err(t)?
+                .insert(KEY_FORMAT, version.as_slice())
+                .map_err(|e| map(&self.path, "initialise", e))?;
+            txn.open_table(BATCHES).map_err(t)?;
+            for table in [STEPS, RECORDS] {
+                txn.open_table(table).map_err(t)?;
+            }
+            for table in [CURSORS, OFFSETS] {
+                txn.open_table(table).map_err(t)?;
+            }
+            txn.open_table(CACHE).map_err(t)?;
+            self.write_run_header(&txn, run, 0)?;
+        }
+        txn.commit().map_err(|e| map(&self.path, "commit", e))?;
+        self.lock().next_log = 1;
+        Ok(())
+    }
+
+    /// Writes a run's metadata, its initial state and the log entry `log_seq` announcing it.
+    fn write_run_header(&self, txn: &WriteTransaction, run: NewRun, log_seq: u64) -> Result<()> {
+        let e = |e: redb::StorageError| map(&self.path, "write run header", e);
+        let t = |e: redb::TableError| map(&self.path, "write run header", e);
         let now = now_ms();
         let meta = RunMeta {
             format_version: FORMAT_VERSION,
@@ -390,38 +388,24 @@ impl RunLog {
             updated_ms: now,
             ..RunState::default()
         };
-        let txn = self.begin_write()?;
-        {
-            let e = |e: redb::StorageError| map(&self.path, "initialise", e);
-            let t = |e: redb::TableError| map(&self.path, "initialise", e);
-            let mut table = txn.open_table(META).map_err(t)?;
-            let version = FORMAT_VERSION.to_le_bytes();
-            table.insert(KEY_FORMAT, version.as_slice()).map_err(e)?;
-            table
-                .insert(KEY_META, encode(&meta, "run metadata")?.as_slice())
-                .map_err(e)?;
-            table
-                .insert(KEY_STATE, encode(&state, "run state")?.as_slice())
-                .map_err(e)?;
-            txn.open_table(BATCHES).map_err(t)?;
-            txn.open_table(STEPS).map_err(t)?;
-            txn.open_table(CURSORS).map_err(t)?;
-            txn.open_table(CACHE).map_err(t)?;
-            txn.open_table(OFFSETS).map_err(t)?;
-            txn.open_table(RECORDS).map_err(t)?;
-            let entry = LogEntry {
-                seq: 0,
-                at_ms: now,
-                event: Event::Created {
-                    signature: run.signature,
-                },
-            };
-            let mut log = txn.open_table(LOG).map_err(t)?;
-            log.insert(0, encode(&entry, "log entry")?.as_slice())
-                .map_err(e)?;
-        }
-        txn.commit().map_err(|e| map(&self.path, "commit", e))?;
-        self.lock().next_log = 1;
+        let mut table = txn.open_table(META).map_err(t)?;
+        table
+            .insert(KEY_META, encode(&meta, "run metadata")?.as_slice())
+            .map_err(e)?;
+        table
+            .insert(KEY_STATE, encode(&state, "run state")?.as_slice())
+            .map_err(e)?;
+        let entry = LogEntry {
+            seq: log_seq,
+            at_ms: now,
+            event: Event::Created {
+                signature: run.signature,
+            },
+        };
+        txn.open_table(LOG)
+            .map_err(t)?
+            .insert(log_seq, encode(&entry, "log entry")?.as_slice())
+            .map_err(e)?;
         Ok(())
     }
 

@@ -2,12 +2,14 @@
 
 mod client;
 mod limiter;
+mod prompt;
 mod rate;
 mod runner;
 mod settings;
 
 pub use client::{Answer, Client, Failure, RetryPolicy};
 pub use limiter::{EndpointPool, Slot};
+pub use prompt::UserPrompt;
 pub use rate::RateLimit;
 pub use runner::{Request, Runner, cache_key};
 pub use settings::{Generation, LlmParams, OnFailure};

@@ -118,6 +118,17 @@ impl LlmParams {
         all
     }
 
+    /// A chat-completions body: the model, `messages` and the generation settings.
+    pub fn body(&self, messages: Vec<serde_json::Value>) -> serde_json::Value {
+        let mut body = serde_json::json!({"model": self.model, "messages": messages});
+        if let (Some(obj), Ok(serde_json::Value::Object(settings))) =
+            (body.as_object_mut(), serde_json::to_value(&self.generation))
+        {
+            obj.extend(settings);
+        }
+        body
+    }
+
     /// Builds the client, reading the API key from the environment.
     pub fn client(&self) -> Result<Client, String> {
         let api_key = match &self.api_key_env {

@@ -137,15 +137,10 @@ impl Task for Judge {
                 }
             };
             counts.push(texts.len());
-            let mut body = serde_json::json!({
-                "model": p.model,
-                "messages": [{"role": "user", "content": prompt(&self.aspect, &instruction, &texts)}],
-            });
-            if let (Some(obj), Ok(serde_json::Value::Object(g))) =
-                (body.as_object_mut(), serde_json::to_value(&p.generation))
-            {
-                obj.extend(g);
-            }
+            let content = prompt(&self.aspect, &instruction, &texts);
+            let body = p.body(vec![
+                serde_json::json!({"role": "user", "content": content}),
+            ]);
             requests.push(Request {
                 body,
                 generation: 0,

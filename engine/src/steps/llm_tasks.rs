@@ -5,7 +5,7 @@
 //! `output_tokens`, `generation_error` (null, or why the row's request failed for good) and,
 //! with `keep_raw`, `raw_response`.
 
-use crate::llm::{LlmParams, Request, Runner};
+use crate::llm::{LlmParams, Request, Runner, UserPrompt};
 use crate::step::{BuildContext, Lifecycle, StepKind, StepResult};
 use crate::task::{Task, TaskContext};
 use distill_storage::{Row, Value};
@@ -14,8 +14,7 @@ use distill_storage::{Row, Value};
 enum Prompt {
     /// The `instruction` column, or a template over the row's columns.
     Text {
-        template: Option<Box<minijinja::Environment<'static>>>,
-        inputs: Vec<String>,
+        user: UserPrompt,
         system: Option<String>,
     },
     /// A `messages` column: a list of `{role, content}` maps.
@@ -57,30 +56,10 @@ pub fn text_generation(
         .get("system_prompt")
         .and_then(|v| v.as_str())
         .map(str::to_owned);
-    let (template, inputs) = match own.get("template").and_then(|v| v.as_str()) {
-        Some(text) => {
-            let mut env = minijinja::Environment::new();
-            env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-            env.add_template_owned("prompt", text.to_owned())
-                .map_err(|e| format!("`template`: {e}"))?;
-            let mut inputs: Vec<String> = env
-                .get_template("prompt")
-                .map_err(|e| e.to_string())?
-                .undeclared_variables(false)
-                .into_iter()
-                .collect();
-            inputs.sort();
-            (Some(Box::new(env)), inputs)
-        }
-        None => (None, vec!["instruction".to_owned()]),
-    };
+    let user = UserPrompt::new(own.get("template").and_then(|v| v.as_str()))?;
     Ok(StepKind::Task(Box::new(LlmTask {
         runner: Runner::new(llm),
-        prompt: Prompt::Text {
-            template,
-            inputs,
-            system,
-        },
+        prompt: Prompt::Text { user, system },
     })))
 }
 
@@ -99,23 +78,8 @@ pub fn chat_generation(
 impl LlmTask {
     fn messages(&self, row: &Row, index: usize) -> Result<Vec<serde_json::Value>, String> {
         match &self.prompt {
-            Prompt::Text {
-                template, system, ..
-            } => {
-                let user = match template {
-                    Some(env) => env
-                        .get_template("prompt")
-                        .and_then(|t| {
-                            t.render(minijinja::Value::from(minijinja::value::Serde(
-                                row.to_json(),
-                            )))
-                        })
-                        .map_err(|e| format!("row {index}: {e}"))?,
-                    None => row
-                        .get("instruction")
-                        .map(Value::to_string)
-                        .unwrap_or_default(),
-                };
+            Prompt::Text { user, system } => {
+                let user = user.render(row, index)?;
                 let mut messages = Vec::new();
                 if let Some(system) = system {
                     messages.push(serde_json::json!({"role": "system", "content": system}));
@@ -134,17 +98,6 @@ impl LlmTask {
             },
         }
     }
-
-    fn body(&self, messages: Vec<serde_json::Value>) -> serde_json::Value {
-        let p = &self.runner.params;
-        let mut body = serde_json::json!({"model": p.model, "messages": messages});
-        if let (Some(obj), Ok(serde_json::Value::Object(settings))) =
-            (body.as_object_mut(), serde_json::to_value(&p.generation))
-        {
-            obj.extend(settings);
-        }
-        body
-    }
 }
 
 impl Lifecycle for LlmTask {
@@ -160,7 +113,7 @@ impl Lifecycle for LlmTask {
 impl Task for LlmTask {
     fn inputs(&self) -> Vec<String> {
         match &self.prompt {
-            Prompt::Text { inputs, .. } => inputs.clone(),
+            Prompt::Text { user, .. } => user.inputs(),
             Prompt::Chat => vec!["messages".into()],
         }
     }
@@ -185,7 +138,7 @@ impl Task for LlmTask {
         let n = self.runner.params.num_generations;
         let mut requests = Vec::with_capacity(rows.len() * n as usize);
         for (index, row) in rows.iter().enumerate() {
-            let body = self.body(self.messages(row, index)?);
+            let body = self.runner.params.body(self.messages(row, index)?);
             for generation in 0..n {
                 requests.push(Request {
                     body: body.clone(),

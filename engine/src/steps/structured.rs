@@ -7,7 +7,7 @@
 //! asked again (a new request, cached under its own key) up to the limit, then the row's
 //! `structured` is null and `structured_error` says why.
 
-use crate::llm::{LlmParams, Request, Runner};
+use crate::llm::{LlmParams, Request, Runner, UserPrompt};
 use crate::step::{BuildContext, Lifecycle, StepKind, StepResult};
 use crate::task::{Task, TaskContext};
 use distill_storage::{Row, Value};
@@ -17,8 +17,7 @@ pub struct Structured {
     runner: Runner,
     schema: serde_json::Value,
     validator: jsonschema::Validator,
-    template: Option<Box<minijinja::Environment<'static>>>,
-    inputs: Vec<String>,
+    user: UserPrompt,
     retries: u32,
 }
 
@@ -36,22 +35,9 @@ pub fn structured_generation(
             .as_u64()
             .ok_or("`max_invalid_retries` must be a whole number")? as u32,
     };
-    let (template, inputs) = match rest.remove("template") {
-        None => (None, vec!["instruction".to_owned()]),
-        Some(serde_json::Value::String(text)) => {
-            let mut env = minijinja::Environment::new();
-            env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-            env.add_template_owned("prompt", text)
-                .map_err(|e| format!("`template`: {e}"))?;
-            let mut inputs: Vec<String> = env
-                .get_template("prompt")
-                .map_err(|e| e.to_string())?
-                .undeclared_variables(false)
-                .into_iter()
-                .collect();
-            inputs.sort();
-            (Some(Box::new(env)), inputs)
-        }
+    let user = match rest.remove("template") {
+        None => UserPrompt::new(None)?,
+        Some(serde_json::Value::String(text)) => UserPrompt::new(Some(&text))?,
         Some(_) => return Err("`template` must be text".into()),
     };
     let llm: LlmParams =
@@ -61,38 +47,23 @@ pub fn structured_generation(
         runner: Runner::new(llm),
         schema,
         validator,
-        template,
-        inputs,
+        user,
         retries,
     })))
 }
 
 impl Structured {
     fn body(&self, row: &Row, index: usize) -> Result<serde_json::Value, String> {
-        let user = match &self.template {
-            Some(env) => env
-                .get_template("prompt")
-                .and_then(|t| {
-                    t.render(minijinja::Value::from(minijinja::value::Serde(
-                        row.to_json(),
-                    )))
-                })
-                .map_err(|e| format!("row {index}: {e}"))?,
-            None => row
-                .get("instruction")
-                .map(Value::to_string)
-                .unwrap_or_default(),
-        };
-        let p = &self.runner.params;
-        let mut body = serde_json::json!({
-            "model": p.model,
-            "messages": [{"role": "user", "content": user}],
-            "response_format": {"type": "json_object", "schema": self.schema},
-        });
-        if let (Some(obj), Ok(serde_json::Value::Object(g))) =
-            (body.as_object_mut(), serde_json::to_value(&p.generation))
-        {
-            obj.extend(g);
+        let user = self.user.render(row, index)?;
+        let mut body = self
+            .runner
+            .params
+            .body(vec![serde_json::json!({"role": "user", "content": user})]);
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert(
+                "response_format".into(),
+                serde_json::json!({"type": "json_object", "schema": self.schema}),
+            );
         }
         Ok(body)
     }
@@ -126,7 +97,7 @@ impl Lifecycle for Structured {
 
 impl Task for Structured {
     fn inputs(&self) -> Vec<String> {
-        self.inputs.clone()
+        self.user.inputs()
     }
 
     fn outputs(&self) -> Vec<String> {
