@@ -124,6 +124,15 @@ pub enum Error {
         /// Why.
         detail: String,
     },
+    /// Pushing to the Hub failed for good (or for longer than the push may wait); everything
+    /// pushed so far is recorded, and `distill push` goes on from there.
+    #[error("push to {repo}: {detail}")]
+    Push {
+        /// The repository.
+        repo: String,
+        /// What failed (never the token).
+        detail: String,
+    },
     /// The run log failed.
     #[error(transparent)]
     Storage(#[from] distill_storage::Error),

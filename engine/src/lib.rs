@@ -2,10 +2,12 @@
 //!
 //! A [`PipelineSpec`] (from YAML or the builder API) is validated into a [`Pipeline`] with a
 //! [`Registry`] of step types, then [`run`] executes it on a run database, resuming it when the
-//! database already holds progress of the same pipeline. [`export`] writes the leaves' rows.
+//! database already holds progress of the same pipeline. [`export`] writes the leaves' rows;
+//! [`hub`] publishes them to the Hugging Face Hub.
 
 pub mod distiset;
 mod error;
+pub mod hub;
 mod lifecycle;
 pub mod llm;
 mod mapping;
@@ -30,6 +32,6 @@ pub use pipeline::{Node, Pipeline};
 pub use registry::{Constructor, Registry};
 pub use run::{RunOptions, RunSummary, run};
 pub use scheduler::cursor_name;
-pub use spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, StepSpec};
+pub use spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, PushSpec, StepSpec};
 pub use status::{RunReport, StepStatus, status};
 pub use step::{BuildContext, StepKind};

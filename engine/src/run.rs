@@ -1,6 +1,7 @@
 //! A run from start (or resume) to end: open the log, check the pipeline, go stage by stage.
 
 use crate::error::{Error, Result};
+use crate::hub::{HubAccess, PushStatus, PushWorker};
 use crate::lifecycle::{Listener, LoadGuard};
 use crate::observer::{Observer, RunEvent};
 use crate::pipeline::Pipeline;
@@ -29,6 +30,9 @@ pub struct RunOptions {
     /// Start a new run in an existing database instead of resuming: its progress is dropped,
     /// its request cache kept, so a changed pipeline is not charged again for the same requests.
     pub new_run: bool,
+    /// The Hub's address and token for the pipeline's push section (`None`: from
+    /// `HF_ENDPOINT` and `HF_TOKEN`).
+    pub hub: Option<HubAccess>,
 }
 
 impl RunOptions {
@@ -41,6 +45,7 @@ impl RunOptions {
             observer: None,
             log: LogOptions::default(),
             new_run: false,
+            hub: None,
         }
     }
 }
@@ -52,6 +57,8 @@ pub struct RunSummary {
     pub resumed: bool,
     /// Each leaf step with its committed row count.
     pub leaves: Vec<(String, u64)>,
+    /// Where the push to the Hub stands, when the pipeline has a push section.
+    pub push: Option<PushStatus>,
 }
 
 /// Runs `pipeline` on the database in `options`, resuming it when it holds the same pipeline.
@@ -76,9 +83,28 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary> {
     }
     let log = Arc::new(log);
     let committer = Arc::new(GroupCommitter::start(log.clone()));
-    let result = run_on_log(pipeline, options, &log, &committer);
+    let pusher = match &pipeline.spec().push {
+        Some(spec) => {
+            let access = options.hub.clone().unwrap_or_else(HubAccess::from_env);
+            Some(PushWorker::start(
+                spec.clone(),
+                &access,
+                log.clone(),
+                committer.clone(),
+            )?)
+        }
+        None => None,
+    };
+    let mut result = run_on_log(pipeline, options, &log, &committer);
     for node in pipeline.nodes() {
         node.slot.set_listener(None);
+    }
+    if let Some(pusher) = pusher {
+        // What is committed is pushed even when a step failed; not when the user stops.
+        let status = pusher.finish(!matches!(result, Err(Error::Interrupted)));
+        if let Ok(summary) = &mut result {
+            summary.push = Some(status);
+        }
     }
     result
 }
@@ -197,7 +223,11 @@ fn run_on_log(
         .into_iter()
         .map(|i| (nodes[i].name().to_owned(), progress[i].rows))
         .collect();
-    Ok(RunSummary { resumed, leaves })
+    Ok(RunSummary {
+        resumed,
+        leaves,
+        push: None,
+    })
 }
 
 /// Loads the steps of a stage; on failure the ones loaded are unloaded by their guards.

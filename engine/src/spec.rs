@@ -19,6 +19,67 @@ pub struct PipelineSpec {
     pub description: Option<String>,
     /// The steps, in any order.
     pub steps: Vec<StepSpec>,
+    /// Publish the leaves to the Hugging Face Hub while the run goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushSpec>,
+}
+
+/// Where and how often a run pushes its distiset to the Hub (the `push:` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSpec {
+    /// Dataset repository, `namespace/name`.
+    pub repo: String,
+    /// Create the repository private (the default) or public; an existing one is left as is.
+    #[serde(default = "yes")]
+    pub private: bool,
+    /// Branch to commit to.
+    #[serde(default = "main_branch")]
+    pub revision: String,
+    /// Push once this many new rows are committed (across leaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_rows: Option<u64>,
+    /// Push new rows at least this often, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_secs: Option<u64>,
+    /// Time allowed for one Hub request, in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// How long the end of the run waits for the last push to succeed, in seconds; after that
+    /// the run ends anyway and `distill push` catches up.
+    #[serde(default = "default_final_wait")]
+    pub final_wait_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn main_branch() -> String {
+    "main".into()
+}
+
+fn default_timeout() -> u64 {
+    120
+}
+
+fn default_final_wait() -> u64 {
+    300
+}
+
+impl PushSpec {
+    /// Pushes to `repo` at the end of the run only, privately, on `main`.
+    pub fn new(repo: impl Into<String>) -> Self {
+        Self {
+            repo: repo.into(),
+            private: true,
+            revision: main_branch(),
+            every_rows: None,
+            every_secs: None,
+            timeout_secs: default_timeout(),
+            final_wait_secs: default_final_wait(),
+        }
+    }
 }
 
 /// What happens when a step fails on a batch.
@@ -79,6 +140,7 @@ impl PipelineSpec {
             name: name.into(),
             description: None,
             steps: Vec::new(),
+            push: None,
         }
     }
 
@@ -124,9 +186,15 @@ impl PipelineSpec {
         })
     }
 
-    /// blake3 hash of the canonical YAML, hex encoded: the run database's pipeline identity.
+    /// blake3 hash of the canonical YAML without the `push:` section, hex encoded: the run
+    /// database's pipeline identity. Where the rows are published does not change them, so a
+    /// push section can be added to a run and the run resumed.
     pub fn signature(&self) -> String {
-        blake3::hash(self.to_yaml().as_bytes()).to_hex().to_string()
+        let mut steps_only = self.clone();
+        steps_only.push = None;
+        blake3::hash(steps_only.to_yaml().as_bytes())
+            .to_hex()
+            .to_string()
     }
 
     /// Names of the steps no other step comes after: the outputs of the pipeline.

@@ -191,6 +191,20 @@ impl Snapshot {
         Ok(raw.map(|v| v.value().to_vec()))
     }
 
+    /// Every consumer record whose key starts with `prefix`, by key.
+    pub fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let table = self.table(RECORDS)?;
+        let mut out = Vec::new();
+        for item in table.range(prefix..).map_err(self.err("read records"))? {
+            let (k, v) = item.map_err(self.err("read records"))?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// A cached response.
     pub fn cached(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
         let table = self.table(CACHE)?;

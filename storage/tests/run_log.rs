@@ -280,6 +280,29 @@ fn offsets_and_records_move_together() {
 }
 
 #[test]
+fn records_are_listed_by_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RunLog::create(dir.path().join("run.redb"), new_run()).unwrap();
+    log.commit(
+        Progress::new()
+            .record("hub:a/x", Some(b"1".to_vec()))
+            .record("hub:b/y", Some(b"2".to_vec()))
+            .record("hua", Some(b"3".to_vec()))
+            .record("hz", Some(b"4".to_vec())),
+    )
+    .unwrap();
+    let snap = log.snapshot().unwrap();
+    let keys: Vec<String> = snap
+        .records("hub:")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, vec!["hub:a/x".to_string(), "hub:b/y".to_string()]);
+    assert!(snap.records("none:").unwrap().is_empty());
+}
+
+#[test]
 fn snapshot_does_not_see_later_commits() {
     let dir = tempfile::tempdir().unwrap();
     let log = RunLog::create(dir.path().join("run.redb"), new_run()).unwrap();

@@ -5,16 +5,16 @@
 //! (or `.jsonl`), `DIR/pipeline.yaml`, `DIR/distiset.json` (run and leaf status). The export is
 //! built in a temporary directory beside `DIR` and renamed into place.
 
-mod card;
+pub(crate) mod card;
 mod jsonl;
-mod parquet;
+pub(crate) mod parquet;
 mod schema;
 
 pub use schema::{Inferred, Ty};
 
 use crate::error::{Error, Result};
 use crate::spec::PipelineSpec;
-use distill_storage::{RunReader, Snapshot, StepState};
+use distill_storage::{RunReader, Snapshot, StepRecord, StepState};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -86,16 +86,9 @@ pub fn export(db: &Path, out: &Path, format: ExportFormat) -> Result<Distiset> {
     };
     for leaf in spec.leaves() {
         let record = snapshot.step(&leaf)?.unwrap_or_default();
-        let failed = record.state == StepState::Failed || record.error.is_some();
-        let status = match () {
-            _ if failed => "failed",
-            _ if record.done => "finished",
-            _ if record.batches > 0 || record.state == StepState::Running => "running",
-            _ => "pending",
-        };
         distiset.leaves.push(LeafExport {
             name: leaf,
-            status,
+            status: leaf_status(&record),
             rows: 0,
             batches: record.batches,
             error: record.error,
@@ -116,6 +109,17 @@ pub fn export(db: &Path, out: &Path, format: ExportFormat) -> Result<Distiset> {
     write_all(&snapshot, &staging, &meta.pipeline, &mut distiset)?;
     replace_dir(&staging, out)?;
     Ok(distiset)
+}
+
+/// A leaf's status for readers: "failed", "finished", "running" or "pending".
+pub fn leaf_status(record: &StepRecord) -> &'static str {
+    let failed = record.state == StepState::Failed || record.error.is_some();
+    match () {
+        _ if failed => "failed",
+        _ if record.done => "finished",
+        _ if record.batches > 0 || record.state == StepState::Running => "running",
+        _ => "pending",
+    }
 }
 
 fn write_all(snapshot: &Snapshot, dir: &Path, pipeline: &str, d: &mut Distiset) -> Result<()> {

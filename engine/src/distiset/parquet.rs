@@ -12,6 +12,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use std::fs::File;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -43,25 +44,37 @@ pub fn schema(inferred: &Inferred) -> Schema {
     Schema::new(struct_fields(&inferred.columns))
 }
 
-/// Writes Parquet row groups as rows arrive.
-pub struct LeafWriter {
-    writer: ArrowWriter<File>,
+/// Writes Parquet row groups as rows arrive, to a file or to memory.
+pub struct LeafWriter<W: Write + Send = File> {
+    writer: ArrowWriter<W>,
     schema: Arc<Schema>,
     columns: Vec<(String, Ty)>,
     pending: Vec<Row>,
 }
 
-impl LeafWriter {
+impl LeafWriter<File> {
     /// Creates `path` for rows of the inferred types.
     pub fn create(path: &Path, inferred: &Inferred) -> Result<Self, String> {
-        let schema = Arc::new(schema(inferred));
         let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        LeafWriter::to(file, inferred).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Writes what is pending and the file footer.
+    pub fn finish(self) -> Result<(), String> {
+        self.into_inner().map(|_| ())
+    }
+}
+
+impl<W: Write + Send> LeafWriter<W> {
+    /// Writes rows of the inferred types to `out` (a `Vec<u8>` for a file built in memory).
+    pub fn to(out: W, inferred: &Inferred) -> Result<Self, String> {
+        let schema = Arc::new(schema(inferred));
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
             .build();
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let writer =
+            ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(|e| e.to_string())?;
         Ok(Self {
             writer,
             schema,
@@ -107,10 +120,10 @@ impl LeafWriter {
         self.writer.write(&batch).map_err(|e| e.to_string())
     }
 
-    /// Writes what is pending and the file footer.
-    pub fn finish(mut self) -> Result<(), String> {
+    /// Writes what is pending and the footer; returns the output.
+    pub fn into_inner(mut self) -> Result<W, String> {
         self.flush()?;
-        self.writer.close().map(|_| ()).map_err(|e| e.to_string())
+        self.writer.into_inner().map_err(|e| e.to_string())
     }
 }
 

@@ -28,6 +28,21 @@ impl Default for RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// Backoff before retry number `retries + 1`: `Retry-After` when given, else exponential
+    /// with full jitter between half and all of it; never more than `max_delay`.
+    pub fn delay(&self, retries: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(after) = retry_after {
+            return after.min(self.max_delay);
+        }
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << retries.min(16))
+            .min(self.max_delay);
+        exp.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
 /// A successful answer.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -148,25 +163,11 @@ impl Client {
                             retries,
                         });
                     }
-                    std::thread::sleep(self.delay(retries, after));
+                    std::thread::sleep(self.retry.delay(retries, after));
                     retries += 1;
                 }
             }
         }
-    }
-
-    /// Backoff before retry number `retries + 1`: `Retry-After` when given, else exponential
-    /// with full jitter between half and all of it.
-    fn delay(&self, retries: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(after) = retry_after {
-            return after.min(self.retry.max_delay);
-        }
-        let exp = self
-            .retry
-            .base_delay
-            .saturating_mul(1u32 << retries.min(16))
-            .min(self.retry.max_delay);
-        exp.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 
     fn attempt(&self, endpoint: &str, body: &serde_json::Value) -> Outcome {
@@ -213,8 +214,8 @@ impl Client {
     }
 }
 
-/// A reqwest error without its URL's query (the key never goes in the URL anyway).
-fn plain(e: &reqwest::Error) -> String {
+/// A reqwest error with its causes (never a header: keys and tokens stay out of it).
+pub(crate) fn plain(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -224,7 +225,8 @@ fn plain(e: &reqwest::Error) -> String {
     msg
 }
 
-fn snippet(bytes: &[u8]) -> String {
+/// The first 200 characters of a response body.
+pub(crate) fn snippet(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     text.chars().take(200).collect()
 }

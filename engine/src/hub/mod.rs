@@ -1,0 +1,230 @@
+//! Publishing a run's distiset to the Hugging Face Hub as the run goes on, exactly once.
+//!
+//! [`Pusher`] is a consumer of the run log (see its module). It runs in the background of a
+//! run whose pipeline has a `push:` section ([`PushWorker`]), or on its own with [`push`]
+//! (`distill push`) for a finished run or a live one in another process.
+
+mod client;
+mod pusher;
+mod shard;
+mod worker;
+
+pub use client::{DEFAULT_ENDPOINT, HubClient, HubFailure, UploadFile, hex_sha256};
+pub use pusher::{PushStatus, Pusher, Round, Sink, offset_name, record_key, run_tag};
+pub use shard::{MAX_SHARD_ROWS, Shard, build_shards, parse_shard_path, shard_path};
+pub(crate) use worker::PushWorker;
+
+use crate::error::{Error, Result};
+use crate::llm::RetryPolicy;
+use crate::spec::PushSpec;
+use distill_storage::{RunLog, RunReader, RunStatus};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the Hub is and the token to use. The token is kept in memory only.
+#[derive(Clone, Default)]
+pub struct HubAccess {
+    /// The Hub's address (`HF_ENDPOINT`, default [`DEFAULT_ENDPOINT`]).
+    pub endpoint: String,
+    /// The token (`HF_TOKEN`).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for HubAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubAccess")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl HubAccess {
+    /// From `HF_ENDPOINT` and `HF_TOKEN`.
+    pub fn from_env() -> Self {
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v: &String| !v.trim().is_empty())
+        };
+        Self {
+            endpoint: var("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned()),
+            token: var("HF_TOKEN"),
+        }
+    }
+
+    /// A client with the retry settings of `spec`.
+    pub fn client(&self, spec: &PushSpec) -> Result<HubClient> {
+        let retry = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            timeout: Duration::from_secs(spec.timeout_secs.max(1)),
+        };
+        HubClient::new(&self.endpoint, self.token.clone(), retry)
+            .map_err(|f| push_error(&spec.repo, &f))
+    }
+}
+
+/// How `distill push` goes.
+#[derive(Clone)]
+pub struct PushOptions {
+    /// The run database.
+    pub db: PathBuf,
+    /// Repository and cadence.
+    pub spec: PushSpec,
+    /// Hub address and token.
+    pub access: HubAccess,
+    /// Set to stop following a live run.
+    pub stop: Arc<AtomicBool>,
+    /// How often a live run is looked at.
+    pub poll: Duration,
+}
+
+/// What `distill push` saw at the end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushOutcome {
+    /// Where the push stands.
+    pub status: PushStatus,
+    /// Whether another process was running the pipeline (offsets then live on the Hub only,
+    /// found again from the shard names).
+    pub live: bool,
+}
+
+/// Pushes the run in `options.db`: everything committed, at once for a finished run; for a run
+/// that another process is running, as it goes (by the push section's cadence) until it ends.
+pub fn push(
+    options: &PushOptions,
+    mut on_round: impl FnMut(&PushStatus, &Round),
+) -> Result<PushOutcome> {
+    let client = options.access.client(&options.spec)?;
+    let repo = options.spec.repo.clone();
+    match RunLog::open(&options.db) {
+        Ok(log) => {
+            let snapshot = log.snapshot()?;
+            let mut pusher =
+                Pusher::new(options.spec.clone(), client, &snapshot).map_err(|detail| {
+                    Error::Push {
+                        repo: repo.clone(),
+                        detail,
+                    }
+                })?;
+            drop(snapshot);
+            let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
+            let deadline = Instant::now() + Duration::from_secs(options.spec.final_wait_secs);
+            finish(
+                &mut pusher,
+                || Ok(log.snapshot()?),
+                Some(&sink),
+                deadline,
+                &options.stop,
+                &mut on_round,
+            )?;
+            Ok(PushOutcome {
+                status: pusher.status().clone(),
+                live: false,
+            })
+        }
+        Err(distill_storage::Error::InUse { .. }) => {
+            let reader = RunReader::open(&options.db)?;
+            let snapshot = reader.snapshot()?;
+            let own =
+                crate::spec::PipelineSpec::from_yaml(&snapshot.meta()?.pipeline, &options.db)?;
+            if own.push.as_ref().is_some_and(|p| p.repo == repo) {
+                return Err(Error::Push {
+                    repo,
+                    detail: "the live run pushes to this repository itself (its pipeline's push section); `distill status` shows how far it is".into(),
+                });
+            }
+            let mut pusher =
+                Pusher::new(options.spec.clone(), client, &snapshot).map_err(|detail| {
+                    Error::Push {
+                        repo: repo.clone(),
+                        detail,
+                    }
+                })?;
+            drop(snapshot);
+            let mut next_try = Instant::now();
+            loop {
+                if options.stop.load(Ordering::SeqCst) {
+                    return Err(Error::Interrupted);
+                }
+                let snapshot = reader.snapshot()?;
+                let ended = matches!(
+                    snapshot.run_state()?.status,
+                    RunStatus::Finished | RunStatus::Failed | RunStatus::Stopped
+                );
+                if ended {
+                    break;
+                }
+                if Instant::now() >= next_try {
+                    match pusher.round(&snapshot, false, None) {
+                        Ok(round) => on_round(pusher.status(), &round),
+                        Err(f) if f.transient => {
+                            pusher.record_failure(&f, None);
+                            next_try = Instant::now() + backoff(pusher.status().failures);
+                        }
+                        Err(f) => return Err(push_error(&repo, &f)),
+                    }
+                }
+                drop(snapshot);
+                std::thread::sleep(options.poll);
+            }
+            let deadline = Instant::now() + Duration::from_secs(options.spec.final_wait_secs);
+            finish(
+                &mut pusher,
+                || Ok(reader.snapshot()?),
+                None,
+                deadline,
+                &options.stop,
+                &mut on_round,
+            )?;
+            Ok(PushOutcome {
+                status: pusher.status().clone(),
+                live: true,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Final rounds until everything committed is on the Hub, a fatal failure, or `deadline`.
+fn finish(
+    pusher: &mut Pusher,
+    snapshot: impl Fn() -> Result<distill_storage::Snapshot>,
+    sink: Sink<'_>,
+    deadline: Instant,
+    stop: &AtomicBool,
+    on_round: &mut impl FnMut(&PushStatus, &Round),
+) -> Result<()> {
+    let repo = pusher.spec().repo.clone();
+    loop {
+        match pusher.round(&snapshot()?, true, sink) {
+            Ok(round) => {
+                on_round(pusher.status(), &round);
+                return Ok(());
+            }
+            Err(f) => {
+                pusher.record_failure(&f, sink);
+                if !f.transient || Instant::now() >= deadline || stop.load(Ordering::SeqCst) {
+                    return Err(push_error(&repo, &f));
+                }
+                std::thread::sleep(backoff(pusher.status().failures));
+            }
+        }
+    }
+}
+
+/// Wait before the next round after `failures` failed ones: 1 s doubling to a minute.
+fn backoff(failures: u64) -> Duration {
+    Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
+}
+
+fn push_error(repo: &str, failure: &HubFailure) -> Error {
+    Error::Push {
+        repo: repo.to_owned(),
+        detail: failure.message.clone(),
+    }
+}

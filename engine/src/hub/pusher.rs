@@ -1,0 +1,392 @@
+//! The pusher: a consumer of the run log that publishes committed leaf batches to a Hub dataset
+//! repository, exactly once.
+//!
+//! One push round: list the repository, take as pushed what the Hub shows of this run (shard
+//! names carry the run and the batch range), cut the batches committed since into Parquet
+//! shards, upload them and commit them together with the card and `pipeline.yaml` in one Hub
+//! commit, and only then record the new offsets in the run database. A crash before the Hub's
+//! commit leaves nothing on the Hub; a crash after it leaves shards that the next round finds
+//! in the listing. Either way no row is pushed twice or skipped.
+
+use super::client::{HubClient, HubFailure, UploadFile};
+use super::shard::{Shard, build_shards, is_data_file, parse_shard_path};
+use crate::distiset::{Distiset, ExportFormat, LeafExport, card, leaf_status};
+use crate::spec::{PipelineSpec, PushSpec};
+use distill_storage::{Progress, RunMeta, Snapshot};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Where a push stands; kept in the run database as the record `hub:REPO` (never holds the
+/// token) and shown by `distill status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PushStatus {
+    /// The repository.
+    pub repo: String,
+    /// The branch.
+    pub revision: String,
+    /// The run the pushed shards belong to.
+    pub run_tag: String,
+    /// Rows on the Hub, per leaf.
+    pub rows: BTreeMap<String, u64>,
+    /// Batches on the Hub, per leaf (the consumer offsets).
+    pub batches: BTreeMap<String, u64>,
+    /// Hub commits made.
+    pub commits: u64,
+    /// The last Hub commit's id.
+    pub last_commit: Option<String>,
+    /// When it was confirmed (ms since the epoch).
+    pub last_commit_ms: u64,
+    /// The last failure, cleared by the next successful push.
+    pub last_error: Option<String>,
+    /// Push rounds failed since the last success.
+    pub failures: u64,
+    /// Whether the last failure needs a change (token, permission) rather than time.
+    pub fatal: bool,
+    /// What the card pushed last shows, to know when a new one is due.
+    pub card_key: String,
+}
+
+impl PushStatus {
+    /// Rows on the Hub in all.
+    pub fn total_rows(&self) -> u64 {
+        self.rows.values().sum()
+    }
+}
+
+/// Name of the record of a push to `repo`.
+pub fn record_key(repo: &str) -> String {
+    format!("hub:{repo}")
+}
+
+/// Name of the consumer offset of `leaf` pushed to `repo`: the next batch to push.
+pub fn offset_name(repo: &str, leaf: &str) -> String {
+    format!("hub:{repo}:{leaf}")
+}
+
+/// A short id of the run in `meta` (a new run in the same database gets a new one).
+pub fn run_tag(meta: &RunMeta) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(meta.signature.as_bytes());
+    hasher.update(&meta.created_ms.to_le_bytes());
+    hasher.finalize().to_hex()[..8].to_owned()
+}
+
+/// What a round did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Round {
+    /// Nothing was due.
+    Idle,
+    /// A Hub commit was made.
+    Pushed {
+        /// New rows in it.
+        rows: u64,
+        /// Files uploaded (shards, card, pipeline).
+        files: usize,
+    },
+}
+
+/// Stores the pusher's offsets and record; `None` when the database is another process's.
+pub type Sink<'a> = Option<&'a dyn Fn(Progress) -> Result<(), String>>;
+
+/// Pushes one run to one repository.
+pub struct Pusher {
+    spec: PushSpec,
+    client: HubClient,
+    created: bool,
+    last_push: Instant,
+    status: PushStatus,
+}
+
+impl Pusher {
+    /// A pusher for `spec` through `client`, going on from the status recorded in `snapshot`.
+    pub fn new(spec: PushSpec, client: HubClient, snapshot: &Snapshot) -> Result<Self, String> {
+        let status = match snapshot
+            .record(&record_key(&spec.repo))
+            .map_err(|e| e.to_string())?
+        {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => PushStatus::default(),
+        };
+        Ok(Self {
+            status: PushStatus {
+                repo: spec.repo.clone(),
+                revision: spec.revision.clone(),
+                ..status
+            },
+            spec,
+            client,
+            created: false,
+            last_push: Instant::now(),
+        })
+    }
+
+    /// Where the push stands.
+    pub fn status(&self) -> &PushStatus {
+        &self.status
+    }
+
+    /// The settings.
+    pub fn spec(&self) -> &PushSpec {
+        &self.spec
+    }
+
+    /// Notes a failed round in the status (and in the database through `sink`).
+    pub fn record_failure(&mut self, failure: &HubFailure, sink: Sink<'_>) {
+        self.status.last_error = Some(failure.message.clone());
+        self.status.failures += 1;
+        self.status.fatal = !failure.transient;
+        if let Some(sink) = sink {
+            let _ = sink(self.record_unit(Progress::new()));
+        }
+    }
+
+    /// One round on `snapshot`. With `finishing`, everything committed is pushed and the card
+    /// is brought up to date; otherwise only when the push section says a push is due.
+    pub fn round(
+        &mut self,
+        snapshot: &Snapshot,
+        finishing: bool,
+        sink: Sink<'_>,
+    ) -> Result<Round, HubFailure> {
+        let storage = |e: distill_storage::Error| HubFailure {
+            message: format!("reading the run log: {e}"),
+            transient: false,
+        };
+        let meta = snapshot.meta().map_err(storage)?;
+        let tag = run_tag(&meta);
+        if self.status.run_tag != tag {
+            // A new run in this database: nothing of it is pushed yet.
+            self.status = PushStatus {
+                repo: self.spec.repo.clone(),
+                revision: self.spec.revision.clone(),
+                run_tag: tag.clone(),
+                ..PushStatus::default()
+            };
+        }
+        let pipeline = PipelineSpec::from_yaml(&meta.pipeline, Path::new("(run database)"))
+            .map_err(|e| HubFailure {
+                message: e.to_string(),
+                transient: false,
+            })?;
+        let leaves = pipeline.leaves();
+        let mut committed = BTreeMap::new();
+        let mut pending_rows = 0;
+        for leaf in &leaves {
+            let record = snapshot.step(leaf).map_err(storage)?.unwrap_or_default();
+            let pushed = self.status.rows.get(leaf).copied().unwrap_or(0);
+            pending_rows += record.rows.saturating_sub(pushed);
+            committed.insert(leaf.clone(), record);
+        }
+        let card_key = card_key(snapshot, &committed).map_err(storage)?;
+        let due = if finishing {
+            pending_rows > 0 || card_key != self.status.card_key
+        } else {
+            self.spec
+                .every_rows
+                .is_some_and(|n| pending_rows >= n.max(1))
+                || self.spec.every_secs.is_some_and(|t| {
+                    pending_rows > 0 && self.last_push.elapsed() >= Duration::from_secs(t)
+                })
+        };
+        if !due {
+            return Ok(Round::Idle);
+        }
+        if !self.created {
+            self.client
+                .create_repo(&self.spec.repo, self.spec.private)?;
+            self.created = true;
+        }
+        let on_hub = self
+            .client
+            .list_files(&self.spec.repo, &self.spec.revision)?;
+        self.reconcile(snapshot, &leaves, &on_hub, &tag, sink)
+            .map_err(storage)?;
+
+        let mut shards: Vec<Shard> = Vec::new();
+        let mut deleted = Vec::new();
+        for leaf in &leaves {
+            let from = self.status.batches.get(leaf).copied().unwrap_or(0);
+            let to = committed[leaf].batches;
+            if to > from {
+                let batches = snapshot
+                    .batches(leaf, from)
+                    .map_err(storage)?
+                    .take((to - from) as usize)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(storage)?;
+                shards.extend(build_shards(leaf, from, batches).map_err(|e| HubFailure {
+                    message: format!("writing a Parquet shard of {leaf}: {e}"),
+                    transient: false,
+                })?);
+            }
+            // Data files of other runs (an earlier run pushed to this repository) go.
+            deleted.extend(
+                on_hub
+                    .iter()
+                    .filter(|p| is_data_file(p, leaf) && parse_shard_path(p, leaf, &tag).is_none())
+                    .cloned(),
+            );
+        }
+        let new_rows: u64 = shards.iter().map(|s| s.rows).sum();
+        let mut after = self.status.clone();
+        for shard in &shards {
+            *after.rows.entry(shard.leaf.clone()).or_default() += shard.rows;
+            after.batches.insert(shard.leaf.clone(), shard.to);
+        }
+        let mut files: Vec<UploadFile> = shards
+            .iter()
+            .filter(|s| s.rows > 0)
+            .map(|s| UploadFile {
+                path: s.path(&tag),
+                bytes: s.bytes.clone(),
+            })
+            .collect();
+        let readme = self.card(snapshot, &pipeline, &committed, &after);
+        files.push(UploadFile {
+            path: "README.md".into(),
+            bytes: readme.into_bytes(),
+        });
+        files.push(UploadFile {
+            path: "pipeline.yaml".into(),
+            bytes: meta.pipeline.clone().into_bytes(),
+        });
+        let summary = match (shards.first(), new_rows) {
+            (_, 0) | (None, _) => "distill: update the card".to_owned(),
+            (Some(_), rows) => format!("distill: {rows} more rows ({})", describe(&shards)),
+        };
+        let commit = self.client.commit(
+            &self.spec.repo,
+            &self.spec.revision,
+            &summary,
+            &files,
+            &deleted,
+        )?;
+        after.commits += 1;
+        after.last_commit = Some(commit);
+        after.last_commit_ms = distill_storage::now_ms();
+        after.last_error = None;
+        after.failures = 0;
+        after.fatal = false;
+        after.card_key = card_key;
+        self.status = after;
+        self.last_push = Instant::now();
+        if let Some(sink) = sink {
+            sink(self.record_unit(self.offsets_unit())).map_err(|message| HubFailure {
+                message: format!("recording the push in the run database: {message}"),
+                transient: false,
+            })?;
+        }
+        Ok(Round::Pushed {
+            rows: new_rows,
+            files: files.len(),
+        })
+    }
+
+    /// Takes as pushed what the Hub holds of this run beyond the recorded offsets (the process
+    /// stopped between the Hub's commit and the offsets' commit).
+    fn reconcile(
+        &mut self,
+        snapshot: &Snapshot,
+        leaves: &[String],
+        on_hub: &[String],
+        tag: &str,
+        sink: Sink<'_>,
+    ) -> distill_storage::Result<()> {
+        let mut moved = false;
+        for leaf in leaves {
+            let recorded = self.status.batches.get(leaf).copied().unwrap_or(0);
+            let hub = on_hub
+                .iter()
+                .filter_map(|p| parse_shard_path(p, leaf, tag))
+                .map(|(_, to)| to)
+                .max()
+                .unwrap_or(0);
+            if hub > recorded {
+                let mut rows = 0;
+                for batch in snapshot
+                    .batches(leaf, recorded)?
+                    .take((hub - recorded) as usize)
+                {
+                    rows += batch?.rows.len() as u64;
+                }
+                *self.status.rows.entry(leaf.clone()).or_default() += rows;
+                self.status.batches.insert(leaf.clone(), hub);
+                moved = true;
+            }
+        }
+        if moved && let Some(sink) = sink {
+            let _ = sink(self.record_unit(self.offsets_unit()));
+        }
+        Ok(())
+    }
+
+    fn offsets_unit(&self) -> Progress {
+        self.status
+            .batches
+            .iter()
+            .fold(Progress::new(), |unit, (leaf, next)| {
+                unit.offset(offset_name(&self.spec.repo, leaf), *next)
+            })
+    }
+
+    fn record_unit(&self, unit: Progress) -> Progress {
+        let json = serde_json::to_vec(&self.status).unwrap_or_default();
+        unit.record(record_key(&self.spec.repo), Some(json))
+    }
+
+    /// The dataset card: configs for the leaves with rows on the Hub, with their status.
+    fn card(
+        &self,
+        snapshot: &Snapshot,
+        pipeline: &PipelineSpec,
+        committed: &BTreeMap<String, distill_storage::StepRecord>,
+        after: &PushStatus,
+    ) -> String {
+        let run = snapshot.run_state().unwrap_or_default();
+        let leaves = committed
+            .iter()
+            .filter(|(leaf, _)| after.rows.get(*leaf).copied().unwrap_or(0) > 0)
+            .map(|(leaf, record)| LeafExport {
+                name: leaf.clone(),
+                status: leaf_status(record),
+                rows: after.rows[leaf],
+                batches: after.batches.get(leaf).copied().unwrap_or(0),
+                error: record.error.clone(),
+                files: Vec::new(),
+            })
+            .collect();
+        card::readme(&Distiset {
+            pipeline_name: pipeline.name.clone(),
+            description: pipeline.description.clone(),
+            signature: pipeline.signature(),
+            run_status: run.status.to_string(),
+            stage: run.stage,
+            snapshot_log: snapshot.log_len().unwrap_or(0),
+            format: ExportFormat::Parquet,
+            leaves,
+        })
+    }
+}
+
+/// What the card shows that matters: the run's status and each leaf's status and rows.
+fn card_key(
+    snapshot: &Snapshot,
+    committed: &BTreeMap<String, distill_storage::StepRecord>,
+) -> distill_storage::Result<String> {
+    let mut key = snapshot.run_state()?.status.to_string();
+    for (leaf, record) in committed {
+        key.push_str(&format!(";{leaf}={}:{}", leaf_status(record), record.rows));
+    }
+    Ok(key)
+}
+
+fn describe(shards: &[Shard]) -> String {
+    shards
+        .iter()
+        .filter(|s| s.rows > 0)
+        .map(|s| format!("{} batches {}..{}", s.leaf, s.from, s.to))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,154 @@
+//! Parquet shards of committed leaf batches, with names derived from the run and the batch
+//! range: the same batches always make the same file under the same name.
+
+use crate::distiset::Inferred;
+use crate::distiset::parquet::LeafWriter;
+use distill_storage::Batch;
+
+/// Most rows in one shard; a longer range of batches is cut into several shards.
+pub const MAX_SHARD_ROWS: usize = 100_000;
+
+/// A shard ready to upload.
+#[derive(Debug, Clone)]
+pub struct Shard {
+    /// The leaf (the config).
+    pub leaf: String,
+    /// First batch in the shard.
+    pub from: u64,
+    /// One past the last batch.
+    pub to: u64,
+    /// Rows in it.
+    pub rows: u64,
+    /// The Parquet file (empty when the batches hold no row: nothing is uploaded).
+    pub bytes: Vec<u8>,
+}
+
+impl Shard {
+    /// Path in the repository: `LEAF/train/RUNTAG-FROM-TO.parquet`.
+    pub fn path(&self, run_tag: &str) -> String {
+        shard_path(&self.leaf, run_tag, self.from, self.to)
+    }
+}
+
+/// Path of the shard holding batches `from..to` of `leaf` in run `run_tag`.
+pub fn shard_path(leaf: &str, run_tag: &str, from: u64, to: u64) -> String {
+    format!("{leaf}/train/{run_tag}-{from:08}-{to:08}.parquet")
+}
+
+/// The batch range of a shard path of `leaf` and `run_tag`, if it is one.
+pub fn parse_shard_path(path: &str, leaf: &str, run_tag: &str) -> Option<(u64, u64)> {
+    let name = path
+        .strip_prefix(leaf)?
+        .strip_prefix("/train/")?
+        .strip_prefix(run_tag)?
+        .strip_prefix('-')?
+        .strip_suffix(".parquet")?;
+    let (from, to) = name.split_once('-')?;
+    let (from, to) = (from.parse().ok()?, to.parse().ok()?);
+    (from < to).then_some((from, to))
+}
+
+/// Whether `path` is a data file of `leaf`'s config.
+pub fn is_data_file(path: &str, leaf: &str) -> bool {
+    path.strip_prefix(leaf)
+        .and_then(|p| p.strip_prefix("/train/"))
+        .is_some_and(|name| !name.contains('/'))
+}
+
+/// Cuts consecutive batches of `leaf` (starting at batch `from`) into shards of at most
+/// [`MAX_SHARD_ROWS`] rows, cut at batch boundaries.
+pub fn build_shards(
+    leaf: &str,
+    from: u64,
+    batches: impl IntoIterator<Item = Batch>,
+) -> Result<Vec<Shard>, String> {
+    let mut shards = Vec::new();
+    let mut group: Vec<Batch> = Vec::new();
+    let mut rows = 0;
+    let mut start = from;
+    for batch in batches {
+        rows += batch.rows.len();
+        group.push(batch);
+        if rows >= MAX_SHARD_ROWS {
+            let shard = write(leaf, start, std::mem::take(&mut group))?;
+            start = shard.to;
+            shards.push(shard);
+            rows = 0;
+        }
+    }
+    if !group.is_empty() {
+        shards.push(write(leaf, start, group)?);
+    }
+    Ok(shards)
+}
+
+fn write(leaf: &str, from: u64, batches: Vec<Batch>) -> Result<Shard, String> {
+    let to = from + batches.len() as u64;
+    let mut inferred = Inferred::default();
+    let mut rows = 0;
+    for batch in &batches {
+        rows += batch.rows.len() as u64;
+        for row in &batch.rows {
+            inferred.add(row);
+        }
+    }
+    let mut bytes = Vec::new();
+    if rows > 0 {
+        let mut writer = LeafWriter::to(Vec::new(), &inferred)?;
+        for batch in batches {
+            writer.write(batch.rows)?;
+        }
+        bytes = writer.into_inner()?;
+    }
+    Ok(Shard {
+        leaf: leaf.to_owned(),
+        from,
+        to,
+        rows,
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distill_storage::Row;
+
+    fn batch(seq: u64, rows: usize) -> Batch {
+        Batch {
+            step: "leaf".into(),
+            seq,
+            rows: (0..rows).map(|i| Row::new().with("i", i as i64)).collect(),
+            last: false,
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_belong_to_their_run() {
+        let path = shard_path("gen", "abcd1234", 3, 17);
+        assert_eq!(path, "gen/train/abcd1234-00000003-00000017.parquet");
+        assert_eq!(parse_shard_path(&path, "gen", "abcd1234"), Some((3, 17)));
+        assert_eq!(parse_shard_path(&path, "gen", "ffff0000"), None);
+        assert_eq!(parse_shard_path(&path, "ge", "abcd1234"), None);
+        assert!(is_data_file(&path, "gen"));
+        assert!(!is_data_file("gen/README.md", "gen"));
+        assert!(!is_data_file("generate/train/x.parquet", "gen"));
+    }
+
+    #[test]
+    fn shards_are_cut_at_batch_boundaries_and_are_deterministic() {
+        let batches = || (0..5).map(|s| batch(10 + s, MAX_SHARD_ROWS / 2));
+        let a = build_shards("leaf", 10, batches()).unwrap();
+        let ranges: Vec<(u64, u64)> = a.iter().map(|s| (s.from, s.to)).collect();
+        assert_eq!(ranges, vec![(10, 12), (12, 14), (14, 15)]);
+        assert_eq!(
+            a.iter().map(|s| s.rows).sum::<u64>(),
+            5 * MAX_SHARD_ROWS as u64 / 2
+        );
+        let b = build_shards("leaf", 10, batches()).unwrap();
+        assert!(a.iter().zip(&b).all(|(x, y)| x.bytes == y.bytes));
+        assert!(a[0].bytes.starts_with(b"PAR1"));
+        let empty = build_shards("leaf", 0, vec![batch(0, 0)]).unwrap();
+        assert_eq!((empty[0].rows, empty[0].bytes.len()), (0, 0));
+    }
+}

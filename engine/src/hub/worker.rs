@@ -1,0 +1,102 @@
+//! The pusher in the background of a run: pushes as the push section says, records failures
+//! without ever stopping the run, and pushes the rest when the run ends.
+
+use super::pusher::{PushStatus, Pusher};
+use super::{HubAccess, backoff};
+use crate::error::Result;
+use crate::spec::PushSpec;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use distill_storage::{GroupCommitter, Progress, RunLog};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often the worker looks at the log.
+const POLL: Duration = Duration::from_millis(250);
+
+/// A running background pusher.
+pub(crate) struct PushWorker {
+    finish: Sender<bool>,
+    thread: JoinHandle<PushStatus>,
+}
+
+impl PushWorker {
+    /// Starts pushing the run in `log` as `spec` says.
+    pub fn start(
+        spec: PushSpec,
+        access: &HubAccess,
+        log: Arc<RunLog>,
+        committer: Arc<GroupCommitter>,
+    ) -> Result<Self> {
+        let client = access.client(&spec)?;
+        let repo = spec.repo.clone();
+        let pusher = Pusher::new(spec, client, &log.snapshot()?)
+            .map_err(|detail| crate::Error::Push { repo, detail })?;
+        let (finish, finish_rx) = crossbeam_channel::bounded(1);
+        let thread = std::thread::Builder::new()
+            .name("distill-push".into())
+            .spawn(move || work(pusher, &log, &committer, &finish_rx))
+            .map_err(|e| crate::Error::Push {
+                repo: String::new(),
+                detail: format!("cannot start the push thread: {e}"),
+            })?;
+        Ok(Self { finish, thread })
+    }
+
+    /// Tells the worker the run is over (`push_rest`: push what is left first) and waits.
+    pub fn finish(self, push_rest: bool) -> PushStatus {
+        let _ = self.finish.send(push_rest);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+fn work(
+    mut pusher: Pusher,
+    log: &RunLog,
+    committer: &GroupCommitter,
+    finish: &Receiver<bool>,
+) -> PushStatus {
+    let sink = |unit: Progress| {
+        committer
+            .commit(unit)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let mut next_try = Instant::now();
+    let mut gave_up = false;
+    let push_rest = loop {
+        match finish.recv_timeout(POLL) {
+            Ok(push_rest) => break push_rest,
+            Err(RecvTimeoutError::Disconnected) => break false,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if gave_up || Instant::now() < next_try {
+            continue;
+        }
+        let Ok(snapshot) = log.snapshot() else {
+            continue;
+        };
+        if let Err(failure) = pusher.round(&snapshot, false, Some(&sink)) {
+            pusher.record_failure(&failure, Some(&sink));
+            gave_up = !failure.transient;
+            next_try = Instant::now() + backoff(pusher.status().failures);
+        }
+    };
+    if push_rest && !gave_up {
+        let deadline = Instant::now() + Duration::from_secs(pusher.spec().final_wait_secs);
+        loop {
+            let Ok(snapshot) = log.snapshot() else { break };
+            match pusher.round(&snapshot, true, Some(&sink)) {
+                Ok(_) => break,
+                Err(failure) => {
+                    pusher.record_failure(&failure, Some(&sink));
+                    if !failure.transient || Instant::now() >= deadline {
+                        break;
+                    }
+                    std::thread::sleep(backoff(pusher.status().failures));
+                }
+            }
+        }
+    }
+    pusher.status().clone()
+}
