@@ -4,10 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env_dir=target/pyenv
-marker="$env_dir/.distill-ready-1"
+marker="$env_dir/.distill-ready-2"
 if [ ! -f "$marker" ]; then
   python3 -m venv "$env_dir" >&2
-  "$env_dir/bin/pip" install --quiet --disable-pip-version-check 'pyarrow>=15' 'datasets>=2.19' >&2
+  "$env_dir/bin/pip" install --quiet --disable-pip-version-check 'pyarrow>=15' 'datasets>=2.19' huggingface_hub >&2
   touch "$marker"
 fi
 echo "$PWD/$env_dir/bin/python"

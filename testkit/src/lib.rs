@@ -2,4 +2,6 @@
 //! protocol on a real socket; only the far side is simulated.
 #![deny(missing_docs)]
 
+mod http;
+pub mod mock_hub;
 pub mod mock_llm;

@@ -6,7 +6,8 @@
 //! `usage` counts whitespace-separated words. A request whose `response_format` asks for JSON
 //! gets `{"answer": "<last message>", "score": 3}` as its content.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::http::{self, Incoming, Request, Response};
+use std::io::BufReader;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -139,53 +140,23 @@ impl Drop for MockLlm {
     }
 }
 
-/// One HTTP/1.1 request: method, path, headers (lower-case names), body.
-struct HttpRequest {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<HttpRequest> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let path = line.split_whitespace().nth(1)?.to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).ok()?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let (name, value) = header.split_once(':')?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(HttpRequest {
-        path,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
 /// Serves one connection's requests in turn (keep-alive) until the client closes it.
 fn serve(shared: &Shared, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let Ok(write_half) = stream.try_clone() else {
+    let Ok(mut writer) = stream.try_clone() else {
         return;
     };
-    let mut writer = write_half;
     let mut reader = BufReader::new(stream);
-    while let Some(request) = read_request(&mut reader) {
+    loop {
+        let request = match http::read_request(&mut reader) {
+            Incoming::Request(request) => request,
+            Incoming::Closed => return,
+            Incoming::Malformed(why) => {
+                let answer = Response::new(400, "application/json", error_json(&why));
+                let _ = http::write_response(&mut writer, &answer, false);
+                return;
+            }
+        };
         let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         shared.peak.fetch_max(now, Ordering::SeqCst);
         let answer = respond(shared, &request);
@@ -195,31 +166,13 @@ fn serve(shared: &Shared, stream: TcpStream) {
             std::thread::sleep(Duration::from_secs(3600));
             return;
         };
-        let mut head = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            reason(status),
-            text.len()
-        );
+        let mut response = Response::new(status, "application/json", text);
         if let Some(secs) = retry_after {
-            head.push_str(&format!("Retry-After: {secs}\r\n"));
+            response = response.with("Retry-After", secs.to_string());
         }
-        head.push_str("\r\n");
-        // One write: a second small write would wait for the peer's delayed ACK (Nagle).
-        head.push_str(&text);
-        if writer.write_all(head.as_bytes()).is_err() {
+        if http::write_response(&mut writer, &response, false).is_err() {
             return;
         }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        _ => "Internal Server Error",
     }
 }
 
@@ -228,9 +181,10 @@ fn every(n: Option<u64>, count: u64) -> bool {
 }
 
 /// The answer to one request: status, body and `Retry-After`, or `None` for a hang.
-fn respond(shared: &Shared, request: &HttpRequest) -> Option<(u16, String, Option<u64>)> {
+fn respond(shared: &Shared, request: &Request) -> Option<(u16, String, Option<u64>)> {
     let b = &shared.behaviour;
-    let (path, body) = (&request.path, &request.body);
+    let body = String::from_utf8_lossy(&request.body);
+    let (path, body) = (&request.target, body.as_ref());
     let count = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
     let authorised = b.api_key.as_ref().is_none_or(|key| {
         request
