@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Files at or above this size go to LFS (the Hub's limit for regular files).
-const LFS_THRESHOLD: u64 = 10 * 1024 * 1024;
+/// Files over this size go to LFS (the Hub's limit for regular files, 10 MB).
+const LFS_THRESHOLD: u64 = 10_000_000;
 /// The user every token belongs to, and the namespace of repos created without one.
 const USER: &str = "mock-user";
 
@@ -775,7 +775,7 @@ fn preupload(shared: &Shared, id: &str, rev: &str, body: &[u8]) -> Response {
         };
         let lfs = path.to_ascii_lowercase().ends_with(".parquet")
             || sample.starts_with(b"PAR1")
-            || size >= LFS_THRESHOLD
+            || size > LFS_THRESHOLD
             || looks_binary(&sample);
         let oid = revision.files.get(path).map(|blob| match blob {
             Blob::Lfs { sha256, .. } => sha256.clone(),
@@ -854,6 +854,8 @@ fn lfs_batch(shared: &Shared, base: &str, id: &str, body: &[u8]) -> Response {
 }
 
 fn put_object(shared: &Shared, oid: &str, request: &Request) -> Response {
+    // Hashed before taking the lock: other connections go on meanwhile.
+    let digest = hex(&Sha256::digest(&request.body));
     let mut state = shared.state();
     if state.faults.fail_uploads > 0 {
         state.faults.fail_uploads -= 1;
@@ -876,7 +878,6 @@ fn put_object(shared: &Shared, oid: &str, request: &Request) -> Response {
             ),
         );
     }
-    let digest = hex(&Sha256::digest(&request.body));
     if digest != oid {
         return error(400, None, &format!("sha256 mismatch: received {digest}"));
     }
@@ -964,7 +965,7 @@ fn check_commit(
                         .map_err(|_| bad(format!("{path}: content is not base64")))?,
                     _ => content.as_bytes().to_vec(),
                 };
-                if looks_binary(&bytes) || bytes.len() as u64 >= LFS_THRESHOLD {
+                if looks_binary(&bytes) || bytes.len() as u64 > LFS_THRESHOLD {
                     return Err(bad(format!(
                         "Your push was rejected because it contains binary files: {path}. \
                          Please use LFS to store binary files."
