@@ -6,13 +6,14 @@ mod status;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use distill_engine::hub::{HubAccess, PushOptions, Round};
 use distill_engine::{
-    BuildContext, Error, ExportFormat, Pipeline, PipelineSpec, Registry, RunOptions,
+    BuildContext, Error, ExportFormat, Pipeline, PipelineSpec, PushSpec, Registry, RunOptions,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Exit code of a run stopped by Ctrl-C (it can be resumed).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -20,6 +21,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 const EXIT_INVALID: u8 = 3;
 /// Exit code of a run whose step failed (committed work is kept; fix and re-run to resume).
 const EXIT_STEP_FAILED: u8 = 4;
+/// Exit code of a run that finished but could not push everything to the Hub (a later
+/// `distill push` catches up).
+const EXIT_PUSH_BEHIND: u8 = 5;
 /// Exit code of any other error.
 const EXIT_ERROR: u8 = 1;
 
@@ -30,7 +34,7 @@ const EXIT_ERROR: u8 = 1;
     about = "Build datasets with LLMs; crash-proof runs on a redb log"
 )]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 130 stopped by Ctrl-C"
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 5 run done but the Hub push is behind, 130 stopped by Ctrl-C"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -72,6 +76,35 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Parquet)]
         format: Format,
     },
+    /// Push the distiset to a Hugging Face Hub dataset repository: everything committed, for a
+    /// finished run; as it goes, for a run going on in another process. Rows already on the
+    /// Hub are never pushed again. Token from HF_TOKEN, Hub address from HF_ENDPOINT.
+    Push {
+        /// The run database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Dataset repository, NAMESPACE/NAME (created if missing).
+        #[arg(long)]
+        repo: String,
+        /// Create the repository public (default: private).
+        #[arg(long)]
+        public: bool,
+        /// Branch to commit to.
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// For a live run: push once this many new rows are committed.
+        #[arg(long)]
+        every_rows: Option<u64>,
+        /// For a live run: push new rows at least this often (seconds; default 60).
+        #[arg(long)]
+        every_secs: Option<u64>,
+        /// Seconds allowed for one Hub request.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Seconds to keep retrying the last push before giving up.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
     /// Show where a run stands (works while it runs, from another terminal).
     Status {
         /// The run database.
@@ -106,6 +139,9 @@ fn main() -> ExitCode {
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<PushBehind>().is_some() {
+        return EXIT_PUSH_BEHIND;
+    }
     match err.downcast_ref::<Error>() {
         Some(Error::Interrupted) => EXIT_INTERRUPTED,
         Some(Error::StepFailed { .. } | Error::LoadFailed { .. }) => EXIT_STEP_FAILED,
@@ -156,7 +192,68 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { db, json, watch } => status::print(&db, json, watch),
+        Command::Push {
+            db,
+            repo,
+            public,
+            revision,
+            every_rows,
+            every_secs,
+            timeout,
+            wait,
+        } => {
+            let mut spec = PushSpec::new(repo);
+            spec.private = !public;
+            spec.revision = revision;
+            spec.every_rows = every_rows;
+            spec.every_secs = every_secs.or(every_rows.is_none().then_some(60));
+            spec.timeout_secs = timeout;
+            spec.final_wait_secs = wait;
+            push(db, spec)
+        }
     }
+}
+
+fn push(db: PathBuf, spec: PushSpec) -> anyhow::Result<()> {
+    let access = HubAccess::from_env();
+    let options = PushOptions {
+        db,
+        spec,
+        access,
+        stop: Arc::new(AtomicBool::new(false)),
+        poll: std::time::Duration::from_millis(500),
+    };
+    let stop = options.stop.clone();
+    ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    let outcome = distill_engine::hub::push(&options, |status, round| {
+        if let Round::Pushed { rows, .. } = round {
+            eprintln!(
+                "pushed {rows} rows to {} ({} on the Hub, commit {})",
+                status.repo,
+                status.total_rows(),
+                status.last_commit.as_deref().unwrap_or("?")
+            );
+        }
+    })?;
+    let status = outcome.status;
+    println!(
+        "{} is up to date: {} rows in {} ({})",
+        status.repo,
+        status.total_rows(),
+        status
+            .rows
+            .iter()
+            .map(|(leaf, rows)| format!("{leaf}: {rows}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if outcome.live {
+            "followed the live run to its end"
+        } else {
+            "offsets recorded in the run database"
+        }
+    );
+    Ok(())
 }
 
 fn load_pipeline(path: &Path) -> anyhow::Result<Pipeline> {
@@ -188,7 +285,7 @@ fn run(path: &Path, db: PathBuf, workers: usize, new_run: bool) -> anyhow::Resul
     let result = distill_engine::run(&pipeline, &options);
     bars.finish();
     let summary = result?;
-    for (leaf, rows) in summary.leaves {
+    for (leaf, rows) in &summary.leaves {
         println!("{leaf}: {rows} rows");
     }
     println!(
@@ -196,8 +293,33 @@ fn run(path: &Path, db: PathBuf, workers: usize, new_run: bool) -> anyhow::Resul
         options.db.display(),
         options.db.display()
     );
+    if let Some(push) = summary.push {
+        let committed: u64 = summary.leaves.iter().map(|(_, rows)| rows).sum();
+        let pushed = push.total_rows();
+        println!(
+            "pushed to {}: {pushed} of {committed} rows in {} commits",
+            push.repo, push.commits
+        );
+        if pushed < committed || push.last_error.is_some() {
+            eprintln!(
+                "push to {} is behind: {}; catch up with: distill push --db {} --repo {}",
+                push.repo,
+                push.last_error
+                    .as_deref()
+                    .unwrap_or("not everything was pushed"),
+                options.db.display(),
+                push.repo
+            );
+            return Err(PushBehind.into());
+        }
+    }
     Ok(())
 }
+
+/// The run finished, the push did not.
+#[derive(Debug, thiserror::Error)]
+#[error("the run finished but its push to the Hub is behind")]
+struct PushBehind;
 
 fn info(path: &Path) -> anyhow::Result<()> {
     let pipeline = load_pipeline(path)?;

@@ -58,4 +58,24 @@ fn print_text(db: &Path, r: &RunReport) {
             println!("  {:<20} error: {error}", "");
         }
     }
+    for p in &r.pushes {
+        let s = &p.status;
+        let state = match (&s.last_error, s.fatal) {
+            (Some(_), true) => "stopped",
+            (Some(_), false) => "retrying",
+            (None, _) if p.behind_rows == 0 => "up to date",
+            (None, _) => "behind",
+        };
+        println!(
+            "push to {} ({}): {state}, {} rows on the Hub in {} commits, {} rows to push",
+            s.repo,
+            s.revision,
+            s.total_rows(),
+            s.commits,
+            p.behind_rows
+        );
+        if let Some(error) = &s.last_error {
+            println!("  last error ({} failed rounds): {error}", s.failures);
+        }
+    }
 }

@@ -33,5 +33,5 @@ pub use registry::{Constructor, Registry};
 pub use run::{RunOptions, RunSummary, run};
 pub use scheduler::cursor_name;
 pub use spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, PushSpec, StepSpec};
-pub use status::{RunReport, StepStatus, status};
+pub use status::{PushReport, RunReport, StepStatus, status};
 pub use step::{BuildContext, StepKind};

@@ -1,6 +1,7 @@
 //! Where a run stands, read from a snapshot of its log (never blocks the run).
 
 use crate::error::Result;
+use crate::hub::PushStatus;
 use crate::scheduler::cursor_name;
 use crate::spec::{DEFAULT_BATCH_SIZE, PipelineSpec};
 use distill_storage::{Event, RunReader, StepRecord};
@@ -55,6 +56,18 @@ pub struct RunReport {
     pub log_len: u64,
     /// Steps, in pipeline order.
     pub steps: Vec<StepStatus>,
+    /// Pushes to the Hub recorded in the run database, with the rows still to push.
+    pub pushes: Vec<PushReport>,
+}
+
+/// A push to the Hub as recorded in the run database.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    /// What the pusher recorded.
+    #[serde(flatten)]
+    pub status: PushStatus,
+    /// Rows committed by the leaves and not on the Hub yet.
+    pub behind_rows: u64,
 }
 
 /// Reads the status of the run in `db`.
@@ -99,6 +112,21 @@ pub fn status(db: &Path) -> Result<RunReport> {
             error: r.error,
         });
     }
+    let mut pushes = Vec::new();
+    for (_, bytes) in snapshot.records("hub:")? {
+        let Ok(status) = serde_json::from_slice::<PushStatus>(&bytes) else {
+            continue;
+        };
+        let committed: u64 = spec
+            .leaves()
+            .iter()
+            .map(|leaf| records.get(leaf).map_or(0, |r| r.rows))
+            .sum();
+        pushes.push(PushReport {
+            behind_rows: committed.saturating_sub(status.total_rows()),
+            status,
+        });
+    }
     Ok(RunReport {
         pipeline: spec.name,
         signature: meta.signature,
@@ -108,6 +136,7 @@ pub fn status(db: &Path) -> Result<RunReport> {
         updated_ms: run.updated_ms,
         log_len: snapshot.log_len()?,
         steps,
+        pushes,
     })
 }
 

@@ -1,0 +1,349 @@
+//! Pushing runs to a loopback Hub double that speaks the Hub's HTTP protocol: every row lands
+//! once, across many commits, retries, lost answers and new runs; bad tokens are clear errors
+//! that never stop the run; the token is written nowhere.
+
+use arrow_array::{Array, Int64Array};
+use distill_engine::hub::{HubAccess, PushOptions, PushStatus, Pusher, parse_shard_path, run_tag};
+use distill_engine::{
+    BuildContext, Pipeline, PipelineSpec, PushSpec, Registry, RunOptions, StepSpec, run,
+};
+use distill_storage::{RunLog, RunReader};
+use distill_testkit::mock_hub::{Faults, HubBehaviour, MockHub};
+use distill_testkit::mock_llm::{Behaviour, MockLlm};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+const TOKEN: &str = "hf_test_SECRET_0123456789abcdef";
+const REPO: &str = "acme/numbers";
+
+fn rows(count: usize) -> serde_json::Value {
+    (0..count)
+        .map(|i| serde_json::json!({"id": i, "text": format!("row {i}")}))
+        .collect()
+}
+
+/// A generator feeding two leaves (two configs).
+fn spec(count: usize, push: Option<PushSpec>) -> PipelineSpec {
+    let mut spec = PipelineSpec::new("numbers")
+        .step(
+            StepSpec::new("gen", "inline")
+                .param("rows", rows(count))
+                .batch_size(7),
+        )
+        .step(
+            StepSpec::new("shout", "format_text")
+                .after("gen")
+                .param("template", "{{ text | upper }}")
+                .param("output", "loud")
+                .input_batch_size(5),
+        )
+        .step(
+            StepSpec::new("quote", "format_text")
+                .after("gen")
+                .param("template", "\"{{ text }}\"")
+                .param("output", "quoted")
+                .input_batch_size(11),
+        );
+    spec.push = push;
+    spec
+}
+
+/// As [`spec`], with the `shout` leaf an LLM task on a server answering in `latency`: a run
+/// that takes long enough to push while it goes.
+fn slow_spec(count: usize, llm: &MockLlm, push: PushSpec) -> PipelineSpec {
+    let mut spec = spec(count, Some(push));
+    spec.steps[1] = StepSpec::new("shout", "text_generation")
+        .after("gen")
+        .input_batch_size(5)
+        .input_mapping("instruction", "text")
+        .param("base_url", llm.base_url())
+        .param("model", "mock-model")
+        .param("concurrency", 4);
+    spec
+}
+
+fn build(spec: PipelineSpec) -> Pipeline {
+    Pipeline::build(spec, &Registry::default(), &BuildContext::default()).unwrap()
+}
+
+fn push_spec(every_rows: Option<u64>) -> PushSpec {
+    let mut push = PushSpec::new(REPO);
+    push.every_rows = every_rows;
+    push.timeout_secs = 5;
+    push.final_wait_secs = 60;
+    push
+}
+
+fn access(hub: &MockHub, token: &str) -> HubAccess {
+    HubAccess {
+        endpoint: hub.endpoint(),
+        token: Some(token.to_owned()),
+    }
+}
+
+fn hub() -> MockHub {
+    MockHub::start(HubBehaviour {
+        token: Some(TOKEN.into()),
+        read_only_token: Some("hf_read_only".into()),
+    })
+}
+
+fn options(db: &Path, hub: &MockHub, token: &str) -> RunOptions {
+    let mut options = RunOptions::new(db);
+    options.hub = Some(access(hub, token));
+    options
+}
+
+/// The `id`s in every Parquet file of `config` on the Hub, in file order.
+fn ids_on_hub(hub: &MockHub, config: &str) -> Vec<i64> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for (path, bytes) in hub.files(REPO) {
+        if !(path.starts_with(&format!("{config}/train/")) && path.ends_with(".parquet")) {
+            continue;
+        }
+        let file = dir.path().join("shard.parquet");
+        std::fs::write(&file, &bytes).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("id").expect("an id column");
+            let column = column.as_any().downcast_ref::<Int64Array>().unwrap();
+            ids.extend((0..column.len()).map(|i| column.value(i)));
+        }
+    }
+    ids
+}
+
+fn assert_each_once(hub: &MockHub, count: usize) {
+    for config in ["shout", "quote"] {
+        let mut ids = ids_on_hub(hub, config);
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            (0..count as i64).collect::<Vec<_>>(),
+            "config {config}: every row exactly once"
+        );
+    }
+}
+
+#[test]
+fn a_run_pushes_as_it_goes_and_every_row_lands_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let hub = hub();
+    let llm = MockLlm::start(Behaviour {
+        latency: Duration::from_millis(20),
+        ..Behaviour::default()
+    });
+    let summary = run(
+        &build(slow_spec(200, &llm, push_spec(Some(40)))),
+        &options(&db, &hub, TOKEN),
+    )
+    .unwrap();
+    let push = summary.push.expect("a push status");
+    assert_eq!(push.last_error, None);
+    assert_eq!(push.total_rows(), 400);
+    assert_each_once(&hub, 200);
+    let files = hub.files(REPO);
+    assert!(files.contains_key("README.md") && files.contains_key("pipeline.yaml"));
+    let card = String::from_utf8(files["README.md"].clone()).unwrap();
+    assert!(card.contains("config_name: shout") && card.contains("shout/train/*.parquet"));
+    assert!(card.contains("config_name: quote"));
+    assert!(card.contains("finished"), "{card}");
+    assert_eq!(hub.is_private(REPO), Some(true));
+    let commits = hub.commits(REPO);
+    assert!(
+        commits.len() >= 2,
+        "pushed as it went: {} commits",
+        commits.len()
+    );
+    // The offsets in the database are what the Hub holds.
+    let snapshot = RunReader::open(&db).unwrap().snapshot().unwrap();
+    let meta = snapshot.meta().unwrap();
+    for leaf in ["shout", "quote"] {
+        let offset = snapshot
+            .offset(&distill_engine::hub::offset_name(REPO, leaf))
+            .unwrap();
+        let batches = snapshot.step(leaf).unwrap().unwrap().batches;
+        assert_eq!(offset, Some(batches));
+        let last = files
+            .keys()
+            .filter_map(|p| parse_shard_path(p, leaf, &run_tag(&meta)))
+            .map(|(_, to)| to)
+            .max();
+        assert_eq!(last, Some(batches));
+    }
+    let report = distill_engine::status(&db).unwrap();
+    assert_eq!(report.pushes.len(), 1);
+    assert_eq!(report.pushes[0].behind_rows, 0);
+}
+
+#[test]
+fn a_lost_answer_after_the_hub_committed_is_found_again_not_pushed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let hub = hub();
+    run(&build(spec(60, None)), &RunOptions::new(&db)).unwrap();
+    let log = RunLog::open(&db).unwrap();
+    let client = access(&hub, TOKEN).client(&push_spec(None)).unwrap();
+    let mut pusher = Pusher::new(push_spec(None), client, &log.snapshot().unwrap()).unwrap();
+    // The Hub commits, then the process "dies" before recording the offsets.
+    let lost = |_unit| Err("the process died".to_string());
+    let failure = pusher
+        .round(&log.snapshot().unwrap(), true, Some(&lost))
+        .unwrap_err();
+    assert!(failure.message.contains("the process died"));
+    assert_eq!(hub.commits(REPO).len(), 1);
+    let snapshot = log.snapshot().unwrap();
+    assert_eq!(
+        snapshot
+            .offset(&distill_engine::hub::offset_name(REPO, "shout"))
+            .unwrap(),
+        None
+    );
+    // A new pusher (a restarted process) finds the shards by name and pushes nothing again.
+    let client = access(&hub, TOKEN).client(&push_spec(None)).unwrap();
+    let mut again = Pusher::new(push_spec(None), client, &snapshot).unwrap();
+    let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
+    again.round(&snapshot, true, Some(&sink)).unwrap();
+    assert_each_once(&hub, 60);
+    let added: Vec<String> = hub.commits(REPO).last().unwrap().added.clone();
+    assert!(
+        added.iter().all(|p| !p.ends_with(".parquet")),
+        "no shard uploaded again: {added:?}"
+    );
+    let status: PushStatus = again.status().clone();
+    assert_eq!(status.total_rows(), 120);
+}
+
+#[test]
+fn failing_uploads_and_commits_are_retried_and_the_push_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let hub = hub();
+    hub.set_faults(Faults {
+        fail_uploads: 3,
+        fail_commits: 6,
+        hang_commits: 1,
+        ..Faults::default()
+    });
+    let mut push = push_spec(Some(30));
+    push.timeout_secs = 2;
+    let summary = run(&build(spec(150, Some(push))), &options(&db, &hub, TOKEN)).unwrap();
+    let push = summary.push.unwrap();
+    assert_eq!(push.last_error, None, "{push:?}");
+    let left = hub.faults();
+    assert_eq!(
+        (left.fail_uploads, left.fail_commits, left.hang_commits),
+        (0, 0, 0),
+        "every fault was met"
+    );
+    assert_each_once(&hub, 150);
+}
+
+#[test]
+fn a_bad_token_is_a_clear_error_and_the_run_still_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let hub = hub();
+    let summary = run(
+        &build(spec(30, Some(push_spec(Some(10))))),
+        &options(&db, &hub, "hf_wrong"),
+    )
+    .unwrap();
+    assert_eq!(summary.leaves.len(), 2);
+    let push = summary.push.unwrap();
+    let error = push.last_error.unwrap();
+    assert!(
+        error.contains("401") && error.contains("HF_TOKEN"),
+        "{error}"
+    );
+    assert!(push.fatal);
+    assert!(hub.repos().is_empty());
+    // A read-only token: the Hub refuses the write, and says why.
+    let db2 = dir.path().join("run2.redb");
+    let summary = run(
+        &build(spec(30, Some(push_spec(None)))),
+        &options(&db2, &hub, "hf_read_only"),
+    )
+    .unwrap();
+    let error = summary.push.unwrap().last_error.unwrap();
+    assert!(
+        error.contains("403") && error.contains("write permission"),
+        "{error}"
+    );
+    // `status` shows it.
+    let report = distill_engine::status(&db2).unwrap();
+    assert_eq!(report.pushes[0].behind_rows, 60);
+    assert!(report.pushes[0].status.last_error.is_some());
+}
+
+#[test]
+fn distill_push_on_a_finished_run_pushes_once_and_then_has_nothing_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let hub = hub();
+    run(&build(spec(90, None)), &RunOptions::new(&db)).unwrap();
+    let options = PushOptions {
+        db: db.clone(),
+        spec: push_spec(None),
+        access: access(&hub, TOKEN),
+        stop: Arc::new(AtomicBool::new(false)),
+        poll: Duration::from_millis(50),
+    };
+    let outcome = distill_engine::hub::push(&options, |_, _| {}).unwrap();
+    assert!(!outcome.live);
+    assert_eq!(outcome.status.total_rows(), 180);
+    assert_each_once(&hub, 90);
+    let commits = hub.commits(REPO).len();
+    let again = distill_engine::hub::push(&options, |_, _| {}).unwrap();
+    assert_eq!(again.status.total_rows(), 180);
+    assert_eq!(hub.commits(REPO).len(), commits, "nothing new, no commit");
+    // The token is in no byte of the run database.
+    let bytes = std::fs::read(&db).unwrap();
+    assert!(!bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()));
+}
+
+#[test]
+fn a_new_run_replaces_the_old_runs_files_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let hub = hub();
+    run(
+        &build(spec(50, Some(push_spec(None)))),
+        &options(&db, &hub, TOKEN),
+    )
+    .unwrap();
+    let first: Vec<String> = hub.files(REPO).into_keys().collect();
+    let mut opts = options(&db, &hub, TOKEN);
+    opts.new_run = true;
+    run(&build(spec(50, Some(push_spec(None)))), &opts).unwrap();
+    assert_each_once(&hub, 50);
+    let last = hub.commits(REPO).last().unwrap().clone();
+    let old_shards: Vec<&String> = first.iter().filter(|p| p.ends_with(".parquet")).collect();
+    assert!(!old_shards.is_empty());
+    for old in old_shards {
+        assert!(
+            last.deleted.contains(old),
+            "{old} removed with the new run's commit"
+        );
+    }
+    let per_config: BTreeMap<String, usize> = hub
+        .files(REPO)
+        .keys()
+        .filter(|p| p.ends_with(".parquet"))
+        .fold(BTreeMap::new(), |mut m, p| {
+            *m.entry(p.split('/').next().unwrap().to_owned())
+                .or_default() += 1;
+            m
+        });
+    assert_eq!(per_config.len(), 2);
+}
