@@ -1,6 +1,7 @@
 """Reads a dataset that distill pushed, from a Hub (HF_ENDPOINT), with the official clients only:
 huggingface_hub downloads the repository, pyarrow reads each Parquet file, and `datasets` loads
-each config as the card declares it.
+each config as the card declares it, from the download and straight from the Hub
+(`load_dataset(REPO, CONFIG)`).
 
 usage: check_hub_push.py REPO CONFIG [CONFIG ...]
 Prints one JSON line per config: {"config", "rows", "ids", "files"}; `ids` are the sorted values
@@ -34,8 +35,10 @@ def main() -> int:
                 arrow_ids.extend(pq.read_table(f).column("id").to_pylist())
             loaded = datasets.load_dataset(str(local), config, split="train")
             ds_ids = list(loaded["id"])
-            if sorted(arrow_ids) != sorted(ds_ids):
-                print(f"{config}: pyarrow and datasets disagree", file=sys.stderr)
+            remote = datasets.load_dataset(repo, config, split="train")
+            remote_ids = list(remote["id"])
+            if not (sorted(arrow_ids) == sorted(ds_ids) == sorted(remote_ids)):
+                print(f"{config}: pyarrow, datasets on the download and datasets on the Hub disagree", file=sys.stderr)
                 status = 1
             rel = [str(f.relative_to(local)) for f in files]
             if not set(rel) <= listed:
