@@ -301,3 +301,42 @@ fn distill_push_on_a_finished_run_and_on_a_live_one() {
     assert!(!err.contains("hf_wrong_token_value"));
     assert!(found_in_files(d, TOKEN.as_bytes()).is_empty());
 }
+
+#[test]
+fn a_run_whose_push_fails_finishes_with_exit_5_and_distill_push_catches_up() {
+    let llm = MockLlm::start(Behaviour::default());
+    let hub = hub();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &llm, true);
+    let mut cmd = distill(d);
+    cmd.args(["run", "p.yaml", "--db", "r.redb"]);
+    with_hub(&mut cmd, &hub, "hf_not_the_token");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("distill push --db") && err.contains("401"),
+        "{err}"
+    );
+    let status = stdout(&run(d, &["status", "--db", "r.redb"]));
+    assert!(
+        status.contains("push to acme/e2e (main): stopped"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("{} rows to push", 2 * ROWS)),
+        "{status}"
+    );
+    let mut push = distill(d);
+    push.args(["push", "--db", "r.redb", "--repo", REPO]);
+    with_hub(&mut push, &hub, TOKEN);
+    let out = push.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_every_row_once(&hub);
+    let status = stdout(&run(d, &["status", "--db", "r.redb"]));
+    assert!(
+        status.contains("push to acme/e2e (main): up to date"),
+        "{status}"
+    );
+}
