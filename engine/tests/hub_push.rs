@@ -3,7 +3,9 @@
 //! that never stop the run; the token is written nowhere.
 
 use arrow_array::{Array, Int64Array};
-use distill_engine::hub::{HubAccess, PushOptions, PushStatus, Pusher, parse_shard_path, run_tag};
+use distill_engine::hub::{
+    HubAccess, PushOptions, PushStatus, Pusher, Round, parse_shard_path, run_tag,
+};
 use distill_engine::{
     BuildContext, Pipeline, PipelineSpec, PushSpec, Registry, RunOptions, StepSpec, run,
 };
@@ -346,4 +348,42 @@ fn a_new_run_replaces_the_old_runs_files_in_one_commit() {
             m
         });
     assert_eq!(per_config.len(), 2);
+}
+
+#[test]
+fn a_large_backlog_goes_in_several_bounded_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let hub = hub();
+    run(&build(spec(90, None)), &RunOptions::new(&db)).unwrap();
+    let log = RunLog::open(&db).unwrap();
+    let client = access(&hub, TOKEN).client(&push_spec(None)).unwrap();
+    let mut pusher = Pusher::new(push_spec(None), client, &log.snapshot().unwrap())
+        .unwrap()
+        .with_max_commit_rows(40);
+    let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 20);
+        match pusher
+            .round(&log.snapshot().unwrap(), true, Some(&sink))
+            .unwrap()
+        {
+            Round::Pushed { rows, more, .. } => {
+                assert!(rows <= 40 + 11, "a commit holds about 40 rows: {rows}");
+                if !more {
+                    break;
+                }
+            }
+            Round::Idle => break,
+        }
+    }
+    assert!(
+        hub.commits(REPO).len() >= 4,
+        "{} commits",
+        hub.commits(REPO).len()
+    );
+    assert_each_once(&hub, 90);
+    assert_eq!(pusher.status().total_rows(), 180);
 }

@@ -10,7 +10,9 @@ mod shard;
 mod worker;
 
 pub use client::{DEFAULT_ENDPOINT, HubClient, HubFailure, UploadFile, hex_sha256};
-pub use pusher::{PushStatus, Pusher, Round, Sink, offset_name, record_key, run_tag};
+pub use pusher::{
+    MAX_COMMIT_ROWS, PushStatus, Pusher, Round, Sink, offset_name, record_key, run_tag,
+};
 pub use shard::{MAX_SHARD_ROWS, Shard, build_shards, parse_shard_path, shard_path};
 pub(crate) use worker::PushWorker;
 
@@ -204,7 +206,9 @@ fn finish(
         match pusher.round(&snapshot()?, true, sink) {
             Ok(round) => {
                 on_round(pusher.status(), &round);
-                return Ok(());
+                if !matches!(round, Round::Pushed { more: true, .. }) {
+                    return Ok(());
+                }
             }
             Err(f) => {
                 pusher.record_failure(&f, sink);

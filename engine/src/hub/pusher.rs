@@ -84,8 +84,14 @@ pub enum Round {
         rows: u64,
         /// Files uploaded (shards, card, pipeline).
         files: usize,
+        /// Committed rows were left for the next round (a commit holds at most
+        /// [`MAX_COMMIT_ROWS`] rows).
+        more: bool,
     },
 }
+
+/// Most new rows in one Hub commit (and so in memory at once); more go in the next round.
+pub const MAX_COMMIT_ROWS: u64 = 500_000;
 
 /// Stores the pusher's offsets and record; `None` when the database is another process's.
 pub type Sink<'a> = Option<&'a dyn Fn(Progress) -> Result<(), String>>;
@@ -97,6 +103,7 @@ pub struct Pusher {
     created: bool,
     last_push: Instant,
     status: PushStatus,
+    max_commit_rows: u64,
 }
 
 impl Pusher {
@@ -119,7 +126,14 @@ impl Pusher {
             client,
             created: false,
             last_push: Instant::now(),
+            max_commit_rows: MAX_COMMIT_ROWS,
         })
+    }
+
+    /// Puts at most about `rows` new rows in one commit (default [`MAX_COMMIT_ROWS`]).
+    pub fn with_max_commit_rows(mut self, rows: u64) -> Self {
+        self.max_commit_rows = rows.max(1);
+        self
     }
 
     /// Where the push stands.
@@ -206,20 +220,31 @@ impl Pusher {
 
         let mut shards: Vec<Shard> = Vec::new();
         let mut deleted = Vec::new();
+        let mut more = false;
         for leaf in &leaves {
             let from = self.status.batches.get(leaf).copied().unwrap_or(0);
             let to = committed[leaf].batches;
-            if to > from {
+            let in_commit: u64 = shards.iter().map(|s| s.rows).sum();
+            if to > from && in_commit >= self.max_commit_rows {
+                more = true;
+            } else if to > from {
+                // Batches of one leaf up to about `max_commit_rows` rows, read as they come.
+                let (mut rows, max) = (in_commit, self.max_commit_rows);
                 let batches = snapshot
                     .batches(leaf, from)
                     .map_err(storage)?
                     .take((to - from) as usize)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(storage)?;
-                shards.extend(build_shards(leaf, from, batches).map_err(|e| HubFailure {
+                    .take_while(|batch| {
+                        let take = rows < max;
+                        rows += batch.as_ref().map_or(0, |b| b.rows.len() as u64);
+                        take
+                    });
+                let cut = build_shards(leaf, from, batches).map_err(|e| HubFailure {
                     message: format!("writing a Parquet shard of {leaf}: {e}"),
                     transient: false,
-                })?);
+                })?;
+                more |= cut.last().is_some_and(|s| s.to < to);
+                shards.extend(cut);
             }
             // Data files of other runs (an earlier run pushed to this repository) go.
             deleted.extend(
@@ -281,6 +306,7 @@ impl Pusher {
         Ok(Round::Pushed {
             rows: new_rows,
             files: files.len(),
+            more,
         })
     }
 

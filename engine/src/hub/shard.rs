@@ -55,18 +55,19 @@ pub fn is_data_file(path: &str, leaf: &str) -> bool {
         .is_some_and(|name| !name.contains('/'))
 }
 
-/// Cuts consecutive batches of `leaf` (starting at batch `from`) into shards of at most
-/// [`MAX_SHARD_ROWS`] rows, cut at batch boundaries.
-pub fn build_shards(
+/// Cuts consecutive batches of `leaf` (starting at batch `from`, read as they come) into shards
+/// of at most [`MAX_SHARD_ROWS`] rows, cut at batch boundaries.
+pub fn build_shards<E: std::fmt::Display>(
     leaf: &str,
     from: u64,
-    batches: impl IntoIterator<Item = Batch>,
+    batches: impl IntoIterator<Item = Result<Batch, E>>,
 ) -> Result<Vec<Shard>, String> {
     let mut shards = Vec::new();
     let mut group: Vec<Batch> = Vec::new();
     let mut rows = 0;
     let mut start = from;
     for batch in batches {
+        let batch = batch.map_err(|e| e.to_string())?;
         rows += batch.rows.len();
         group.push(batch);
         if rows >= MAX_SHARD_ROWS {
@@ -137,7 +138,7 @@ mod tests {
 
     #[test]
     fn shards_are_cut_at_batch_boundaries_and_are_deterministic() {
-        let batches = || (0..5).map(|s| batch(10 + s, MAX_SHARD_ROWS / 2));
+        let batches = || (0..5).map(|s| Ok::<_, String>(batch(10 + s, MAX_SHARD_ROWS / 2)));
         let a = build_shards("leaf", 10, batches()).unwrap();
         let ranges: Vec<(u64, u64)> = a.iter().map(|s| (s.from, s.to)).collect();
         assert_eq!(ranges, vec![(10, 12), (12, 14), (14, 15)]);
@@ -148,7 +149,7 @@ mod tests {
         let b = build_shards("leaf", 10, batches()).unwrap();
         assert!(a.iter().zip(&b).all(|(x, y)| x.bytes == y.bytes));
         assert!(a[0].bytes.starts_with(b"PAR1"));
-        let empty = build_shards("leaf", 0, vec![batch(0, 0)]).unwrap();
+        let empty = build_shards("leaf", 0, vec![Ok::<_, String>(batch(0, 0))]).unwrap();
         assert_eq!((empty[0].rows, empty[0].bytes.len()), (0, 0));
     }
 }

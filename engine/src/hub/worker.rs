@@ -1,7 +1,7 @@
 //! The pusher in the background of a run: pushes as the push section says, records failures
 //! without ever stopping the run, and pushes the rest when the run ends.
 
-use super::pusher::{PushStatus, Pusher};
+use super::pusher::{PushStatus, Pusher, Round};
 use super::{HubAccess, backoff};
 use crate::error::Result;
 use crate::spec::PushSpec;
@@ -87,6 +87,7 @@ fn work(
         loop {
             let Ok(snapshot) = log.snapshot() else { break };
             match pusher.round(&snapshot, true, Some(&sink)) {
+                Ok(Round::Pushed { more: true, .. }) => {}
                 Ok(_) => break,
                 Err(failure) => {
                     pusher.record_failure(&failure, Some(&sink));
