@@ -1,7 +1,7 @@
 //! What the bench binaries share: a pipeline of a generator and four CPU steps.
 
 use distill_engine::step::{Generator, Lifecycle, Step, StepKind, StepResult};
-use distill_engine::{BuildContext, Pipeline, PipelineSpec, Registry, StepSpec};
+use distill_engine::{BuildContext, Pipeline, PipelineSpec, PushSpec, Registry, StepSpec};
 use distill_storage::{Row, Value};
 
 /// Rows when the environment does not say.
@@ -87,7 +87,12 @@ fn registry(rows: u64) -> Registry {
 
 /// The bench pipeline: `source` then `upper`, `words`, `digest`, `chars` (the leaf).
 pub fn pipeline(rows: u64, batch: usize) -> Pipeline {
-    let spec = PipelineSpec::new("bench")
+    pipeline_pushing(rows, batch, None)
+}
+
+/// The bench pipeline with a `push:` section.
+pub fn pipeline_pushing(rows: u64, batch: usize, push: Option<PushSpec>) -> Pipeline {
+    let mut spec = PipelineSpec::new("bench")
         .step(StepSpec::new("source", "bench_source").batch_size(batch))
         .step(
             StepSpec::new("upper", "upper")
@@ -109,6 +114,7 @@ pub fn pipeline(rows: u64, batch: usize) -> Pipeline {
                 .after("digest")
                 .input_batch_size(batch),
         );
+    spec.push = push;
     Pipeline::build(spec, &registry(rows), &BuildContext::default()).expect("valid bench pipeline")
 }
 
