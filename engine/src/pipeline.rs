@@ -63,6 +63,9 @@ impl Pipeline {
     /// Builds and validates `spec` with the step types of `registry`. Checks names, edges,
     /// cycles, step types, parameters, batch sizes and columns; each error names the step.
     pub fn build(spec: PipelineSpec, registry: &Registry, ctx: &BuildContext) -> Result<Self> {
+        if let Some(push) = &spec.push {
+            push.check()?;
+        }
         let index = index_names(&spec)?;
         let preds = resolve_edges(&spec, &index)?;
         let order = topological_order(&spec, &preds)?;

@@ -68,6 +68,40 @@ fn default_final_wait() -> u64 {
 }
 
 impl PushSpec {
+    /// Checks the section: a `namespace/name` repository, a branch, counts of at least 1.
+    pub fn check(&self) -> Result<()> {
+        let bad = |detail: String| Error::BadStep {
+            step: "(push)".into(),
+            detail,
+        };
+        let ok_part = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        match self.repo.split_once('/') {
+            Some((ns, name)) if ok_part(ns) && ok_part(name) => {}
+            _ => {
+                return Err(bad(format!(
+                    "`repo` must be NAMESPACE/NAME (letters, digits, - _ .), not '{}'",
+                    self.repo
+                )));
+            }
+        }
+        if self.revision.trim().is_empty() {
+            return Err(bad("`revision` is empty".into()));
+        }
+        if self.every_rows == Some(0) || self.every_secs == Some(0) {
+            return Err(bad(
+                "`every_rows` and `every_secs` must be at least 1".into()
+            ));
+        }
+        if self.timeout_secs == 0 {
+            return Err(bad("`timeout_secs` must be at least 1".into()));
+        }
+        Ok(())
+    }
+
     /// Pushes to `repo` at the end of the run only, privately, on `main`.
     pub fn new(repo: impl Into<String>) -> Self {
         Self {
@@ -335,6 +369,30 @@ mod tests {
         let err = PipelineSpec::from_yaml("name: x\nsteps: []\nbogus: 1\n", Path::new("p.yaml"))
             .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn the_push_section_is_checked_and_outside_the_signature() {
+        let mut spec = sample();
+        let before = spec.signature();
+        spec.push = Some(PushSpec::new("acme/data"));
+        assert_eq!(spec.signature(), before);
+        let back = PipelineSpec::from_yaml(&spec.to_yaml(), Path::new("p.yaml")).unwrap();
+        assert_eq!(back.push, spec.push);
+        assert!(PushSpec::new("acme/data").check().is_ok());
+        for bad in ["data", "acme/", "a/b/c", "acme/da ta"] {
+            let err = PushSpec::new(bad).check().unwrap_err().to_string();
+            assert!(err.contains("NAMESPACE/NAME") && err.contains(bad), "{err}");
+        }
+        let mut zero = PushSpec::new("acme/data");
+        zero.every_rows = Some(0);
+        assert!(zero.check().unwrap_err().to_string().contains("every_rows"));
+        let err = PipelineSpec::from_yaml(
+            "name: x\nsteps: []\npush: {repo: a/b, every: 3}\n",
+            Path::new("p.yaml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("every"), "{err}");
     }
 
     #[test]

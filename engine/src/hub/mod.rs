@@ -101,6 +101,7 @@ pub fn push(
     options: &PushOptions,
     mut on_round: impl FnMut(&PushStatus, &Round),
 ) -> Result<PushOutcome> {
+    options.spec.check()?;
     let client = options.access.client(&options.spec)?;
     let repo = options.spec.repo.clone();
     match RunLog::open(&options.db) {
