@@ -229,7 +229,7 @@ fn killed_during_pushes_every_row_lands_once() {
 #[test]
 fn distill_push_on_a_finished_run_and_on_a_live_one() {
     let llm = MockLlm::start(Behaviour {
-        latency: Duration::from_millis(15),
+        latency: Duration::from_millis(40),
         ..Behaviour::default()
     });
     let hub = hub();
