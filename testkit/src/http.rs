@@ -2,6 +2,10 @@
 //! bodies) read from a keep-alive connection, and responses written in one `write`.
 
 use std::io::{self, BufRead, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 
 /// Largest request body accepted (1 GiB); a larger one is a bad request.
 const MAX_BODY: usize = 1 << 30;
@@ -276,6 +280,67 @@ pub(crate) fn form_pairs(text: &str) -> Vec<(String, String)> {
             (percent_decode(k, true), percent_decode(v, true))
         })
         .collect()
+}
+
+/// An accept loop on a loopback port with a thread per connection; stops when dropped.
+pub(crate) struct Server {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Listens on `port` (0: any free port); returns the listener and the port it got.
+    pub fn bind(port: u16) -> (TcpListener, u16) {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind a loopback port");
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        (listener, port)
+    }
+
+    /// Hands each connection of `listener` to `serve` on its own thread, until `stop` is set
+    /// (dropping the server sets it).
+    pub fn start(
+        listener: TcpListener,
+        stop: Arc<AtomicBool>,
+        serve: impl Fn(TcpStream) + Send + Sync + 'static,
+    ) -> Server {
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let serve = Arc::new(serve);
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let serve = serve.clone();
+                    std::thread::spawn(move || serve(stream));
+                }
+            })
+        };
+        Server {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The port listened on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 #[cfg(test)]

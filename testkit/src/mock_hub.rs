@@ -17,10 +17,9 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::BufReader;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Files over this size go to LFS (the Hub's limit for regular files, 10 MB).
@@ -138,7 +137,7 @@ struct State {
 struct Shared {
     behaviour: HubBehaviour,
     port: u16,
-    stop: AtomicBool,
+    stop: Arc<AtomicBool>,
     state: Mutex<State>,
 }
 
@@ -151,7 +150,7 @@ impl Shared {
 /// A running double; stops when dropped.
 pub struct MockHub {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    _server: http::Server,
 }
 
 impl MockHub {
@@ -162,30 +161,21 @@ impl MockHub {
 
     /// Starts a double on `port` (0: any free port).
     pub fn start_on(port: u16, behaviour: HubBehaviour) -> MockHub {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind a loopback port");
-        let port = listener.local_addr().map_or(0, |a| a.port());
+        let (listener, port) = http::Server::bind(port);
+        let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             behaviour,
             port,
-            stop: AtomicBool::new(false),
+            stop: stop.clone(),
             state: Mutex::new(State::default()),
         });
-        let thread = {
+        let server = {
             let shared = shared.clone();
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if shared.stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let shared = shared.clone();
-                    std::thread::spawn(move || serve(&shared, stream));
-                }
-            })
+            http::Server::start(listener, stop, move |stream| serve(&shared, stream))
         };
         MockHub {
             shared,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -250,17 +240,6 @@ impl MockHub {
     /// Every request body received, in the same order as [`MockHub::requests`].
     pub fn bodies(&self) -> Vec<Vec<u8>> {
         self.shared.state().bodies.clone()
-    }
-}
-
-impl Drop for MockHub {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.shared.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -8,10 +8,9 @@
 
 use crate::http::{self, Incoming, Request, Response};
 use std::io::BufReader;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How the server behaves.
@@ -55,9 +54,7 @@ struct Shared {
 /// A running server; stops when dropped.
 pub struct MockLlm {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
-    port: u16,
+    server: http::Server,
 }
 
 impl MockLlm {
@@ -68,8 +65,7 @@ impl MockLlm {
 
     /// Starts a server on `port` (0: any free port).
     pub fn start_on(port: u16, behaviour: Behaviour) -> MockLlm {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind a loopback port");
-        let port = listener.local_addr().map_or(0, |a| a.port());
+        let (listener, _) = http::Server::bind(port);
         let shared = Arc::new(Shared {
             behaviour,
             count: AtomicU64::new(0),
@@ -77,36 +73,22 @@ impl MockLlm {
             peak: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (shared, stop) = (shared.clone(), stop.clone());
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let shared = shared.clone();
-                    std::thread::spawn(move || serve(&shared, stream));
-                }
-            })
+        let server = {
+            let shared = shared.clone();
+            let stop = Arc::new(AtomicBool::new(false));
+            http::Server::start(listener, stop, move |stream| serve(&shared, stream))
         };
-        MockLlm {
-            shared,
-            thread: Some(thread),
-            stop,
-            port,
-        }
+        MockLlm { shared, server }
     }
 
     /// The OpenAI-style base URL, `http://127.0.0.1:PORT/v1`.
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
+        format!("http://127.0.0.1:{}/v1", self.server.port())
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// Requests received so far.
@@ -126,17 +108,6 @@ impl MockLlm {
     /// Number of requests received so far.
     pub fn count(&self) -> u64 {
         self.shared.count.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for MockLlm {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

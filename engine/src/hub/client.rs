@@ -2,13 +2,12 @@
 //! LFS upload and verify, and the NDJSON commit. Transient failures (429, 5xx, timeouts, dropped
 //! connections) are retried with backoff; the token never appears in a message.
 
-use crate::llm::{RetryPolicy, plain, snippet};
+use crate::llm::{RetryPolicy, plain, retry_after, snippet};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::blocking::{RequestBuilder, Response};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
 
 /// The Hub's address when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -296,12 +295,7 @@ impl HubClient {
                     if response.status().is_success() || also_ok.contains(&status) {
                         return Ok(response);
                     }
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                    let retry_after = retry_after(&response);
                     let code = response
                         .headers()
                         .get("x-error-code")

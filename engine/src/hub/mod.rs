@@ -107,13 +107,7 @@ pub fn push(
     match RunLog::open(&options.db) {
         Ok(log) => {
             let snapshot = log.snapshot()?;
-            let mut pusher =
-                Pusher::new(options.spec.clone(), client, &snapshot).map_err(|detail| {
-                    Error::Push {
-                        repo: repo.clone(),
-                        detail,
-                    }
-                })?;
+            let mut pusher = new_pusher(&options.spec, client, &snapshot)?;
             drop(snapshot);
             let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
             let deadline = Instant::now() + Duration::from_secs(options.spec.final_wait_secs);
@@ -141,13 +135,7 @@ pub fn push(
                     detail: "the live run pushes to this repository itself (its pipeline's push section); `distill status` shows how far it is".into(),
                 });
             }
-            let mut pusher =
-                Pusher::new(options.spec.clone(), client, &snapshot).map_err(|detail| {
-                    Error::Push {
-                        repo: repo.clone(),
-                        detail,
-                    }
-                })?;
+            let mut pusher = new_pusher(&options.spec, client, &snapshot)?;
             drop(snapshot);
             let mut next_try = Instant::now();
             loop {
@@ -225,6 +213,17 @@ fn finish(
 /// Wait before the next round after `failures` failed ones: 1 s doubling to a minute.
 fn backoff(failures: u64) -> Duration {
     Duration::from_secs(1u64 << failures.min(6)).min(Duration::from_secs(60))
+}
+
+fn new_pusher(
+    spec: &PushSpec,
+    client: HubClient,
+    snapshot: &distill_storage::Snapshot,
+) -> Result<Pusher> {
+    Pusher::new(spec.clone(), client, snapshot).map_err(|detail| Error::Push {
+        repo: spec.repo.clone(),
+        detail,
+    })
 }
 
 fn push_error(repo: &str, failure: &HubFailure) -> Error {

@@ -2,7 +2,7 @@
 //! without ever stopping the run, and pushes the rest when the run ends.
 
 use super::pusher::{PushStatus, Pusher, Round};
-use super::{HubAccess, backoff};
+use super::{HubAccess, backoff, new_pusher};
 use crate::error::Result;
 use crate::spec::PushSpec;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -29,9 +29,7 @@ impl PushWorker {
         committer: Arc<GroupCommitter>,
     ) -> Result<Self> {
         let client = access.client(&spec)?;
-        let repo = spec.repo.clone();
-        let pusher = Pusher::new(spec, client, &log.snapshot()?)
-            .map_err(|detail| crate::Error::Push { repo, detail })?;
+        let pusher = new_pusher(&spec, client, &log.snapshot()?)?;
         let (finish, finish_rx) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name("distill-push".into())

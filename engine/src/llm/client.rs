@@ -188,12 +188,7 @@ impl Client {
             }
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(&response);
         let bytes = match response.bytes() {
             Ok(b) => b.to_vec(),
             Err(e) => {
@@ -223,6 +218,16 @@ pub(crate) fn plain(e: &reqwest::Error) -> String {
         source = s.source();
     }
     msg
+}
+
+/// The `Retry-After` of a response, when given in seconds.
+pub(crate) fn retry_after(response: &reqwest::blocking::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// The first 200 characters of a response body.

@@ -8,7 +8,7 @@ mod runner;
 mod settings;
 
 pub use client::{Answer, Client, Failure, RetryPolicy};
-pub(crate) use client::{plain, snippet};
+pub(crate) use client::{plain, retry_after, snippet};
 pub use limiter::{EndpointPool, Slot};
 pub use prompt::UserPrompt;
 pub use rate::RateLimit;
