@@ -47,7 +47,7 @@ echo "pairs, first 2 rows:"
 head -n 2 "$out/dataset-jsonl/pairs/train/data-00000.jsonl"
 echo
 echo "judged, first 3 rows (Gemma 3 270M is a tiny base model: its answers sound plausible and are"
-echo "often wrong, and its ratings copy the judge's worked example; the shape is what matters here):"
+echo "often wrong, and its ratings and rationales are weak; the shape is what matters here):"
 python3 - "$out/dataset-jsonl/judged/train/data-00000.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]

@@ -175,9 +175,16 @@ steps:
     input_batch_size: 2
     output_mappings: {{model_name: judge_model}}
     params: {{{judge}, aspect: correctness}}
+  - name: judge_json
+    type: judge
+    after: [as_list]
+    input_batch_size: 2
+    output_mappings: {{model_name: judge_model}}
+    params: {{{judge_json}, aspect: correctness, structured: true}}
 ",
         gen = llm_params(24),
         judge = llm_params(24),
+        judge_json = llm_params(96),
     );
     std::fs::write(d.join("p.yaml"), yaml).unwrap();
     ok(d, &["run", "p.yaml", "--db", "r.redb"]);
@@ -215,6 +222,14 @@ steps:
             }
         }
     }
+    // With `structured: true` the server constrains the answer to the judge's JSON schema:
+    // every rating parses.
+    for row in read_jsonl(&d.join("first/judge_json/train/data-00000.jsonl")) {
+        let rating = row["ratings"][0].as_i64();
+        assert!(rating.is_some_and(|r| (1..=5).contains(&r)), "{row}");
+        assert!(row["rationales"][0].is_string(), "{row}");
+        assert!(row["judge_error"].is_null(), "{row}");
+    }
     let (generate, judge) = (
         counters(d, "r.redb", "generate"),
         counters(d, "r.redb", "judge"),
@@ -225,7 +240,7 @@ steps:
 
     // Same pipeline, same database, `--new`: every answer comes from the request cache.
     ok(d, &["run", "p.yaml", "--db", "r.redb", "--new"]);
-    for step in ["generate", "judge"] {
+    for step in ["generate", "judge", "judge_json"] {
         let c = counters(d, "r.redb", step);
         assert_eq!(
             count(&c, "requests"),

@@ -4,7 +4,10 @@
 //! integer from 1 to 5, or null, per text), `rationales` (likewise), `judge_error` (null, or why
 //! the answer could not be used: the request failed, or which text had no rating), `model_name`.
 //! Takes the connection parameters of the LLM tasks, plus an optional `aspect` (default
-//! "overall quality").
+//! "overall quality") and `structured` (default false): with it, the answer is asked for as JSON
+//! matching a schema (`response_format`, which servers such as llama.cpp's enforce while
+//! generating), `{"ratings": [{"rating": 1..5, "rationale": "..."}, ...]}`, one per text, so
+//! that even a small model gives an answer that parses.
 
 use crate::llm::{LlmParams, Request, Runner};
 use crate::step::{BuildContext, Lifecycle, StepKind, StepResult};
@@ -15,6 +18,7 @@ use distill_storage::{Row, Value};
 pub struct Judge {
     runner: Runner,
     aspect: String,
+    structured: bool,
 }
 
 /// Builds `judge`.
@@ -25,12 +29,18 @@ pub fn judge(params: &serde_json::Value, _ctx: &BuildContext) -> Result<StepKind
         Some(_) => return Err("`aspect` must be text".into()),
         None => "overall quality".into(),
     };
+    let structured = match rest.remove("structured") {
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(_) => return Err("`structured` must be true or false".into()),
+        None => false,
+    };
     let llm: LlmParams =
         serde_json::from_value(serde_json::Value::Object(rest)).map_err(|e| e.to_string())?;
     llm.validate()?;
     Ok(StepKind::Task(Box::new(Judge {
         runner: Runner::new(llm),
         aspect,
+        structured,
     })))
 }
 
@@ -49,6 +59,82 @@ pub fn prompt(aspect: &str, instruction: &str, texts: &[String]) -> String {
         ));
     }
     p
+}
+
+/// The prompt for one row when the answer is JSON.
+pub fn json_prompt(aspect: &str, instruction: &str, texts: &[String]) -> String {
+    let mut p = format!(
+        "Rate each response to the instruction for {aspect}, from 1 (poor) to 5 (excellent), and explain why in one sentence.\n\n# Instruction\n{instruction}\n\n# Responses\n"
+    );
+    for (i, t) in texts.iter().enumerate() {
+        p.push_str(&format!("<text {}>\n{t}\n</text {}>\n", i + 1, i + 1));
+    }
+    p.push_str(&format!(
+        "\nAnswer in JSON with a list `ratings` of {} entries, one per response in order, each with `rating` (1 to 5) and `rationale` (one sentence about that response).\n",
+        texts.len()
+    ));
+    p
+}
+
+/// The JSON schema of an answer rating `count` texts.
+pub fn answer_schema(count: usize) -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "ratings": {
+                "type": "array",
+                "minItems": count,
+                "maxItems": count,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "rating": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+                        "rationale": {"type": "string"}
+                    },
+                    "required": ["rating", "rationale"]
+                }
+            }
+        },
+        "required": ["ratings"]
+    })
+}
+
+/// Ratings and rationales from a JSON answer for `count` texts, or why it cannot be used.
+pub fn parse_json(
+    answer: &str,
+    count: usize,
+) -> (Vec<Option<i64>>, Vec<Option<String>>, Option<String>) {
+    let mut ratings = vec![None; count];
+    let mut rationales = vec![None; count];
+    let json: serde_json::Value = match serde_json::from_str(answer.trim()) {
+        Ok(json) => json,
+        Err(e) => {
+            return (
+                ratings,
+                rationales,
+                Some(format!("the answer is not JSON: {e}")),
+            );
+        }
+    };
+    let items = json["ratings"].as_array().cloned().unwrap_or_default();
+    for (i, item) in items.iter().take(count).enumerate() {
+        ratings[i] = item["rating"].as_i64().filter(|r| (1..=5).contains(r));
+        rationales[i] = item["rationale"]
+            .as_str()
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+    }
+    (ratings.clone(), rationales, missing(&ratings))
+}
+
+fn missing(ratings: &[Option<i64>]) -> Option<String> {
+    let missing: Vec<String> = ratings
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_none())
+        .map(|(i, _)| (i + 1).to_string())
+        .collect();
+    (!missing.is_empty()).then(|| format!("no rating from 1 to 5 for text {}", missing.join(", ")))
 }
 
 /// Ratings and rationales parsed from an answer for `count` texts, or why it cannot be used.
@@ -85,14 +171,7 @@ pub fn parse(
             }
         }
     }
-    let missing: Vec<String> = ratings
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.is_none())
-        .map(|(i, _)| (i + 1).to_string())
-        .collect();
-    let error = (!missing.is_empty())
-        .then(|| format!("no rating from 1 to 5 for text {}", missing.join(", ")));
+    let error = missing(&ratings);
     (ratings, rationales, error)
 }
 
@@ -137,10 +216,22 @@ impl Task for Judge {
                 }
             };
             counts.push(texts.len());
-            let content = prompt(&self.aspect, &instruction, &texts);
-            let body = p.body(vec![
+            let content = if self.structured {
+                json_prompt(&self.aspect, &instruction, &texts)
+            } else {
+                prompt(&self.aspect, &instruction, &texts)
+            };
+            let mut body = p.body(vec![
                 serde_json::json!({"role": "user", "content": content}),
             ]);
+            if self.structured
+                && let Some(obj) = body.as_object_mut()
+            {
+                obj.insert(
+                    "response_format".into(),
+                    serde_json::json!({"type": "json_object", "schema": answer_schema(texts.len())}),
+                );
+            }
             requests.push(Request {
                 body,
                 generation: 0,
@@ -157,7 +248,11 @@ impl Task for Judge {
                         let text = json["choices"][0]["message"]["content"]
                             .as_str()
                             .unwrap_or("");
-                        let (r, why, e) = parse(text, count);
+                        let (r, why, e) = if self.structured {
+                            parse_json(text, count)
+                        } else {
+                            parse(text, count)
+                        };
                         (r, why, e, json["model"].as_str().map(str::to_owned))
                     }
                     Err(e) => (vec![None; count], vec![None; count], Some(e), None),
@@ -206,6 +301,21 @@ mod tests {
         );
         let (_, _, error) = parse("I refuse.", 1);
         assert!(error.unwrap().contains("text 1"));
+    }
+
+    #[test]
+    fn json_answers_are_parsed_and_checked() {
+        let answer = r#"{"ratings": [{"rating": 5, "rationale": " Exact. "}, {"rating": 7, "rationale": ""}]}"#;
+        let (ratings, why, error) = parse_json(answer, 2);
+        assert_eq!(ratings, vec![Some(5), None]);
+        assert_eq!(why, vec![Some("Exact.".into()), None]);
+        assert_eq!(error.as_deref(), Some("no rating from 1 to 5 for text 2"));
+        let (ratings, _, error) = parse_json("Rating: 4", 1);
+        assert_eq!(ratings, vec![None]);
+        assert!(error.unwrap().contains("not JSON"));
+        let schema = answer_schema(3);
+        assert_eq!(schema["properties"]["ratings"]["minItems"], 3);
+        assert!(json_prompt("honesty", "Say hi", &["a".into()]).contains("JSON"));
     }
 
     #[test]
