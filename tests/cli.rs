@@ -11,6 +11,23 @@ fn quickstart() -> std::path::PathBuf {
     root().join("fixtures/pipelines/quickstart.yaml")
 }
 
+/// The quickstart pipeline written into `dir`, pointed at the local LLM server the tests use
+/// (started if needed) and at the fixture data by absolute path.
+fn quickstart_in(dir: &Path) -> String {
+    let url = common::llm::local_llm_url();
+    let text = std::fs::read_to_string(quickstart())
+        .unwrap()
+        .replace("http://127.0.0.1:18081/v1", url)
+        .replace(
+            "../data/stdlib_docs.jsonl",
+            root()
+                .join("fixtures/data/stdlib_docs.jsonl")
+                .to_str()
+                .unwrap(),
+        );
+    write(dir, "quickstart.yaml", &text)
+}
+
 /// What the quickstart must produce, computed here from the fixture without distill.
 fn expected_pairs() -> Vec<serde_json::Value> {
     let rows = read_jsonl(&root().join("fixtures/data/stdlib_docs.jsonl"));
@@ -35,11 +52,8 @@ fn expected_pairs() -> Vec<serde_json::Value> {
 #[test]
 fn quickstart_runs_end_to_end_and_exports_what_the_data_says() {
     let dir = tempfile::tempdir().unwrap();
-    let q = quickstart();
-    let out = run(
-        dir.path(),
-        &["run", q.to_str().unwrap(), "--db", "run.redb"],
-    );
+    let q = quickstart_in(dir.path());
+    let out = run(dir.path(), &["run", &q, "--db", "run.redb"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("run finished"), "{}", stdout(&out));
     let out = run(
@@ -58,19 +72,20 @@ fn quickstart_runs_end_to_end_and_exports_what_the_data_says() {
     );
     assert_eq!(pairs.len(), expected.len());
     assert_eq!(pairs, expected);
-    let sample = read_jsonl(&dir.path().join("ds/review_sample/train/data-00000.jsonl"));
-    assert_eq!(sample.len(), 25);
-    assert!(
-        sample
-            .iter()
-            .all(|r| expected.iter().any(|e| e["summary"] == r["summary"]))
-    );
+    // The judged sample: 10 deduplicated pairs, each answered and rated by the local model.
+    let judged = read_jsonl(&dir.path().join("ds/judged/train/data-00000.jsonl"));
+    assert_eq!(judged.len(), 10);
+    for row in &judged {
+        assert!(expected.iter().any(|e| e["summary"] == row["summary"]));
+        let answer = row["generations"][0].as_str().unwrap_or_default();
+        assert!(!answer.trim().is_empty(), "{row}");
+        assert_eq!(row["judge_model"], common::llm::LOCAL_MODEL, "{row}");
+        let rating = row["ratings"][0].as_i64();
+        assert!(rating.is_some_and(|r| (1..=5).contains(&r)), "{row}");
+    }
 
     // A second run on the finished database does nothing and changes nothing.
-    let out = run(
-        dir.path(),
-        &["run", q.to_str().unwrap(), "--db", "run.redb"],
-    );
+    let out = run(dir.path(), &["run", &q, "--db", "run.redb"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = run(
         dir.path(),
@@ -89,7 +104,7 @@ fn quickstart_runs_end_to_end_and_exports_what_the_data_says() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["status"], "finished");
     let steps = status["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 6);
+    assert_eq!(steps.len(), 9);
     let pairs_step = steps.iter().find(|s| s["step"] == "pairs").unwrap();
     assert_eq!(pairs_step["rows"], expected.len() as u64);
     assert_eq!(pairs_step["state"], "unloaded");
@@ -109,7 +124,9 @@ fn info_shows_stages_columns_and_leaves() {
         "stage 2:",
         "dedup_references (global 'dedup'",
         "out: instruction, summary, module",
-        "leaves: pairs, review_sample",
+        "stage 3:",
+        "judged (task 'judge'",
+        "leaves: pairs, judged",
     ] {
         assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
     }

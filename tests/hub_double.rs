@@ -19,6 +19,7 @@ fn hub() -> MockHub {
     MockHub::start(HubBehaviour {
         token: Some(TOKEN.to_owned()),
         read_only_token: Some(READ_TOKEN.to_owned()),
+        ..HubBehaviour::default()
     })
 }
 
@@ -47,6 +48,33 @@ fn report(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+#[test]
+fn official_client_uploads_in_parts_when_asked() {
+    let hub = MockHub::start(HubBehaviour {
+        token: Some(TOKEN.to_owned()),
+        multipart_chunk_size: Some(65_536),
+        ..HubBehaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let repo = "distill/multipart";
+    let out = conformance(
+        &hub,
+        Some(TOKEN),
+        &dir.path().join("hf-home"),
+        &["multipart", repo, work.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", report(&out));
+    let parts = hub
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/part/") && r.status == 200)
+        .count();
+    assert_eq!(parts, 4, "200,000 bytes in parts of 65,536");
+    assert_eq!(hub.files(repo)["blob.bin"].len(), 200_000);
 }
 
 #[test]

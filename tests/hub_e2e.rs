@@ -21,7 +21,7 @@ const ROWS: usize = 150;
 fn hub() -> MockHub {
     MockHub::start(HubBehaviour {
         token: Some(TOKEN.into()),
-        read_only_token: None,
+        ..HubBehaviour::default()
     })
 }
 

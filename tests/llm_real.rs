@@ -10,37 +10,15 @@
 
 mod common;
 
-use common::distill::{read_jsonl, root, run, stderr, stdout};
+use common::distill::{read_jsonl, run, stderr, stdout};
 use distill_engine::llm::{Client, LlmParams, RetryPolicy, Runner};
 use std::path::Path;
-use std::sync::OnceLock;
 
-/// The model alias the server is started with.
-const MODEL: &str = "gemma-3-270m";
+const MODEL: &str = common::llm::LOCAL_MODEL;
 
 /// The server's base URL, starting the server if `DISTILL_LLM_URL` is not set.
 fn base_url() -> &'static str {
-    static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("DISTILL_LLM_URL") {
-            return url.trim_end_matches('/').to_owned();
-        }
-        eprintln!("DISTILL_LLM_URL is not set: starting the local LLM (installs it on first use)");
-        let out = std::process::Command::new("bash")
-            .arg(root().join("scripts/local-llm.sh"))
-            .arg("start")
-            .env("DISTILL_LLM_STOP_WITH", std::process::id().to_string())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run scripts/local-llm.sh");
-        assert!(
-            out.status.success(),
-            "scripts/local-llm.sh start failed; set DISTILL_LLM_URL to a running server"
-        );
-        let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert!(url.starts_with("http"), "local-llm.sh printed {url:?}");
-        url
-    })
+    common::llm::local_llm_url()
 }
 
 /// Connection parameters of every LLM step here, as YAML flow-map entries.

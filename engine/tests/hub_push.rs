@@ -91,6 +91,7 @@ fn hub() -> MockHub {
     MockHub::start(HubBehaviour {
         token: Some(TOKEN.into()),
         read_only_token: Some("hf_read_only".into()),
+        ..HubBehaviour::default()
     })
 }
 
@@ -386,4 +387,39 @@ fn a_large_backlog_goes_in_several_bounded_commits() {
     );
     assert_each_once(&hub, 90);
     assert_eq!(pusher.status().total_rows(), 180);
+}
+
+#[test]
+fn large_shards_go_up_in_parts_when_the_hub_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let hub = MockHub::start(HubBehaviour {
+        token: Some(TOKEN.into()),
+        multipart_chunk_size: Some(1_000),
+        ..HubBehaviour::default()
+    });
+    hub.set_faults(Faults {
+        fail_uploads: 2,
+        ..Faults::default()
+    });
+    let summary = run(
+        &build(spec(300, Some(push_spec(None)))),
+        &options(&db, &hub, TOKEN),
+    )
+    .unwrap();
+    assert_eq!(summary.push.unwrap().last_error, None);
+    assert_each_once(&hub, 300);
+    let requests = hub.requests();
+    let parts = requests
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/part/"))
+        .count();
+    let completions = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/complete") && r.status == 200)
+        .count();
+    assert!(
+        parts > 2 && completions == 2,
+        "{parts} parts, {completions} completions"
+    );
 }

@@ -35,6 +35,10 @@ pub struct HubBehaviour {
     pub token: Option<String>,
     /// A token that can read but not write: writes answer 403.
     pub read_only_token: Option<String>,
+    /// LFS objects larger than this are uploaded in parts of this size (Git LFS "multipart":
+    /// numbered part URLs and `chunk_size` in the upload action's header, then a completion
+    /// call listing each part's ETag), as the real Hub asks for large files.
+    pub multipart_chunk_size: Option<usize>,
 }
 
 /// Scripted failures, counted down as they strike.
@@ -128,6 +132,8 @@ struct State {
     repos: BTreeMap<String, Repo>,
     /// LFS objects by sha256.
     objects: HashMap<String, Arc<Vec<u8>>>,
+    /// Parts of multipart uploads not completed yet, by (oid, part number).
+    parts: HashMap<(String, u32), Vec<u8>>,
     faults: Faults,
     requests: Vec<HubRequest>,
     bodies: Vec<Vec<u8>>,
@@ -362,6 +368,12 @@ fn handle(shared: &Shared, request: &Request) -> Outcome {
     // Storage URLs handed out by the LFS batch call: no Hub token, like a signed URL.
     match (method, s.as_slice()) {
         ("PUT", ["__lfs", oid]) => return Outcome::Answer(put_object(shared, oid, request)),
+        ("PUT", ["__lfs", oid, "part", n]) => {
+            return Outcome::Answer(put_part(shared, oid, n, request));
+        }
+        ("POST", ["__lfs", oid, "complete"]) => {
+            return Outcome::Answer(complete_parts(shared, oid, request));
+        }
         ("GET", ["__lfs", oid]) => {
             let state = shared.state();
             return Outcome::Answer(match state.objects.get(*oid) {
@@ -806,15 +818,36 @@ fn lfs_batch(shared: &Shared, base: &str, id: &str, body: &[u8]) -> Response {
         let stored = state.objects.get(oid).map(|b| b.len() as u64);
         let answer = match (operation, stored) {
             ("upload", Some(s)) if s == size => serde_json::json!({"oid": oid, "size": size}),
-            ("upload", _) => serde_json::json!({
-                "oid": oid,
-                "size": size,
-                "authenticated": true,
-                "actions": {
-                    "upload": {"href": format!("{base}/__lfs/{oid}?size={size}"), "header": {}},
-                    "verify": {"href": format!("{base}/__lfs/{oid}/verify"), "header": {}},
-                },
-            }),
+            ("upload", _) => {
+                let upload = match shared.behaviour.multipart_chunk_size {
+                    Some(chunk) if chunk > 0 && size > chunk as u64 => {
+                        let mut header = serde_json::Map::new();
+                        header.insert("chunk_size".into(), chunk.to_string().into());
+                        for n in 1..=size.div_ceil(chunk as u64) {
+                            header.insert(
+                                format!("{n:05}"),
+                                format!("{base}/__lfs/{oid}/part/{n}").into(),
+                            );
+                        }
+                        serde_json::json!({
+                            "href": format!("{base}/__lfs/{oid}/complete?size={size}"),
+                            "header": header,
+                        })
+                    }
+                    _ => serde_json::json!({
+                        "href": format!("{base}/__lfs/{oid}?size={size}"), "header": {}
+                    }),
+                };
+                serde_json::json!({
+                    "oid": oid,
+                    "size": size,
+                    "authenticated": true,
+                    "actions": {
+                        "upload": upload,
+                        "verify": {"href": format!("{base}/__lfs/{oid}/verify"), "header": {}},
+                    },
+                })
+            }
             (_, Some(s)) if s == size => serde_json::json!({
                 "oid": oid,
                 "size": size,
@@ -864,6 +897,67 @@ fn put_object(shared: &Shared, oid: &str, request: &Request) -> Response {
         .objects
         .insert(oid.to_owned(), Arc::new(request.body.clone()));
     Response::new(200, "text/plain", "").with("ETag", format!("\"{oid}\""))
+}
+
+/// One part of a multipart upload; its ETag is what the completion call must list.
+fn put_part(shared: &Shared, oid: &str, number: &str, request: &Request) -> Response {
+    let mut state = shared.state();
+    if state.faults.fail_uploads > 0 {
+        state.faults.fail_uploads -= 1;
+        return error(500, None, "scripted upload failure");
+    }
+    let Some(number) = number.parse::<u32>().ok().filter(|n| *n > 0) else {
+        return error(400, None, "bad part number");
+    };
+    let etag = part_etag(&request.body);
+    state
+        .parts
+        .insert((oid.to_owned(), number), request.body.clone());
+    Response::new(200, "text/plain", "").with("ETag", etag)
+}
+
+fn part_etag(bytes: &[u8]) -> String {
+    format!("\"{}\"", &blake3::hash(bytes).to_hex()[..32])
+}
+
+/// Completes a multipart upload: the parts listed, in order, with their ETags, must make the
+/// object (its sha256 and size).
+fn complete_parts(shared: &Shared, oid: &str, request: &Request) -> Response {
+    let value = match parse_json(&request.body) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    if value["oid"].as_str() != Some(oid) {
+        return error(400, None, "oid mismatch");
+    }
+    let Some(listed) = value["parts"].as_array() else {
+        return error(400, None, "`parts` must be a list");
+    };
+    let mut state = shared.state();
+    let mut bytes = Vec::new();
+    for (i, part) in listed.iter().enumerate() {
+        let number = part["partNumber"].as_u64().unwrap_or(0) as u32;
+        if number as usize != i + 1 {
+            return error(400, None, "parts must be listed in order from 1");
+        }
+        let Some(data) = state.parts.get(&(oid.to_owned(), number)) else {
+            return error(400, None, &format!("part {number} was not uploaded"));
+        };
+        if part["etag"].as_str() != Some(part_etag(data).as_str()) {
+            return error(400, None, &format!("part {number}: ETag mismatch"));
+        }
+        bytes.extend_from_slice(data);
+    }
+    let expected_size = form_pairs(request.query())
+        .into_iter()
+        .find(|(k, _)| k == "size")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    if expected_size.is_some_and(|n| n != bytes.len()) || hex(&Sha256::digest(&bytes)) != oid {
+        return error(400, None, "the parts do not make the announced object");
+    }
+    state.parts.retain(|(o, _), _| o != oid);
+    state.objects.insert(oid.to_owned(), Arc::new(bytes));
+    ok(serde_json::json!({"success": true}))
 }
 
 fn verify_object(shared: &Shared, oid: &str, body: &[u8]) -> Response {

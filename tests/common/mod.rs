@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod distill;
+pub mod llm;
 pub mod python;
 
 use std::process::{Child, Command, Stdio};

@@ -166,10 +166,24 @@ def read_only(repo):
     print("read only")
 
 
+def multipart(repo, workdir):
+    """A binary file larger than the double's part size goes up in parts (Git LFS multipart)
+    and comes back byte for byte."""
+    api = HfApi()
+    api.create_repo(repo, repo_type="dataset", exist_ok=True)
+    data = bytes((i * 7 + i // 251) % 256 for i in range(200_000))
+    api.upload_file(path_or_fileobj=data, path_in_repo="blob.bin", repo_id=repo, repo_type="dataset")
+    got = pathlib.Path(hf_hub_download(repo, "blob.bin", repo_type="dataset", cache_dir=workdir / "cache"))
+    assert got.read_bytes() == data, "multipart upload came back different"
+    print("multipart")
+
+
 def main():
     mode, repo = sys.argv[1], sys.argv[2]
     if mode == "round_trip":
         round_trip(repo, pathlib.Path(sys.argv[3]))
+    elif mode == "multipart":
+        multipart(repo, pathlib.Path(sys.argv[3]))
     elif mode == "denied":
         denied(repo)
     elif mode == "read_only":

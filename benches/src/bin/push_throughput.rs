@@ -48,7 +48,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let hub = MockHub::start(HubBehaviour {
         token: Some(TOKEN.into()),
-        read_only_token: None,
+        ..HubBehaviour::default()
     });
 
     run_pipeline(&dir.path().join("warm-up.redb"), rows / 10 + 1, None);

@@ -9,6 +9,9 @@ use reqwest::blocking::{RequestBuilder, Response};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
+/// The media type of Git LFS API calls.
+const LFS_JSON: &str = "application/vnd.git-lfs+json";
+
 /// The Hub's address when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
@@ -196,7 +199,7 @@ impl HubClient {
         }
         let body = json!({
             "operation": "upload",
-            "transfers": ["basic"],
+            "transfers": ["basic", "multipart"],
             "objects": objects.iter().map(|(oid, f)| json!({"oid": oid, "size": f.bytes.len()})).collect::<Vec<_>>(),
             "hash_algo": "sha256",
             "ref": {"name": revision},
@@ -205,12 +208,11 @@ impl HubClient {
             "{}/datasets/{repo}.git/info/lfs/objects/batch",
             self.endpoint
         );
-        let lfs_json = "application/vnd.git-lfs+json";
         let response = self.call("LFS batch", repo, &[], || {
             self.http
                 .post(&url)
-                .header("accept", lfs_json)
-                .header("content-type", lfs_json)
+                .header("accept", LFS_JSON)
+                .header("content-type", LFS_JSON)
                 .body(body.to_string())
         })?;
         let answer: Json = read_json("LFS batch", response)?;
@@ -233,18 +235,16 @@ impl HubClient {
             let href = upload["href"].as_str().unwrap_or_default().to_owned();
             let headers = upload["header"].as_object().cloned().unwrap_or_default();
             if headers.contains_key("chunk_size") {
-                return Err(fatal(format!(
-                    "LFS upload of {}: the Hub asked for a multipart upload, which distill does not do yet",
-                    file.path
-                )));
+                self.upload_parts(oid, file, &href, &headers)?;
+            } else {
+                self.call_without_token("LFS upload", &file.path, || {
+                    let mut put = self.http.put(&href).body(file.bytes.clone());
+                    for (name, value) in &headers {
+                        put = put.header(name.as_str(), value.as_str().unwrap_or_default());
+                    }
+                    put
+                })?;
             }
-            self.call_without_token("LFS upload", &file.path, || {
-                let mut put = self.http.put(&href).body(file.bytes.clone());
-                for (name, value) in &headers {
-                    put = put.header(name.as_str(), value.as_str().unwrap_or_default());
-                }
-                put
-            })?;
             if let Some(verify) = object["actions"]["verify"]["href"].as_str() {
                 let body = json!({"oid": oid, "size": file.bytes.len()});
                 self.call("LFS verify", repo, &[], || {
@@ -252,6 +252,59 @@ impl HubClient {
                 })?;
             }
         }
+        Ok(())
+    }
+
+    /// A multipart LFS upload: `chunk_size` bytes to each numbered part URL of `header`, then
+    /// the completion call to `href` with every part's ETag.
+    fn upload_parts(
+        &self,
+        oid: &str,
+        file: &UploadFile,
+        href: &str,
+        header: &serde_json::Map<String, Json>,
+    ) -> Call<()> {
+        let chunk = header["chunk_size"]
+            .as_str()
+            .and_then(|c| c.parse::<usize>().ok())
+            .or_else(|| header["chunk_size"].as_u64().map(|c| c as usize))
+            .filter(|c| *c > 0)
+            .ok_or_else(|| fatal(format!("LFS upload of {}: bad chunk_size", file.path)))?;
+        let mut urls: Vec<(u32, &str)> = header
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse::<u32>().ok()?, v.as_str()?)))
+            .collect();
+        urls.sort_unstable();
+        if urls.len() != file.bytes.len().div_ceil(chunk) {
+            return Err(fatal(format!(
+                "LFS upload of {}: the Hub gave {} part URLs for {} bytes in parts of {chunk}",
+                file.path,
+                urls.len(),
+                file.bytes.len()
+            )));
+        }
+        let mut parts = Vec::with_capacity(urls.len());
+        for ((number, url), bytes) in urls.iter().zip(file.bytes.chunks(chunk)) {
+            let what = format!("LFS part {number} of");
+            let response = self.call_without_token(&what, &file.path, || {
+                self.http.put(*url).body(bytes.to_vec())
+            })?;
+            let etag = response
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            parts.push(json!({"partNumber": number, "etag": etag}));
+        }
+        let body = json!({"oid": oid, "parts": parts}).to_string();
+        self.call_without_token("LFS completion of", &file.path, || {
+            self.http
+                .post(href)
+                .header("accept", LFS_JSON)
+                .header("content-type", LFS_JSON)
+                .body(body.clone())
+        })?;
         Ok(())
     }
 
