@@ -247,10 +247,12 @@ fn push(db: PathBuf, spec: PushSpec) -> anyhow::Result<()> {
             .map(|(leaf, rows)| format!("{leaf}: {rows}"))
             .collect::<Vec<_>>()
             .join(", "),
-        if outcome.live {
-            "followed the live run to its end"
-        } else {
-            "offsets recorded in the run database"
+        match (outcome.live, outcome.recorded) {
+            (true, true) =>
+                "followed the live run to its end; offsets recorded in the run database",
+            (true, false) =>
+                "followed the live run to its end; its process still holds the database, so the offsets are only on the Hub",
+            (false, _) => "offsets recorded in the run database",
         }
     );
     Ok(())

@@ -90,96 +90,136 @@ pub struct PushOptions {
 pub struct PushOutcome {
     /// Where the push stands.
     pub status: PushStatus,
-    /// Whether another process was running the pipeline (offsets then live on the Hub only,
-    /// found again from the shard names).
+    /// Whether another process was running the pipeline: the push followed it to its end.
     pub live: bool,
+    /// Whether the offsets are recorded in the run database (always, unless the live run's
+    /// process kept the database after its end; the Hub's shard names then say how far it is).
+    pub recorded: bool,
 }
 
 /// Pushes the run in `options.db`: everything committed, at once for a finished run; for a run
-/// that another process is running, as it goes (by the push section's cadence) until it ends.
+/// that another process is running, as it goes (by the push section's cadence) until it ends,
+/// then the rest with the offsets recorded once the database is free.
 pub fn push(
     options: &PushOptions,
     mut on_round: impl FnMut(&PushStatus, &Round),
 ) -> Result<PushOutcome> {
     options.spec.check()?;
     let client = options.access.client(&options.spec)?;
-    let repo = options.spec.repo.clone();
-    match RunLog::open(&options.db) {
-        Ok(log) => {
-            let snapshot = log.snapshot()?;
-            let mut pusher = new_pusher(&options.spec, client, &snapshot)?;
-            drop(snapshot);
-            let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
-            let deadline = Instant::now() + Duration::from_secs(options.spec.final_wait_secs);
-            finish(
-                &mut pusher,
-                || Ok(log.snapshot()?),
-                Some(&sink),
-                deadline,
-                &options.stop,
-                &mut on_round,
-            )?;
-            Ok(PushOutcome {
-                status: pusher.status().clone(),
-                live: false,
-            })
-        }
+    let (pusher, log, live) = match RunLog::open(&options.db) {
+        Ok(log) => (
+            new_pusher(&options.spec, client, &log.snapshot()?)?,
+            log,
+            false,
+        ),
         Err(distill_storage::Error::InUse { .. }) => {
-            let reader = RunReader::open(&options.db)?;
-            let snapshot = reader.snapshot()?;
-            let own =
-                crate::spec::PipelineSpec::from_yaml(&snapshot.meta()?.pipeline, &options.db)?;
-            if own.push.as_ref().is_some_and(|p| p.repo == repo) {
-                return Err(Error::Push {
-                    repo,
-                    detail: "the live run pushes to this repository itself (its pipeline's push section); `distill status` shows how far it is".into(),
-                });
+            let mut pusher = follow_live(options, client, &mut on_round)?;
+            match open_when_released(&options.db)? {
+                Some(log) => (pusher, log, true),
+                None => {
+                    let reader = RunReader::open(&options.db)?;
+                    let deadline =
+                        Instant::now() + Duration::from_secs(options.spec.final_wait_secs);
+                    finish(
+                        &mut pusher,
+                        || Ok(reader.snapshot()?),
+                        None,
+                        deadline,
+                        &options.stop,
+                        &mut on_round,
+                    )?;
+                    return Ok(PushOutcome {
+                        status: pusher.status().clone(),
+                        live: true,
+                        recorded: false,
+                    });
+                }
             }
-            let mut pusher = new_pusher(&options.spec, client, &snapshot)?;
-            drop(snapshot);
-            let mut next_try = Instant::now();
-            loop {
-                if options.stop.load(Ordering::SeqCst) {
-                    return Err(Error::Interrupted);
-                }
-                let snapshot = reader.snapshot()?;
-                let ended = matches!(
-                    snapshot.run_state()?.status,
-                    RunStatus::Finished | RunStatus::Failed | RunStatus::Stopped
-                );
-                if ended {
-                    break;
-                }
-                if Instant::now() >= next_try {
-                    match pusher.round(&snapshot, false, None) {
-                        Ok(round) => on_round(pusher.status(), &round),
-                        Err(f) if f.transient => {
-                            pusher.record_failure(&f, None);
-                            next_try = Instant::now() + backoff(pusher.status().failures);
-                        }
-                        Err(f) => return Err(push_error(&repo, &f)),
-                    }
-                }
-                drop(snapshot);
-                std::thread::sleep(options.poll);
-            }
-            let deadline = Instant::now() + Duration::from_secs(options.spec.final_wait_secs);
-            finish(
-                &mut pusher,
-                || Ok(reader.snapshot()?),
-                None,
-                deadline,
-                &options.stop,
-                &mut on_round,
-            )?;
-            Ok(PushOutcome {
-                status: pusher.status().clone(),
-                live: true,
-            })
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut pusher = pusher;
+    let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
+    let deadline = Instant::now() + Duration::from_secs(options.spec.final_wait_secs);
+    finish(
+        &mut pusher,
+        || Ok(log.snapshot()?),
+        Some(&sink),
+        deadline,
+        &options.stop,
+        &mut on_round,
+    )?;
+    Ok(PushOutcome {
+        status: pusher.status().clone(),
+        live,
+        recorded: true,
+    })
+}
+
+/// Pushes a run going on in another process as the push section says, until the run ends.
+/// Nothing is recorded meanwhile (the database is the run's); the Hub's listing is the offset.
+fn follow_live(
+    options: &PushOptions,
+    client: HubClient,
+    on_round: &mut impl FnMut(&PushStatus, &Round),
+) -> Result<Pusher> {
+    let repo = options.spec.repo.clone();
+    let reader = RunReader::open(&options.db)?;
+    let snapshot = reader.snapshot()?;
+    let own = crate::spec::PipelineSpec::from_yaml(&snapshot.meta()?.pipeline, &options.db)?;
+    if own.push.as_ref().is_some_and(|p| p.repo == repo) {
+        return Err(Error::Push {
+            repo,
+            detail: "the live run pushes to this repository itself (its pipeline's push section); `distill status` shows how far it is".into(),
+        });
+    }
+    let mut pusher = new_pusher(&options.spec, client, &snapshot)?;
+    drop(snapshot);
+    let mut next_try = Instant::now();
+    loop {
+        if options.stop.load(Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
+        let snapshot = reader.snapshot()?;
+        if matches!(
+            snapshot.run_state()?.status,
+            RunStatus::Finished | RunStatus::Failed | RunStatus::Stopped
+        ) {
+            return Ok(pusher);
+        }
+        if Instant::now() >= next_try {
+            match pusher.round(&snapshot, false, None) {
+                Ok(round) => on_round(pusher.status(), &round),
+                Err(f) if f.transient => {
+                    pusher.record_failure(&f, None);
+                    next_try = Instant::now() + backoff(pusher.status().failures);
+                }
+                Err(f) => return Err(push_error(&repo, &f)),
+            }
+        }
+        drop(snapshot);
+        std::thread::sleep(options.poll);
     }
 }
+
+/// The run database as writer once the process that ran it lets go (within a few seconds of
+/// the run's end), or `None`.
+fn open_when_released(db: &std::path::Path) -> Result<Option<RunLog>> {
+    let deadline = Instant::now() + RELEASE_WAIT;
+    loop {
+        match RunLog::open(db) {
+            Ok(log) => return Ok(Some(log)),
+            Err(distill_storage::Error::InUse { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(distill_storage::Error::InUse { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How long a push waits for an ended run's process to let go of the database.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Final rounds until everything committed is on the Hub, a fatal failure, or `deadline`.
 fn finish(
