@@ -423,3 +423,44 @@ fn large_shards_go_up_in_parts_when_the_hub_asks() {
         "{parts} parts, {completions} completions"
     );
 }
+
+#[test]
+fn shards_removed_from_the_hub_by_hand_are_pushed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let hub = hub();
+    run(
+        &build(spec(80, Some(push_spec(None)))),
+        &options(&db, &hub, TOKEN),
+    )
+    .unwrap();
+    assert_each_once(&hub, 80);
+    // Someone deletes the last shard of `shout` on the Hub.
+    let last = hub
+        .files(REPO)
+        .into_keys()
+        .filter(|p| p.starts_with("shout/train/"))
+        .max()
+        .unwrap();
+    let client = access(&hub, TOKEN).client(&push_spec(None)).unwrap();
+    client
+        .commit(
+            REPO,
+            "main",
+            "remove by hand",
+            &[],
+            std::slice::from_ref(&last),
+        )
+        .unwrap();
+    assert!(!hub.files(REPO).contains_key(&last));
+    let options = PushOptions {
+        db: db.clone(),
+        spec: push_spec(None),
+        access: access(&hub, TOKEN),
+        stop: Arc::new(AtomicBool::new(false)),
+        poll: Duration::from_millis(50),
+    };
+    let outcome = distill_engine::hub::push(&options, |_, _| {}).unwrap();
+    assert_eq!(outcome.status.total_rows(), 160);
+    assert_each_once(&hub, 80);
+}

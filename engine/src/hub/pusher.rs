@@ -194,9 +194,8 @@ impl Pusher {
             committed.insert(leaf.clone(), record);
         }
         let card_key = card_key(snapshot, &committed).map_err(storage)?;
-        let due = if finishing {
-            pending_rows > 0 || card_key != self.status.card_key
-        } else {
+        // A final round always looks at the Hub: it is the check that everything is there.
+        let due = finishing || {
             self.spec
                 .every_rows
                 .is_some_and(|n| pending_rows >= n.max(1))
@@ -253,6 +252,9 @@ impl Pusher {
                     .filter(|p| is_data_file(p, leaf) && parse_shard_path(p, leaf, &tag).is_none())
                     .cloned(),
             );
+        }
+        if shards.is_empty() && deleted.is_empty() && card_key == self.status.card_key {
+            return Ok(Round::Idle);
         }
         let new_rows: u64 = shards.iter().map(|s| s.rows).sum();
         let mut after = self.status.clone();
@@ -311,7 +313,8 @@ impl Pusher {
     }
 
     /// Takes as pushed what the Hub holds of this run beyond the recorded offsets (the process
-    /// stopped between the Hub's commit and the offsets' commit).
+    /// stopped between the Hub's commit and the offsets' commit), and as not pushed what the
+    /// records say was pushed but the Hub no longer holds.
     fn reconcile(
         &mut self,
         snapshot: &Snapshot,
@@ -329,18 +332,27 @@ impl Pusher {
                 .map(|(_, to)| to)
                 .max()
                 .unwrap_or(0);
-            if hub > recorded {
-                let mut rows = 0;
-                for batch in snapshot
-                    .batches(leaf, recorded)?
-                    .take((hub - recorded) as usize)
-                {
-                    rows += batch?.rows.len() as u64;
-                }
-                *self.status.rows.entry(leaf.clone()).or_default() += rows;
-                self.status.batches.insert(leaf.clone(), hub);
-                moved = true;
+            if hub == recorded {
+                continue;
             }
+            let (low, high) = (recorded.min(hub), recorded.max(hub));
+            let mut rows = 0;
+            for batch in snapshot.batches(leaf, low)?.take((high - low) as usize) {
+                rows += batch?.rows.len() as u64;
+            }
+            let pushed = self.status.rows.entry(leaf.clone()).or_default();
+            if hub > recorded {
+                // Committed on the Hub, not yet recorded here.
+                *pushed += rows;
+            } else if rows > 0 {
+                // Recorded as pushed but gone from the Hub (removed by hand): push them again.
+                // (Batches without rows make no file, so their absence says nothing.)
+                *pushed = pushed.saturating_sub(rows);
+            } else {
+                continue;
+            }
+            self.status.batches.insert(leaf.clone(), hub);
+            moved = true;
         }
         if moved && let Some(sink) = sink {
             let _ = sink(self.record_unit(self.offsets_unit()));
