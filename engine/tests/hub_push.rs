@@ -464,3 +464,56 @@ fn shards_removed_from_the_hub_by_hand_are_pushed_again() {
     assert_eq!(outcome.status.total_rows(), 160);
     assert_each_once(&hub, 80);
 }
+
+#[test]
+fn later_shards_keep_the_column_types_of_earlier_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let hub = hub();
+    // Scores for the first rows, then only nulls (say, a judge that stopped answering).
+    let rows: serde_json::Value = (0..60)
+        .map(|i| {
+            let score = if i < 20 {
+                serde_json::json!(i)
+            } else {
+                serde_json::Value::Null
+            };
+            serde_json::json!({"id": i, "text": format!("row {i}"), "score": score})
+        })
+        .collect();
+    let mut spec = spec(0, None);
+    spec.steps[0] = StepSpec::new("gen", "inline")
+        .param("rows", rows)
+        .batch_size(7);
+    run(&build(spec), &RunOptions::new(&db)).unwrap();
+    let log = RunLog::open(&db).unwrap();
+    let client = access(&hub, TOKEN).client(&push_spec(None)).unwrap();
+    let mut pusher = Pusher::new(push_spec(None), client, &log.snapshot().unwrap())
+        .unwrap()
+        .with_max_commit_rows(15);
+    let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
+    while let Round::Pushed { more: true, .. } = pusher
+        .round(&log.snapshot().unwrap(), true, Some(&sink))
+        .unwrap()
+    {}
+    let scratch = tempfile::tempdir().unwrap();
+    let mut schemas = Vec::new();
+    for (path, bytes) in hub.files(REPO) {
+        if path.starts_with("shout/train/") {
+            let file = scratch.path().join("s.parquet");
+            std::fs::write(&file, bytes).unwrap();
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).unwrap())
+                    .unwrap();
+            schemas.push(builder.schema().clone());
+        }
+    }
+    assert!(schemas.len() >= 3, "{} shards", schemas.len());
+    assert!(
+        schemas.iter().all(|s| s == &schemas[0]),
+        "every shard of a config has the same schema: {schemas:#?}"
+    );
+    let score = schemas[0].field_with_name("score").unwrap();
+    assert_eq!(score.data_type(), &arrow_schema::DataType::Int64);
+    assert_each_once(&hub, 60);
+}

@@ -10,9 +10,10 @@
 //! - a column with only nulls is a text column of nulls.
 
 use distill_storage::{Row, Value};
+use serde::{Deserialize, Serialize};
 
 /// The inferred type of a column or of a nested value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Ty {
     /// Only nulls seen so far.
     Null,
@@ -76,7 +77,7 @@ impl Ty {
 }
 
 /// Column names in first-seen order and their types, over all `rows`.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Inferred {
     /// Columns and types.
     pub columns: Vec<(String, Ty)>,

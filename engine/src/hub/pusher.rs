@@ -10,7 +10,7 @@
 
 use super::client::{HubClient, HubFailure, UploadFile};
 use super::shard::{Shard, build_shards, is_data_file, parse_shard_path};
-use crate::distiset::{Distiset, ExportFormat, LeafExport, card, leaf_status};
+use crate::distiset::{Distiset, ExportFormat, Inferred, LeafExport, card, leaf_status};
 use crate::spec::{PipelineSpec, PushSpec};
 use distill_storage::{Progress, RunMeta, Snapshot};
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,10 @@ pub struct PushStatus {
     pub fatal: bool,
     /// What the card pushed last shows, to know when a new one is due.
     pub card_key: String,
+    /// Column types of each leaf's shards so far; later shards keep them (see
+    /// [`super::build_shards`]).
+    #[serde(default)]
+    pub schemas: BTreeMap<String, Inferred>,
 }
 
 impl PushStatus {
@@ -238,7 +242,8 @@ impl Pusher {
                         rows += batch.as_ref().map_or(0, |b| b.rows.len() as u64);
                         take
                     });
-                let cut = build_shards(leaf, from, batches).map_err(|e| HubFailure {
+                let earlier = self.status.schemas.get(leaf).cloned().unwrap_or_default();
+                let cut = build_shards(leaf, from, batches, &earlier).map_err(|e| HubFailure {
                     message: format!("writing a Parquet shard of {leaf}: {e}"),
                     transient: false,
                 })?;
@@ -261,6 +266,11 @@ impl Pusher {
         for shard in &shards {
             *after.rows.entry(shard.leaf.clone()).or_default() += shard.rows;
             after.batches.insert(shard.leaf.clone(), shard.to);
+            if shard.rows > 0 {
+                after
+                    .schemas
+                    .insert(shard.leaf.clone(), shard.schema.clone());
+            }
         }
         let mut files: Vec<UploadFile> = shards
             .iter()

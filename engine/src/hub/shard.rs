@@ -21,6 +21,9 @@ pub struct Shard {
     pub rows: u64,
     /// The Parquet file (empty when the batches hold no row: nothing is uploaded).
     pub bytes: Vec<u8>,
+    /// The column types it was written with: those of the leaf's earlier shards merged with
+    /// its own rows' (see [`build_shards`]).
+    pub schema: Inferred,
 }
 
 impl Shard {
@@ -57,11 +60,17 @@ pub fn is_data_file(path: &str, leaf: &str) -> bool {
 
 /// Cuts consecutive batches of `leaf` (starting at batch `from`, read as they come) into shards
 /// of at most [`MAX_SHARD_ROWS`] rows, cut at batch boundaries.
+///
+/// Each shard is written with the types of `earlier` (the leaf's shards so far) merged with its
+/// own rows': a column that is all null here keeps the type it had, so the files of a config
+/// agree on their schema wherever the values allow it.
 pub fn build_shards<E: std::fmt::Display>(
     leaf: &str,
     from: u64,
     batches: impl IntoIterator<Item = Result<Batch, E>>,
+    earlier: &Inferred,
 ) -> Result<Vec<Shard>, String> {
+    let mut schema = earlier.clone();
     let mut shards = Vec::new();
     let mut group: Vec<Batch> = Vec::new();
     let mut rows = 0;
@@ -71,21 +80,22 @@ pub fn build_shards<E: std::fmt::Display>(
         rows += batch.rows.len();
         group.push(batch);
         if rows >= MAX_SHARD_ROWS {
-            let shard = write(leaf, start, std::mem::take(&mut group))?;
+            let shard = write(leaf, start, std::mem::take(&mut group), &schema)?;
             start = shard.to;
+            schema = shard.schema.clone();
             shards.push(shard);
             rows = 0;
         }
     }
     if !group.is_empty() {
-        shards.push(write(leaf, start, group)?);
+        shards.push(write(leaf, start, group, &schema)?);
     }
     Ok(shards)
 }
 
-fn write(leaf: &str, from: u64, batches: Vec<Batch>) -> Result<Shard, String> {
+fn write(leaf: &str, from: u64, batches: Vec<Batch>, earlier: &Inferred) -> Result<Shard, String> {
     let to = from + batches.len() as u64;
-    let mut inferred = Inferred::default();
+    let mut inferred = earlier.clone();
     let mut rows = 0;
     for batch in &batches {
         rows += batch.rows.len() as u64;
@@ -107,6 +117,7 @@ fn write(leaf: &str, from: u64, batches: Vec<Batch>) -> Result<Shard, String> {
         to,
         rows,
         bytes,
+        schema: inferred,
     })
 }
 
@@ -125,6 +136,34 @@ mod tests {
     }
 
     #[test]
+    fn a_later_shard_keeps_the_types_of_the_earlier_ones() {
+        use crate::distiset::Ty;
+        let ints = Batch {
+            rows: vec![Row::new().with("score", 3).with("why", "ok")],
+            ..batch(0, 0)
+        };
+        let nulls = Batch {
+            seq: 1,
+            rows: vec![Row::new().with("score", distill_storage::Value::Null)],
+            ..batch(1, 0)
+        };
+        let first = build_shards("leaf", 0, [Ok::<_, String>(ints)], &Inferred::default()).unwrap();
+        let second = build_shards("leaf", 1, [Ok::<_, String>(nulls)], &first[0].schema).unwrap();
+        assert_eq!(
+            second[0].schema.columns,
+            vec![("score".into(), Ty::Int), ("why".into(), Ty::Str)]
+        );
+        // Alone, the second shard would have been a text column of nulls without `why`.
+        let alone = build_shards(
+            "leaf",
+            1,
+            [Ok::<_, String>(batch(1, 0))],
+            &Inferred::default(),
+        );
+        assert!(alone.unwrap()[0].schema.columns.is_empty());
+    }
+
+    #[test]
     fn names_round_trip_and_belong_to_their_run() {
         let path = shard_path("gen", "abcd1234", 3, 17);
         assert_eq!(path, "gen/train/abcd1234-00000003-00000017.parquet");
@@ -139,17 +178,18 @@ mod tests {
     #[test]
     fn shards_are_cut_at_batch_boundaries_and_are_deterministic() {
         let batches = || (0..5).map(|s| Ok::<_, String>(batch(10 + s, MAX_SHARD_ROWS / 2)));
-        let a = build_shards("leaf", 10, batches()).unwrap();
+        let none = Inferred::default();
+        let a = build_shards("leaf", 10, batches(), &none).unwrap();
         let ranges: Vec<(u64, u64)> = a.iter().map(|s| (s.from, s.to)).collect();
         assert_eq!(ranges, vec![(10, 12), (12, 14), (14, 15)]);
         assert_eq!(
             a.iter().map(|s| s.rows).sum::<u64>(),
             5 * MAX_SHARD_ROWS as u64 / 2
         );
-        let b = build_shards("leaf", 10, batches()).unwrap();
+        let b = build_shards("leaf", 10, batches(), &none).unwrap();
         assert!(a.iter().zip(&b).all(|(x, y)| x.bytes == y.bytes));
         assert!(a[0].bytes.starts_with(b"PAR1"));
-        let empty = build_shards("leaf", 0, vec![Ok::<_, String>(batch(0, 0))]).unwrap();
+        let empty = build_shards("leaf", 0, vec![Ok::<_, String>(batch(0, 0))], &none).unwrap();
         assert_eq!((empty[0].rows, empty[0].bytes.len()), (0, 0));
     }
 }
