@@ -308,25 +308,48 @@ fn a_run_whose_push_fails_finishes_with_exit_5_and_distill_push_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_pipeline(d, &llm, true);
+    // A wrong token: refused before the run spends anything.
     let mut cmd = distill(d);
     cmd.args(["run", "p.yaml", "--db", "r.redb"]);
     with_hub(&mut cmd, &hub, "hf_not_the_token");
     let out = cmd.output().unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("401") && err.contains("HF_TOKEN"), "{err}");
+    assert!(!err.contains("hf_not_the_token"));
+    assert_eq!(llm.count(), 0, "no LLM request was paid for");
+    // The Hub fails every commit: the run finishes all the same, exit 5, and says what to do.
+    let pipeline = std::fs::read_to_string(d.join("p.yaml")).unwrap();
+    std::fs::write(
+        d.join("p.yaml"),
+        pipeline.replace("final_wait_secs: 60", "final_wait_secs: 1"),
+    )
+    .unwrap();
+    hub.set_faults(Faults {
+        fail_commits: 10_000,
+        ..Faults::default()
+    });
+    let mut cmd = distill(d);
+    cmd.args(["run", "p.yaml", "--db", "r.redb"]);
+    with_hub(&mut cmd, &hub, TOKEN);
+    let out = cmd.output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(
-        err.contains("distill push --db") && err.contains("401"),
+        err.contains("distill push --db") && err.contains("HTTP 500"),
         "{err}"
     );
     let status = stdout(&run(d, &["status", "--db", "r.redb"]));
     assert!(
-        status.contains("push to acme/e2e (main): stopped"),
+        status.contains("push to acme/e2e (main): retrying"),
         "{status}"
     );
     assert!(
         status.contains(&format!("{} rows to push", 2 * ROWS)),
         "{status}"
     );
+    // The Hub is back: `distill push` catches up.
+    hub.set_faults(Faults::default());
     let mut push = distill(d);
     push.args(["push", "--db", "r.redb", "--repo", REPO]);
     with_hub(&mut push, &hub, TOKEN);

@@ -253,40 +253,83 @@ fn failing_uploads_and_commits_are_retried_and_the_push_catches_up() {
 }
 
 #[test]
-fn a_bad_token_is_a_clear_error_and_the_run_still_finishes() {
+fn a_bad_token_stops_the_run_before_it_spends_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub();
+    for (token, needles) in [
+        ("hf_wrong", ["401", "HF_TOKEN"]),
+        ("hf_read_only", ["403", "write permission"]),
+    ] {
+        let db = dir.path().join(format!("{token}.redb"));
+        let err = run(
+            &build(spec(30, Some(push_spec(Some(10))))),
+            &options(&db, &hub, token),
+        )
+        .unwrap_err();
+        assert!(matches!(err, distill_engine::Error::Push { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            needles.iter().all(|n| message.contains(n)) && message.contains(REPO),
+            "{message}"
+        );
+        assert!(
+            !message.contains(token),
+            "the token is not echoed: {message}"
+        );
+        let snapshot = RunReader::open(&db).unwrap().snapshot().unwrap();
+        assert!(
+            snapshot
+                .steps()
+                .unwrap()
+                .iter()
+                .all(|(_, r)| r.batches == 0)
+        );
+    }
+    assert!(hub.repos().is_empty());
+}
+
+#[test]
+fn a_push_that_keeps_failing_never_stops_the_run_and_status_shows_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("run.redb");
     let hub = hub();
-    let summary = run(
-        &build(spec(30, Some(push_spec(Some(10))))),
-        &options(&db, &hub, "hf_wrong"),
-    )
-    .unwrap();
-    assert_eq!(summary.leaves.len(), 2);
+    hub.set_faults(Faults {
+        fail_commits: 1_000,
+        ..Faults::default()
+    });
+    let mut push = push_spec(Some(10));
+    push.final_wait_secs = 1;
+    let summary = run(&build(spec(30, Some(push))), &options(&db, &hub, TOKEN)).unwrap();
+    assert_eq!(
+        summary.leaves,
+        vec![("shout".into(), 30), ("quote".into(), 30)]
+    );
     let push = summary.push.unwrap();
-    let error = push.last_error.unwrap();
+    let error = push.last_error.clone().unwrap();
     assert!(
-        error.contains("401") && error.contains("HF_TOKEN"),
+        error.contains("HTTP 500") && error.contains("gave up"),
         "{error}"
     );
-    assert!(push.fatal);
-    assert!(hub.repos().is_empty());
-    // A read-only token: the Hub refuses the write, and says why.
-    let db2 = dir.path().join("run2.redb");
-    let summary = run(
-        &build(spec(30, Some(push_spec(None)))),
-        &options(&db2, &hub, "hf_read_only"),
-    )
-    .unwrap();
-    let error = summary.push.unwrap().last_error.unwrap();
-    assert!(
-        error.contains("403") && error.contains("write permission"),
-        "{error}"
-    );
-    // `status` shows it.
-    let report = distill_engine::status(&db2).unwrap();
+    assert!(!push.fatal);
+    assert_eq!(push.total_rows(), 0);
+    let report = distill_engine::status(&db).unwrap();
     assert_eq!(report.pushes[0].behind_rows, 60);
-    assert!(report.pushes[0].status.last_error.is_some());
+    assert!(report.pushes[0].status.failures >= 1);
+    // Once the Hub is back, `distill push` catches up.
+    hub.set_faults(Faults::default());
+    let options = PushOptions {
+        db: db.clone(),
+        spec: push_spec(None),
+        access: access(&hub, TOKEN),
+        stop: Arc::new(AtomicBool::new(false)),
+        poll: Duration::from_millis(50),
+    };
+    distill_engine::hub::push(&options, |_, _| {}).unwrap();
+    assert_each_once(&hub, 30);
+    assert_eq!(
+        distill_engine::status(&db).unwrap().pushes[0].behind_rows,
+        0
+    );
 }
 
 #[test]

@@ -59,11 +59,21 @@ impl HubAccess {
 
     /// A client with the retry settings of `spec`.
     pub fn client(&self, spec: &PushSpec) -> Result<HubClient> {
+        self.client_with(spec, 5, Duration::from_secs(spec.timeout_secs.max(1)))
+    }
+
+    /// A client making `attempts` attempts per call, each within `timeout`.
+    pub fn client_with(
+        &self,
+        spec: &PushSpec,
+        attempts: u32,
+        timeout: Duration,
+    ) -> Result<HubClient> {
         let retry = RetryPolicy {
-            max_attempts: 5,
+            max_attempts: attempts.max(1),
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
-            timeout: Duration::from_secs(spec.timeout_secs.max(1)),
+            timeout,
         };
         HubClient::new(&self.endpoint, self.token.clone(), retry)
             .map_err(|f| push_error(&spec.repo, &f))

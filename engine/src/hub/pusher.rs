@@ -150,6 +150,17 @@ impl Pusher {
         &self.spec
     }
 
+    /// Creates the repository if needed (once): a bad token or a missing permission shows
+    /// here, before anything else.
+    pub fn prepare(&mut self) -> Result<(), HubFailure> {
+        if !self.created {
+            self.client
+                .create_repo(&self.spec.repo, self.spec.private)?;
+            self.created = true;
+        }
+        Ok(())
+    }
+
     /// Notes a failed round in the status (and in the database through `sink`).
     pub fn record_failure(&mut self, failure: &HubFailure, sink: Sink<'_>) {
         self.status.last_error = Some(failure.message.clone());
@@ -210,11 +221,7 @@ impl Pusher {
         if !due {
             return Ok(Round::Idle);
         }
-        if !self.created {
-            self.client
-                .create_repo(&self.spec.repo, self.spec.private)?;
-            self.created = true;
-        }
+        self.prepare()?;
         let on_hub = self
             .client
             .list_files(&self.spec.repo, &self.spec.revision)?;

@@ -2,7 +2,7 @@
 //! without ever stopping the run, and pushes the rest when the run ends.
 
 use super::pusher::{PushStatus, Pusher, Round};
-use super::{HubAccess, backoff, new_pusher};
+use super::{HubAccess, backoff, new_pusher, push_error};
 use crate::error::Result;
 use crate::spec::PushSpec;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -10,6 +10,9 @@ use distill_storage::{GroupCommitter, Progress, RunLog};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Time allowed for the check of the token and the repository when a run starts.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How often the worker looks at the log.
 const POLL: Duration = Duration::from_millis(250);
@@ -21,15 +24,31 @@ pub(crate) struct PushWorker {
 }
 
 impl PushWorker {
-    /// Starts pushing the run in `log` as `spec` says.
+    /// Starts pushing the run in `log` as `spec` says. The repository is created first: a
+    /// bad token or a missing permission is an error before the run spends anything; a Hub
+    /// that cannot be reached is not (the push catches up later).
     pub fn start(
         spec: PushSpec,
         access: &HubAccess,
         log: Arc<RunLog>,
         committer: Arc<GroupCommitter>,
     ) -> Result<Self> {
+        // One quick attempt: a slow or unreachable Hub must not hold the run back.
+        let quick = access.client_with(&spec, 1, START_TIMEOUT)?;
         let client = access.client(&spec)?;
-        let pusher = new_pusher(&spec, client, &log.snapshot()?)?;
+        let mut pusher = new_pusher(&spec, client, &log.snapshot()?)?;
+        if let Err(failure) = quick.create_repo(&spec.repo, spec.private) {
+            if !failure.transient {
+                return Err(push_error(&spec.repo, &failure));
+            }
+            let sink = |unit: Progress| {
+                committer
+                    .commit(unit)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            pusher.record_failure(&failure, Some(&sink));
+        }
         let (finish, finish_rx) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name("distill-push".into())
