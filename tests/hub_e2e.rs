@@ -308,6 +308,11 @@ fn a_run_whose_push_fails_finishes_with_exit_5_and_distill_push_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_pipeline(d, &llm, true);
+    let info = stdout(&run(d, &["info", "p.yaml"]));
+    assert!(
+        info.contains("push: acme/e2e (main, private), every 20 rows, at the end"),
+        "{info}"
+    );
     // A wrong token: refused before the run spends anything.
     let mut cmd = distill(d);
     cmd.args(["run", "p.yaml", "--db", "r.redb"]);

@@ -356,5 +356,18 @@ fn info(path: &Path) -> anyhow::Result<()> {
     }
     let leaves: Vec<&str> = pipeline.leaves().iter().map(|&i| nodes[i].name()).collect();
     println!("leaves: {}", leaves.join(", "));
+    if let Some(push) = &pipeline.spec().push {
+        let mut when: Vec<String> = Vec::new();
+        when.extend(push.every_rows.map(|n| format!("every {n} rows")));
+        when.extend(push.every_secs.map(|t| format!("every {t} s")));
+        when.push("at the end".into());
+        println!(
+            "push: {} ({}, {}), {}",
+            push.repo,
+            push.revision,
+            if push.private { "private" } else { "public" },
+            when.join(", ")
+        );
+    }
     Ok(())
 }
