@@ -218,6 +218,25 @@ fn killed_during_pushes_every_row_lands_once() {
             "{path}"
         );
     }
+    // Nor in any request body the Hub received (it goes in the authorization header only).
+    assert!(
+        hub.bodies()
+            .iter()
+            .all(|b| !b.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()))
+    );
+    let with_token = hub
+        .requests()
+        .iter()
+        .filter(|r| r.authorization.as_deref() == Some(&format!("Bearer {TOKEN}")))
+        .count();
+    assert!(with_token > 0);
+    // Uploads to the storage URLs the Hub hands out carry no Hub token.
+    assert!(
+        hub.requests()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path.starts_with("/__lfs/"))
+            .all(|r| r.authorization.is_none())
+    );
     let status = run(d, &["status", "--db", "r.redb"]);
     assert!(
         stdout(&status).contains(&format!("push to {REPO} (main): up to date")),
