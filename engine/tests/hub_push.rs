@@ -87,6 +87,23 @@ fn access(hub: &MockHub, token: &str) -> HubAccess {
     }
 }
 
+/// A pusher to `REPO` at the end of runs, with the write token.
+fn new_pusher(hub: &MockHub, snapshot: &distill_storage::Snapshot) -> Pusher {
+    let client = access(hub, TOKEN).client(&push_spec(None)).unwrap();
+    Pusher::new(push_spec(None), client, snapshot).unwrap()
+}
+
+/// `distill push` of `db` to `REPO` with the write token.
+fn push_options(db: &Path, hub: &MockHub) -> PushOptions {
+    PushOptions {
+        db: db.to_path_buf(),
+        spec: push_spec(None),
+        access: access(hub, TOKEN),
+        stop: Arc::new(AtomicBool::new(false)),
+        poll: Duration::from_millis(50),
+    }
+}
+
 fn hub() -> MockHub {
     MockHub::start(HubBehaviour {
         token: Some(TOKEN.into()),
@@ -196,8 +213,7 @@ fn a_lost_answer_after_the_hub_committed_is_found_again_not_pushed_twice() {
     let hub = hub();
     run(&build(spec(60, None)), &RunOptions::new(&db)).unwrap();
     let log = RunLog::open(&db).unwrap();
-    let client = access(&hub, TOKEN).client(&push_spec(None)).unwrap();
-    let mut pusher = Pusher::new(push_spec(None), client, &log.snapshot().unwrap()).unwrap();
+    let mut pusher = new_pusher(&hub, &log.snapshot().unwrap());
     // The Hub commits, then the process "dies" before recording the offsets.
     let lost = |_unit| Err("the process died".to_string());
     let failure = pusher
@@ -213,8 +229,7 @@ fn a_lost_answer_after_the_hub_committed_is_found_again_not_pushed_twice() {
         None
     );
     // A new pusher (a restarted process) finds the shards by name and pushes nothing again.
-    let client = access(&hub, TOKEN).client(&push_spec(None)).unwrap();
-    let mut again = Pusher::new(push_spec(None), client, &snapshot).unwrap();
+    let mut again = new_pusher(&hub, &snapshot);
     let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
     again.round(&snapshot, true, Some(&sink)).unwrap();
     assert_each_once(&hub, 60);
@@ -317,13 +332,7 @@ fn a_push_that_keeps_failing_never_stops_the_run_and_status_shows_it() {
     assert!(report.pushes[0].status.failures >= 1);
     // Once the Hub is back, `distill push` catches up.
     hub.set_faults(Faults::default());
-    let options = PushOptions {
-        db: db.clone(),
-        spec: push_spec(None),
-        access: access(&hub, TOKEN),
-        stop: Arc::new(AtomicBool::new(false)),
-        poll: Duration::from_millis(50),
-    };
+    let options = push_options(&db, &hub);
     distill_engine::hub::push(&options, |_, _| {}).unwrap();
     assert_each_once(&hub, 30);
     assert_eq!(
@@ -338,13 +347,7 @@ fn distill_push_on_a_finished_run_pushes_once_and_then_has_nothing_to_do() {
     let db = dir.path().join("run.redb");
     let hub = hub();
     run(&build(spec(90, None)), &RunOptions::new(&db)).unwrap();
-    let options = PushOptions {
-        db: db.clone(),
-        spec: push_spec(None),
-        access: access(&hub, TOKEN),
-        stop: Arc::new(AtomicBool::new(false)),
-        poll: Duration::from_millis(50),
-    };
+    let options = push_options(&db, &hub);
     let outcome = distill_engine::hub::push(&options, |_, _| {}).unwrap();
     assert!(!outcome.live);
     assert_eq!(outcome.status.total_rows(), 180);
@@ -401,10 +404,7 @@ fn a_large_backlog_goes_in_several_bounded_commits() {
     let hub = hub();
     run(&build(spec(90, None)), &RunOptions::new(&db)).unwrap();
     let log = RunLog::open(&db).unwrap();
-    let client = access(&hub, TOKEN).client(&push_spec(None)).unwrap();
-    let mut pusher = Pusher::new(push_spec(None), client, &log.snapshot().unwrap())
-        .unwrap()
-        .with_max_commit_rows(40);
+    let mut pusher = new_pusher(&hub, &log.snapshot().unwrap()).with_max_commit_rows(40);
     let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
     let mut rounds = 0;
     loop {
@@ -496,13 +496,7 @@ fn shards_removed_from_the_hub_by_hand_are_pushed_again() {
         )
         .unwrap();
     assert!(!hub.files(REPO).contains_key(&last));
-    let options = PushOptions {
-        db: db.clone(),
-        spec: push_spec(None),
-        access: access(&hub, TOKEN),
-        stop: Arc::new(AtomicBool::new(false)),
-        poll: Duration::from_millis(50),
-    };
+    let options = push_options(&db, &hub);
     let outcome = distill_engine::hub::push(&options, |_, _| {}).unwrap();
     assert_eq!(outcome.status.total_rows(), 160);
     assert_each_once(&hub, 80);
@@ -530,10 +524,7 @@ fn later_shards_keep_the_column_types_of_earlier_ones() {
         .batch_size(7);
     run(&build(spec), &RunOptions::new(&db)).unwrap();
     let log = RunLog::open(&db).unwrap();
-    let client = access(&hub, TOKEN).client(&push_spec(None)).unwrap();
-    let mut pusher = Pusher::new(push_spec(None), client, &log.snapshot().unwrap())
-        .unwrap()
-        .with_max_commit_rows(15);
+    let mut pusher = new_pusher(&hub, &log.snapshot().unwrap()).with_max_commit_rows(15);
     let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
     while let Round::Pushed { more: true, .. } = pusher
         .round(&log.snapshot().unwrap(), true, Some(&sink))

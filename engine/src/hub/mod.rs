@@ -128,13 +128,10 @@ pub fn push(
                 Some(log) => (pusher, log, true),
                 None => {
                     let reader = RunReader::open(&options.db)?;
-                    let deadline =
-                        Instant::now() + Duration::from_secs(options.spec.final_wait_secs);
                     finish(
                         &mut pusher,
                         || Ok(reader.snapshot()?),
                         None,
-                        deadline,
                         &options.stop,
                         &mut on_round,
                     )?;
@@ -150,12 +147,10 @@ pub fn push(
     };
     let mut pusher = pusher;
     let sink = |unit| log.commit(unit).map(|_| ()).map_err(|e| e.to_string());
-    let deadline = Instant::now() + Duration::from_secs(options.spec.final_wait_secs);
     finish(
         &mut pusher,
         || Ok(log.snapshot()?),
         Some(&sink),
-        deadline,
         &options.stop,
         &mut on_round,
     )?;
@@ -231,16 +226,17 @@ fn open_when_released(db: &std::path::Path) -> Result<Option<RunLog>> {
 /// How long a push waits for an ended run's process to let go of the database.
 const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
-/// Final rounds until everything committed is on the Hub, a fatal failure, or `deadline`.
-fn finish(
+/// Final rounds until everything committed is on the Hub, a fatal failure, `stop`, or the push
+/// section's `final_wait_secs`.
+pub(crate) fn finish(
     pusher: &mut Pusher,
     snapshot: impl Fn() -> Result<distill_storage::Snapshot>,
     sink: Sink<'_>,
-    deadline: Instant,
     stop: &AtomicBool,
     on_round: &mut impl FnMut(&PushStatus, &Round),
 ) -> Result<()> {
     let repo = pusher.spec().repo.clone();
+    let deadline = Instant::now() + Duration::from_secs(pusher.spec().final_wait_secs);
     loop {
         match pusher.round(&snapshot()?, true, sink) {
             Ok(round) => {

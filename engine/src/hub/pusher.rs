@@ -16,6 +16,7 @@ use distill_storage::{Progress, RunMeta, Snapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where a push stands; kept in the run database as the record `hub:REPO` (never holds the
@@ -108,6 +109,8 @@ pub struct Pusher {
     last_push: Instant,
     status: PushStatus,
     max_commit_rows: u64,
+    /// The run's pipeline, parsed once per run (tag).
+    pipeline: Option<(String, Arc<PipelineSpec>)>,
 }
 
 impl Pusher {
@@ -131,6 +134,7 @@ impl Pusher {
             created: false,
             last_push: Instant::now(),
             max_commit_rows: MAX_COMMIT_ROWS,
+            pipeline: None,
         })
     }
 
@@ -194,11 +198,19 @@ impl Pusher {
                 ..PushStatus::default()
             };
         }
-        let pipeline = PipelineSpec::from_yaml(&meta.pipeline, Path::new("(run database)"))
-            .map_err(|e| HubFailure {
-                message: e.to_string(),
-                transient: false,
-            })?;
+        let pipeline = match &self.pipeline {
+            Some((parsed_for, pipeline)) if *parsed_for == tag => pipeline.clone(),
+            _ => {
+                let parsed = PipelineSpec::from_yaml(&meta.pipeline, Path::new("(run database)"))
+                    .map_err(|e| HubFailure {
+                    message: e.to_string(),
+                    transient: false,
+                })?;
+                let parsed = Arc::new(parsed);
+                self.pipeline = Some((tag.clone(), parsed.clone()));
+                parsed
+            }
+        };
         let leaves = pipeline.leaves();
         let mut committed = BTreeMap::new();
         let mut pending_rows = 0;

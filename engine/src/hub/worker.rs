@@ -1,13 +1,14 @@
 //! The pusher in the background of a run: pushes as the push section says, records failures
 //! without ever stopping the run, and pushes the rest when the run ends.
 
-use super::pusher::{PushStatus, Pusher, Round};
-use super::{HubAccess, backoff, new_pusher, push_error};
+use super::pusher::{PushStatus, Pusher};
+use super::{HubAccess, backoff, finish, new_pusher, push_error};
 use crate::error::Result;
 use crate::spec::PushSpec;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use distill_storage::{GroupCommitter, Progress, RunLog};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,13 +42,7 @@ impl PushWorker {
             if !failure.transient {
                 return Err(push_error(&spec.repo, &failure));
             }
-            let sink = |unit: Progress| {
-                committer
-                    .commit(unit)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            };
-            pusher.record_failure(&failure, Some(&sink));
+            pusher.record_failure(&failure, Some(&committing(&committer)));
         }
         let (finish, finish_rx) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
@@ -67,22 +62,27 @@ impl PushWorker {
     }
 }
 
-fn work(
-    mut pusher: Pusher,
-    log: &RunLog,
-    committer: &GroupCommitter,
-    finish: &Receiver<bool>,
-) -> PushStatus {
-    let sink = |unit: Progress| {
+/// A sink that commits the pusher's units through the run's committer.
+fn committing(committer: &GroupCommitter) -> impl Fn(Progress) -> Result<(), String> + '_ {
+    move |unit| {
         committer
             .commit(unit)
             .map(|_| ())
             .map_err(|e| e.to_string())
-    };
+    }
+}
+
+fn work(
+    mut pusher: Pusher,
+    log: &RunLog,
+    committer: &GroupCommitter,
+    run_over: &Receiver<bool>,
+) -> PushStatus {
+    let sink = committing(committer);
     let mut next_try = Instant::now();
     let mut gave_up = false;
     let push_rest = loop {
-        match finish.recv_timeout(POLL) {
+        match run_over.recv_timeout(POLL) {
             Ok(push_rest) => break push_rest,
             Err(RecvTimeoutError::Disconnected) => break false,
             Err(RecvTimeoutError::Timeout) => {}
@@ -100,21 +100,14 @@ fn work(
         }
     };
     if push_rest && !gave_up {
-        let deadline = Instant::now() + Duration::from_secs(pusher.spec().final_wait_secs);
-        loop {
-            let Ok(snapshot) = log.snapshot() else { break };
-            match pusher.round(&snapshot, true, Some(&sink)) {
-                Ok(Round::Pushed { more: true, .. }) => {}
-                Ok(_) => break,
-                Err(failure) => {
-                    pusher.record_failure(&failure, Some(&sink));
-                    if !failure.transient || Instant::now() >= deadline {
-                        break;
-                    }
-                    std::thread::sleep(backoff(pusher.status().failures));
-                }
-            }
-        }
+        // The failure is in the status; the run goes on regardless.
+        let _ = finish(
+            &mut pusher,
+            || Ok(log.snapshot()?),
+            Some(&sink),
+            &AtomicBool::new(false),
+            &mut |_, _| {},
+        );
     }
     pusher.status().clone()
 }
