@@ -5,5 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The independent Parquet readers (pyarrow, datasets) in target/pyenv, installed once.
 bash scripts/python-env.sh >/dev/null
-cargo test --workspace --all-targets
-cargo test --workspace --doc
+# The binary is built with fault injection (DISTILL_FAULT), which the exit-code tests use to
+# stage an engine bug and a failing storage read; it does nothing unless that variable is set.
+features=(--features distill-cli/fault-injection)
+cargo test --workspace --all-targets "${features[@]}"
+cargo test --workspace --doc "${features[@]}"

@@ -7,7 +7,7 @@ mod common;
 
 use common::distill::{distill, read_jsonl, run, stderr};
 use common::seed;
-use distill_engine::llm::cache_key;
+use distill_llm::cache_key;
 use distill_storage::RunReader;
 use distill_testkit::mock_llm::{Behaviour, MockLlm};
 use std::collections::HashSet;

@@ -11,7 +11,7 @@
 mod common;
 
 use common::distill::{read_jsonl, run, stderr, stdout};
-use distill_engine::llm::{Client, LlmParams, RetryPolicy, Runner};
+use distill_llm::{Client, LlmParams, RetryPolicy, Runner};
 use std::path::Path;
 
 const MODEL: &str = common::llm::LOCAL_MODEL;
@@ -73,14 +73,14 @@ fn the_endpoint_check_passes_and_a_wrong_base_url_fails_clearly() {
     let mut runner = Runner::new(params(
         serde_json::json!({"base_url": wrong, "model": MODEL}),
     ));
-    let err = runner.load().unwrap_err();
+    let err = runner.load().unwrap_err().to_string();
     assert!(err.contains(wrong) && err.contains("unreachable"), "{err}");
     // The right server, the wrong path: its HTTP status.
     let wrong = format!("{}/v0", url.trim_end_matches("/v1"));
     let mut runner = Runner::new(params(
         serde_json::json!({"base_url": wrong, "model": MODEL}),
     ));
-    let err = runner.load().unwrap_err();
+    let err = runner.load().unwrap_err().to_string();
     assert!(
         err.contains(&wrong) && err.contains("HTTP 404 to GET /models"),
         "{err}"

@@ -1,4 +1,5 @@
 //! What the bench binaries share: a pipeline of a generator and four CPU steps.
+#![deny(missing_docs)]
 
 use distill_engine::step::{Generator, Lifecycle, Step, StepKind, StepResult};
 use distill_engine::{BuildContext, Pipeline, PipelineSpec, PushSpec, Registry, StepSpec};

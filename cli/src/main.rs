@@ -1,22 +1,24 @@
-//! The `distill` command: a thin layer over the engine. Each flag is defined once, with its help;
-//! each command is one call into the engine; errors map to documented exit codes.
+//! The `distill` command: a thin layer over the `distill` library. Each flag is defined once,
+//! with its help; each command is one call into the library; errors map to documented exit
+//! codes (see [`EXIT_CODES`]).
 
+mod output;
 mod progress;
+mod signals;
 mod status;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use distill_engine::hub::{HubAccess, PushOptions, Round};
-use distill_engine::{
-    BuildContext, Error, ExportFormat, Pipeline, PipelineSpec, PushSpec, Registry, RunOptions,
-};
+use distill::hub::{HubAccess, PushOptions, Round};
+use distill::{ErrorKind, ExportFormat, PushSpec, RunOptions};
+use output::{errln, outln};
+use signals::Signals;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
-/// Exit code of a run stopped by Ctrl-C (it can be resumed).
-const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code of any error not listed below.
+const EXIT_ERROR: u8 = 1;
 /// Exit code of an invalid pipeline (bad YAML, unknown step, missing column...).
 const EXIT_INVALID: u8 = 3;
 /// Exit code of a run whose step failed (committed work is kept; fix and re-run to resume).
@@ -24,19 +26,26 @@ const EXIT_STEP_FAILED: u8 = 4;
 /// Exit code of a run that finished but could not push everything to the Hub (a later
 /// `distill push` catches up).
 const EXIT_PUSH_BEHIND: u8 = 5;
-/// Exit code of any other error.
-const EXIT_ERROR: u8 = 1;
+/// Exit code of a run stopped by its spending budget (resume with a larger one).
+const EXIT_BUDGET: u8 = 6;
+/// Exit code of a bug in distill (EX_SOFTWARE): an engine invariant broken, or a panic.
+const EXIT_BUG: u8 = 70;
+
+/// Every exit code, as the help and the README list them.
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 5 run done but the Hub push is behind, 6 budget reached, 70 a bug in distill, 130 stopped by Ctrl-C, 143 stopped by SIGTERM";
 
 #[derive(Parser)]
 #[command(
     name = "distill",
     version,
-    about = "Build datasets with LLMs; crash-proof runs on a redb log"
-)]
-#[command(
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 5 run done but the Hub push is behind, 130 stopped by Ctrl-C"
+    about = "Build datasets with LLMs; crash-proof runs on a redb log",
+    after_help = EXIT_CODES
 )]
 struct Cli {
+    /// Log level of the messages on stderr: error, warn, info, debug or trace (or a RUST_LOG
+    /// filter such as `distill_llm=debug`). Default: RUST_LOG, else warn.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,13 +93,13 @@ enum Command {
         #[arg(long)]
         db: PathBuf,
         /// Dataset repository, NAMESPACE/NAME (created if missing).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_repo)]
         repo: String,
         /// Create the repository public (default: private).
         #[arg(long)]
         public: bool,
         /// Branch to commit to.
-        #[arg(long, default_value = "main")]
+        #[arg(long, default_value = PushSpec::DEFAULT_REVISION)]
         revision: String,
         /// For a live run: push once this many new rows are committed.
         #[arg(long)]
@@ -99,10 +108,10 @@ enum Command {
         #[arg(long)]
         every_secs: Option<u64>,
         /// Seconds allowed for one Hub request.
-        #[arg(long, default_value_t = 120)]
+        #[arg(long, default_value_t = PushSpec::DEFAULT_TIMEOUT_SECS)]
         timeout: u64,
         /// Seconds to keep retrying the last push before giving up.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = PushSpec::DEFAULT_FINAL_WAIT_SECS)]
         wait: u64,
     },
     /// Show where a run stands (works while it runs, from another terminal).
@@ -110,7 +119,7 @@ enum Command {
         /// The run database.
         #[arg(long)]
         db: PathBuf,
-        /// Print JSON instead of text.
+        /// Print JSON instead of text (with --watch, one JSON object per line).
         #[arg(long)]
         json: bool,
         /// Refresh every two seconds until the run stops.
@@ -127,36 +136,74 @@ enum Format {
     Jsonl,
 }
 
+/// The signal handlers, once a command installed them.
+static SIGNALS: OnceLock<Signals> = OnceLock::new();
+
+fn parse_repo(repo: &str) -> distill::Result<String> {
+    PushSpec::check_repo(repo)?;
+    Ok(repo.to_owned())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match dispatch(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
+    init_logging(cli.log_level.as_deref());
+    let outcome = std::panic::catch_unwind(|| dispatch(cli.command));
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
+            errln!("error: {err:#}");
             ExitCode::from(exit_code(&err))
         }
+        Err(_) => {
+            errln!(
+                "error: internal error (a bug in distill; everything committed is kept, and running the same command again resumes); please report it with the message above"
+            );
+            ExitCode::from(EXIT_BUG)
+        }
     }
+}
+
+fn init_logging(level: Option<&str>) {
+    use std::io::IsTerminal;
+    let filter = match level {
+        Some(level) => tracing_subscriber::EnvFilter::new(level),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<PushBehind>().is_some() {
         return EXIT_PUSH_BEHIND;
     }
-    match err.downcast_ref::<Error>() {
-        Some(Error::Interrupted) => EXIT_INTERRUPTED,
-        Some(Error::StepFailed { .. } | Error::LoadFailed { .. }) => EXIT_STEP_FAILED,
-        Some(
-            Error::BadPipelineFile { .. }
-            | Error::DuplicateStep { .. }
-            | Error::UnknownStepType { .. }
-            | Error::UnknownPredecessor { .. }
-            | Error::Cycle { .. }
-            | Error::BadParams { .. }
-            | Error::BadStep { .. }
-            | Error::MissingColumn { .. },
-        ) => EXIT_INVALID,
+    let kind = err
+        .downcast_ref::<distill::Error>()
+        .map(distill::Error::kind);
+    match kind {
+        Some(ErrorKind::Invalid) => EXIT_INVALID,
+        Some(ErrorKind::StepFailed) => EXIT_STEP_FAILED,
+        Some(ErrorKind::Budget) => EXIT_BUDGET,
+        Some(ErrorKind::Bug) => EXIT_BUG,
+        Some(ErrorKind::Interrupted) => SIGNALS
+            .get()
+            .map_or(signals::EXIT_SIGINT, Signals::exit_code),
         _ => EXIT_ERROR,
     }
+}
+
+/// Installs the signal handlers and returns the stop flag they set.
+fn stop_on_signals(what: &'static str) -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
+    let signals = Signals::install(what).context("cannot install the signal handlers")?;
+    let stop = signals.stop.clone();
+    let _ = SIGNALS.set(signals);
+    Ok(stop)
 }
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -168,29 +215,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             new,
         } => run(&pipeline, db, workers, new),
         Command::Info { pipeline } => info(&pipeline),
-        Command::Export { db, out, format } => {
-            let format = match format {
-                Format::Parquet => ExportFormat::Parquet,
-                Format::Jsonl => ExportFormat::Jsonl,
-            };
-            let distiset = distill_engine::export(&db, &out, format)?;
-            println!(
-                "exported run ({}) at log position {} to {}",
-                distiset.run_status,
-                distiset.snapshot_log,
-                out.display()
-            );
-            for leaf in distiset.leaves {
-                println!(
-                    "  {}: {} rows, {} -> {}",
-                    leaf.name,
-                    leaf.rows,
-                    leaf.status,
-                    leaf.files.join(", ")
-                );
-            }
-            Ok(())
-        }
+        Command::Export { db, out, format } => export(&db, &out, format),
         Command::Status { db, json, watch } => status::print(&db, json, watch),
         Command::Push {
             db,
@@ -214,30 +239,52 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
+fn export(db: &Path, out: &Path, format: Format) -> anyhow::Result<()> {
+    let format = match format {
+        Format::Parquet => ExportFormat::Parquet,
+        Format::Jsonl => ExportFormat::Jsonl,
+    };
+    let distiset = distill::export(db, out, format).map_err(distill::Error::from)?;
+    outln!(
+        "exported run ({}) at log position {} to {}",
+        distiset.run_status,
+        distiset.snapshot_log,
+        out.display()
+    )?;
+    for leaf in distiset.leaves {
+        outln!(
+            "  {}: {} rows, {} -> {}",
+            leaf.name,
+            leaf.rows,
+            leaf.status,
+            leaf.files.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
 fn push(db: PathBuf, spec: PushSpec) -> anyhow::Result<()> {
-    let access = HubAccess::from_env();
+    let stop = stop_on_signals("ending the push")?;
     let options = PushOptions {
         db,
         spec,
-        access,
-        stop: Arc::new(AtomicBool::new(false)),
+        access: HubAccess::from_env(),
+        stop,
         poll: std::time::Duration::from_millis(500),
     };
-    let stop = options.stop.clone();
-    ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-        .context("cannot install the Ctrl-C handler")?;
-    let outcome = distill_engine::hub::push(&options, |status, round| {
+    let outcome = distill::hub::push(&options, |status, round| {
         if let Round::Pushed { rows, .. } = round {
-            eprintln!(
+            errln!(
                 "pushed {rows} rows to {} ({} on the Hub, commit {})",
                 status.repo,
                 status.total_rows(),
                 status.last_commit.as_deref().unwrap_or("?")
             );
         }
-    })?;
+    })
+    .map_err(distill::Error::from)?;
     let status = outcome.status;
-    println!(
+    outln!(
         "{} is up to date: {} rows in {} ({})",
         status.repo,
         status.total_rows(),
@@ -254,56 +301,39 @@ fn push(db: PathBuf, spec: PushSpec) -> anyhow::Result<()> {
                 "followed the live run to its end; its process still holds the database, so the offsets are only on the Hub",
             (false, _) => "offsets recorded in the run database",
         }
-    );
+    )?;
     Ok(())
 }
 
-fn load_pipeline(path: &Path) -> anyhow::Result<Pipeline> {
-    let spec = PipelineSpec::load(path)?;
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(Pipeline::build(
-        spec,
-        &Registry::default(),
-        &BuildContext { base_dir },
-    )?)
-}
-
 fn run(path: &Path, db: PathBuf, workers: usize, new_run: bool) -> anyhow::Result<()> {
-    let pipeline = load_pipeline(path)?;
+    let pipeline = distill::load_pipeline(path)?;
     let mut options = RunOptions::new(db);
     options.workers = workers;
     options.new_run = new_run;
-    let stop = options.stop.clone();
-    ctrlc::set_handler(move || {
-        if stop.swap(true, Ordering::SeqCst) {
-            // A second Ctrl-C: the user insists. Everything committed is safe.
-            std::process::exit(i32::from(EXIT_INTERRUPTED));
-        }
-        eprintln!("stopping: finishing in-flight batches (Ctrl-C again to quit now)");
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    options.stop = stop_on_signals("finishing in-flight batches")?;
     let bars = Arc::new(progress::Bars::new(&pipeline));
     options.observer = Some(bars.clone());
-    let result = distill_engine::run(&pipeline, &options);
+    let result = distill::run(&pipeline, &options);
     bars.finish();
     let summary = result?;
     for (leaf, rows) in &summary.leaves {
-        println!("{leaf}: {rows} rows");
+        outln!("{leaf}: {rows} rows")?;
     }
-    println!(
+    outln!(
         "run finished: {} (export with: distill export --db {} --out DIR)",
         options.db.display(),
         options.db.display()
-    );
+    )?;
     if let Some(push) = summary.push {
         let committed: u64 = summary.leaves.iter().map(|(_, rows)| rows).sum();
         let pushed = push.total_rows();
-        println!(
+        outln!(
             "pushed to {}: {pushed} of {committed} rows in {} commits",
-            push.repo, push.commits
-        );
+            push.repo,
+            push.commits
+        )?;
         if pushed < committed || push.last_error.is_some() {
-            eprintln!(
+            errln!(
                 "push to {} is behind: {}; catch up with: distill push --db {} --repo {}",
                 push.repo,
                 push.last_error
@@ -324,19 +354,19 @@ fn run(path: &Path, db: PathBuf, workers: usize, new_run: bool) -> anyhow::Resul
 struct PushBehind;
 
 fn info(path: &Path) -> anyhow::Result<()> {
-    let pipeline = load_pipeline(path)?;
-    println!(
+    let pipeline = distill::load_pipeline(path)?;
+    outln!(
         "pipeline '{}' (signature {})",
         pipeline.spec().name,
         pipeline.signature()
-    );
+    )?;
     let nodes = pipeline.nodes();
     for (stage, members) in pipeline.stages().iter().enumerate() {
-        println!("stage {stage}:");
+        outln!("stage {stage}:")?;
         for &i in members {
             let node = &nodes[i];
             let after: Vec<&str> = node.preds.iter().map(|&p| nodes[p].name()).collect();
-            println!(
+            outln!(
                 "  {} ({} '{}', batch {}){}",
                 node.name(),
                 node.kind,
@@ -347,27 +377,27 @@ fn info(path: &Path) -> anyhow::Result<()> {
                 } else {
                     format!(" after {}", after.join(", "))
                 }
-            );
+            )?;
             if !node.is_generator() {
-                println!("    in:  {}", node.received.join(", "));
+                outln!("    in:  {}", node.received.join(", "))?;
             }
-            println!("    out: {}", node.columns.join(", "));
+            outln!("    out: {}", node.columns.join(", "))?;
         }
     }
     let leaves: Vec<&str> = pipeline.leaves().iter().map(|&i| nodes[i].name()).collect();
-    println!("leaves: {}", leaves.join(", "));
+    outln!("leaves: {}", leaves.join(", "))?;
     if let Some(push) = &pipeline.spec().push {
         let mut when: Vec<String> = Vec::new();
         when.extend(push.every_rows.map(|n| format!("every {n} rows")));
         when.extend(push.every_secs.map(|t| format!("every {t} s")));
         when.push("at the end".into());
-        println!(
+        outln!(
             "push: {} ({}, {}), {}",
             push.repo,
             push.revision,
             if push.private { "private" } else { "public" },
             when.join(", ")
-        );
+        )?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Progress per step: bars on a terminal, plain lines otherwise.
 
-use distill_engine::{Observer, Pipeline, RunEvent};
+use crate::output::errln;
+use distill::{Observer, Pipeline, RunEvent};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -51,9 +52,9 @@ impl Bars {
 impl Observer for Bars {
     fn on_event(&self, event: &RunEvent) {
         match event {
-            RunEvent::Started { resumed: true } => eprintln!("resuming from the run database"),
+            RunEvent::Started { resumed: true } => errln!("resuming from the run database"),
             RunEvent::StageStarted { stage, steps } if self.multi.is_none() => {
-                eprintln!("stage {stage}: {}", steps.join(", "));
+                errln!("stage {stage}: {}", steps.join(", "));
             }
             RunEvent::StageStarted { steps, .. } => {
                 for bar in steps.iter().filter_map(|s| self.bars.get(s)) {
@@ -79,10 +80,10 @@ impl Observer for Bars {
                         bar.finish();
                     }
                 }
-                None if *last => eprintln!("{step}: done, {rows} rows in {batches} batches"),
+                None if *last => errln!("{step}: done, {rows} rows in {batches} batches"),
                 None => {}
             },
-            RunEvent::StepFailed { step, error } => eprintln!("{step}: failed: {error}"),
+            RunEvent::StepFailed { step, error } => errln!("{step}: failed: {error}"),
             _ => {}
         }
     }

@@ -1,6 +1,7 @@
 //! `distill status`: where a run stands, from a snapshot (never blocks the run).
 
-use distill_engine::RunReport;
+use crate::output::outln;
+use distill::{RunStatus, Status};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
@@ -9,35 +10,43 @@ use std::time::Duration;
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
 /// Prints the run's status as text or JSON; with `watch`, again every two seconds until the
-/// run is no longer running.
+/// run is no longer running (as JSON Lines with `json`: one object per refresh).
 pub fn print(db: &Path, json: bool, watch: bool) -> anyhow::Result<()> {
     loop {
-        let report = distill_engine::status(db)?;
-        if watch && std::io::stdout().is_terminal() {
-            print!("\x1b[2J\x1b[H");
-        }
-        if json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+        let status = distill::status(db)?;
+        if json && watch {
+            outln!("{}", serde_json::to_string(&status)?)?;
+        } else if json {
+            outln!("{}", serde_json::to_string_pretty(&status)?)?;
         } else {
-            print_text(db, &report);
+            if watch && std::io::stdout().is_terminal() {
+                outln!("\x1b[2J\x1b[H")?;
+            }
+            print_text(db, &status)?;
         }
-        if !watch || !matches!(report.status, "running" | "created") {
+        if !watch || !matches!(status.run.status, RunStatus::Running | RunStatus::Created) {
             return Ok(());
         }
         std::thread::sleep(WATCH_EVERY);
     }
 }
 
-fn print_text(db: &Path, r: &RunReport) {
+fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
+    let r = &s.run;
     let stage = r.stage.map_or(String::new(), |s| format!(", stage {s}"));
-    println!("run {} ({}): {}{stage}", db.display(), r.pipeline, r.status);
+    outln!("run {} ({}): {}{stage}", db.display(), r.pipeline, r.status)?;
     if let Some(message) = &r.message {
-        println!("  {message}");
+        outln!("  {message}")?;
     }
-    println!(
+    outln!(
         "  {:<20} {:<9} {:>9} {:>8} {:>9} {:>8}",
-        "step", "state", "rows", "batches", "rows/s", "eta"
-    );
+        "step",
+        "state",
+        "rows",
+        "batches",
+        "rows/s",
+        "eta"
+    )?;
     for s in &r.steps {
         let rate = s.rows_per_sec.map_or("-".into(), |v| format!("{v:.0}"));
         let eta = match (s.done, s.eta_secs) {
@@ -45,37 +54,38 @@ fn print_text(db: &Path, r: &RunReport) {
             (false, Some(secs)) => format!("{secs:.0}s"),
             (false, None) => "-".into(),
         };
-        println!(
+        outln!(
             "  {:<20} {:<9} {:>9} {:>8} {:>9} {:>8}",
-            s.step, s.state, s.rows, s.batches, rate, eta
-        );
+            s.step,
+            s.state.as_str(),
+            s.rows,
+            s.batches,
+            rate,
+            eta
+        )?;
         if !s.counters.is_empty() {
             let counters: Vec<String> =
                 s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("  {:<20} {}", "", counters.join(" "));
+            outln!("  {:<20} {}", "", counters.join(" "))?;
         }
         if let Some(error) = &s.error {
-            println!("  {:<20} error: {error}", "");
+            outln!("  {:<20} error: {error}", "")?;
         }
     }
-    for p in &r.pushes {
-        let s = &p.status;
-        let state = match (&s.last_error, s.fatal) {
-            (Some(_), true) => "stopped",
-            (Some(_), false) => "retrying",
-            (None, _) if p.behind_rows == 0 => "up to date",
-            (None, _) => "behind",
-        };
-        println!(
-            "push to {} ({}): {state}, {} rows on the Hub in {} commits, {} rows to push",
-            s.repo,
-            s.revision,
-            s.total_rows(),
-            s.commits,
+    for p in &s.pushes {
+        let st = &p.status;
+        outln!(
+            "push to {} ({}): {}, {} rows on the Hub in {} commits, {} rows to push",
+            st.repo,
+            st.revision,
+            p.state,
+            st.total_rows(),
+            st.commits,
             p.behind_rows
-        );
-        if let Some(error) = &s.last_error {
-            println!("  last error ({} failed rounds): {error}", s.failures);
+        )?;
+        if let Some(error) = &st.last_error {
+            outln!("  last error ({} failed rounds): {error}", st.failures)?;
         }
     }
+    Ok(())
 }

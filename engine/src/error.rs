@@ -1,6 +1,31 @@
-//! The one error type of the engine crate.
+//! The one error type of the engine crate, and the classification every distill crate uses.
 
+use crate::step::StepError;
 use std::path::PathBuf;
+
+/// What kind of failure an error is, for callers that act on it (the CLI's exit codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The pipeline is invalid: bad YAML, an unknown step, a missing column, a bad parameter.
+    Invalid,
+    /// A step failed; everything committed is kept, and a fixed run resumes.
+    StepFailed,
+    /// The run was stopped on request; it resumes where it stopped.
+    Interrupted,
+    /// The spending budget was reached (reserved for budgets).
+    Budget,
+    /// The run database failed (damaged, full disk, in use).
+    Storage,
+    /// A file could not be read or written.
+    Io,
+    /// A remote service (the Hub, an HTTP endpoint) failed or refused.
+    Remote,
+    /// A bug in distill itself.
+    Bug,
+    /// Anything else (a database that holds another pipeline, say).
+    Other,
+}
 
 /// Everything that can go wrong defining or running a pipeline. Messages name the step, the
 /// parameter, the column or the file.
@@ -69,6 +94,14 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// A section of the pipeline other than the steps (`push:`) is wrong.
+    #[error("the `{section}:` section: {detail}")]
+    BadSection {
+        /// The section's name.
+        section: &'static str,
+        /// What is wrong, naming the field.
+        detail: String,
+    },
     /// A step needs a column that its predecessors do not provide.
     #[error("step '{step}': needs column '{column}', but its input has only [{}]", available.join(", "))]
     MissingColumn {
@@ -86,22 +119,22 @@ pub enum Error {
         step: String,
     },
     /// A step's `load` failed.
-    #[error("step '{step}': load failed: {detail}")]
+    #[error("step '{step}': load failed: {source}")]
     LoadFailed {
         /// The step.
         step: String,
-        /// The step's message.
-        detail: String,
+        /// The step's error.
+        source: StepError,
     },
     /// A step failed on a batch; everything committed before is kept.
-    #[error("step '{step}' failed on batch {batch}: {detail}")]
+    #[error("step '{step}' failed on batch {batch}: {source}")]
     StepFailed {
         /// The step.
         step: String,
         /// The input batch's sequence number.
         batch: u64,
-        /// The step's message.
-        detail: String,
+        /// The step's error.
+        source: StepError,
     },
     /// The run database holds another pipeline.
     #[error(
@@ -118,24 +151,64 @@ pub enum Error {
     /// The run was stopped on request; it can be resumed.
     #[error("run stopped on request; run the same command again to resume")]
     Interrupted,
-    /// Nothing to export.
-    #[error("nothing to export: {detail}")]
-    NothingToExport {
-        /// Why.
+    /// The worker threads could not be started.
+    #[error("cannot start the worker threads: {detail}")]
+    Threads {
+        /// The system's message.
         detail: String,
     },
-    /// Pushing to the Hub failed for good (or for longer than the push may wait); everything
-    /// pushed so far is recorded, and `distill push` goes on from there.
-    #[error("push to {repo}: {detail}")]
-    Push {
-        /// The repository.
-        repo: String,
-        /// What failed (never the token).
+    /// The engine reached a state it should never reach: a bug in distill.
+    #[error("internal error (a bug in distill; committed work is kept): {detail}")]
+    Internal {
+        /// What went wrong, and where.
         detail: String,
     },
     /// The run log failed.
     #[error(transparent)]
     Storage(#[from] distill_storage::Error),
+}
+
+impl Error {
+    /// The error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::BadPipelineFile { .. }
+            | Error::DuplicateStep { .. }
+            | Error::UnknownStepType { .. }
+            | Error::UnknownPredecessor { .. }
+            | Error::Cycle { .. }
+            | Error::BadParams { .. }
+            | Error::BadStep { .. }
+            | Error::BadSection { .. }
+            | Error::MissingColumn { .. } => ErrorKind::Invalid,
+            Error::StepFailed { source, .. } | Error::LoadFailed { source, .. }
+                if caused_by_storage(source.as_ref()) =>
+            {
+                ErrorKind::Storage
+            }
+            Error::StepFailed { .. } | Error::LoadFailed { .. } | Error::AlreadyLoaded { .. } => {
+                ErrorKind::StepFailed
+            }
+            Error::PipelineMismatch { .. } => ErrorKind::Other,
+            Error::Interrupted => ErrorKind::Interrupted,
+            Error::Io { .. } | Error::Threads { .. } => ErrorKind::Io,
+            Error::Internal { .. } => ErrorKind::Bug,
+            Error::Storage(_) => ErrorKind::Storage,
+        }
+    }
+}
+
+/// Whether a step's error comes from the run log (a read of the request cache that failed,
+/// say): then the step is not at fault, the database is.
+fn caused_by_storage(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(error);
+    while let Some(e) = at {
+        if e.is::<distill_storage::Error>() {
+            return true;
+        }
+        at = e.source();
+    }
+    false
 }
 
 /// Result with the engine [`Error`].

@@ -119,8 +119,8 @@ impl StepSlot {
         let outcome = catch_unwind(AssertUnwindSafe(|| self.write().lifecycle().load()));
         let result = match outcome {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(panic) => Err(format!("panicked: {}", panic_message(&panic))),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => Err(format!("panicked: {}", panic_message(&panic)).into()),
         };
         let mut state = self.lock_state();
         match result {
@@ -134,14 +134,14 @@ impl StepSlot {
                     owner: true,
                 })
             }
-            Err(detail) => {
+            Err(source) => {
                 *state = LoadState::Unloaded;
                 self.changed.notify_all();
                 drop(state);
                 self.tell(StepState::Unloaded);
                 Err(Error::LoadFailed {
                     step: self.name.clone(),
-                    detail,
+                    source,
                 })
             }
         }

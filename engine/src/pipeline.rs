@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::lifecycle::StepSlot;
 use crate::registry::Registry;
 use crate::spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, StepSpec};
-use crate::step::{BuildContext, StepKind};
+use crate::step::{BuildContext, NodeKind, StepKind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -26,8 +26,8 @@ pub struct Node {
     pub received: Vec<String>,
     /// Columns of the rows this step outputs.
     pub columns: Vec<String>,
-    /// "generator", "step", "global" or "task".
-    pub kind: &'static str,
+    /// Which kind of step it is.
+    pub kind: NodeKind,
 }
 
 impl Node {
@@ -38,12 +38,12 @@ impl Node {
 
     /// Whether the step sees all upstream rows at once.
     pub fn is_global(&self) -> bool {
-        self.kind == "global"
+        self.kind == NodeKind::Global
     }
 
     /// Whether the step produces rows from nothing.
     pub fn is_generator(&self) -> bool {
-        self.kind == "generator"
+        self.kind == NodeKind::Generator
     }
 
     /// The failure policy.
@@ -92,7 +92,7 @@ impl Pipeline {
             if batch_size == 0 {
                 return Err(bad(step, "batch size must be at least 1"));
             }
-            let kind_name = kind.name();
+            let kind_name = kind.kind();
             nodes[i] = Some(Node {
                 spec: step.clone(),
                 slot: Arc::new(StepSlot::new(&step.name, kind)),
@@ -245,9 +245,9 @@ fn construct(step: &StepSpec, registry: &Registry, ctx: &BuildContext) -> Result
             kind: step.kind.clone(),
             known: registry.names().collect::<Vec<_>>().join(", "),
         })?;
-    constructor(&step.params, ctx).map_err(|detail| Error::BadParams {
+    constructor(&step.params, ctx).map_err(|e| Error::BadParams {
         step: step.name.clone(),
-        detail,
+        detail: e.to_string(),
     })
 }
 

@@ -1,12 +1,12 @@
 //! Step types by name: the built-ins, plus whatever a library user registers.
 
-use crate::step::{BuildContext, StepKind};
+use crate::step::{BuildContext, StepKind, StepResult};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Builds a step from its parameters. The error message names the bad parameter.
 pub type Constructor =
-    Arc<dyn Fn(&serde_json::Value, &BuildContext) -> Result<StepKind, String> + Send + Sync>;
+    Arc<dyn Fn(&serde_json::Value, &BuildContext) -> StepResult<StepKind> + Send + Sync>;
 
 /// Step types by name.
 #[derive(Clone)]
@@ -15,7 +15,8 @@ pub struct Registry {
 }
 
 impl Default for Registry {
-    /// A registry with every built-in step.
+    /// A registry with the engine's built-in steps (the CPU steps; the LLM tasks are
+    /// registered by the `distill-llm` crate, all of them by the `distill` crate).
     fn default() -> Self {
         let mut registry = Self::empty();
         crate::steps::register_builtins(&mut registry);
@@ -35,7 +36,7 @@ impl Registry {
     pub fn register(
         &mut self,
         name: &str,
-        constructor: impl Fn(&serde_json::Value, &BuildContext) -> Result<StepKind, String>
+        constructor: impl Fn(&serde_json::Value, &BuildContext) -> StepResult<StepKind>
         + Send
         + Sync
         + 'static,

@@ -1,7 +1,6 @@
 //! A run from start (or resume) to end: open the log, check the pipeline, go stage by stage.
 
 use crate::error::{Error, Result};
-use crate::hub::{HubAccess, PushStatus, PushWorker};
 use crate::lifecycle::{Listener, LoadGuard};
 use crate::observer::{Observer, RunEvent};
 use crate::pipeline::Pipeline;
@@ -30,9 +29,6 @@ pub struct RunOptions {
     /// Start a new run in an existing database instead of resuming: its progress is dropped,
     /// its request cache kept, so a changed pipeline is not charged again for the same requests.
     pub new_run: bool,
-    /// The Hub's address and token for the pipeline's push section (`None`: from
-    /// `HF_ENDPOINT` and `HF_TOKEN`).
-    pub hub: Option<HubAccess>,
 }
 
 impl RunOptions {
@@ -45,7 +41,6 @@ impl RunOptions {
             observer: None,
             log: LogOptions::default(),
             new_run: false,
-            hub: None,
         }
     }
 }
@@ -57,56 +52,73 @@ pub struct RunSummary {
     pub resumed: bool,
     /// Each leaf step with its committed row count.
     pub leaves: Vec<(String, u64)>,
-    /// Where the push to the Hub stands, when the pipeline has a push section.
-    pub push: Option<PushStatus>,
 }
 
 /// Runs `pipeline` on the database in `options`, resuming it when it holds the same pipeline.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary> {
-    let signature = pipeline.signature();
-    let new_run = NewRun {
-        signature: signature.clone(),
-        pipeline: pipeline.spec().to_yaml(),
-        created_by: concat!("distill ", env!("CARGO_PKG_VERSION")).into(),
-    };
-    let (log, created) = RunLog::open_or_create_with(&options.db, new_run.clone(), options.log)?;
-    if options.new_run && !created {
-        log.restart(new_run)?;
-    }
-    let meta = log.meta()?;
-    if meta.signature != signature {
-        return Err(Error::PipelineMismatch {
-            db: options.db.clone(),
-            found: meta.signature,
-            expected: signature,
-        });
-    }
-    let log = Arc::new(log);
-    let committer = Arc::new(GroupCommitter::start(log.clone()));
-    let pusher = match &pipeline.spec().push {
-        Some(spec) => {
-            let access = options.hub.clone().unwrap_or_else(HubAccess::from_env);
-            Some(PushWorker::start(
-                spec.clone(),
-                &access,
-                log.clone(),
-                committer.clone(),
-            )?)
+    RunSession::open(pipeline, options)?.run()
+}
+
+/// A run with its database open: what [`run`] does in two steps, so that consumers of the log
+/// (the Hub pusher) can start on the open log before the steps do.
+pub struct RunSession<'a> {
+    pipeline: &'a Pipeline,
+    options: &'a RunOptions,
+    log: Arc<RunLog>,
+    committer: Arc<GroupCommitter>,
+}
+
+impl<'a> RunSession<'a> {
+    /// Opens (or creates) the run database of `options` for `pipeline`: a new run with
+    /// `new_run`, else the same pipeline's run to resume; another pipeline is refused.
+    pub fn open(pipeline: &'a Pipeline, options: &'a RunOptions) -> Result<Self> {
+        let signature = pipeline.signature();
+        let new_run = NewRun {
+            signature: signature.clone(),
+            pipeline: pipeline.spec().to_yaml(),
+            created_by: concat!("distill ", env!("CARGO_PKG_VERSION")).into(),
+        };
+        let (log, created) =
+            RunLog::open_or_create_with(&options.db, new_run.clone(), options.log)?;
+        if options.new_run && !created {
+            log.restart(new_run)?;
         }
-        None => None,
-    };
-    let mut result = run_on_log(pipeline, options, &log, &committer);
-    for node in pipeline.nodes() {
-        node.slot.set_listener(None);
-    }
-    if let Some(pusher) = pusher {
-        // What is committed is pushed even when a step failed; not when the user stops.
-        let status = pusher.finish(!matches!(result, Err(Error::Interrupted)));
-        if let Ok(summary) = &mut result {
-            summary.push = Some(status);
+        let meta = log.meta()?;
+        if meta.signature != signature {
+            return Err(Error::PipelineMismatch {
+                db: options.db.clone(),
+                found: meta.signature,
+                expected: signature,
+            });
         }
+        let log = Arc::new(log);
+        let committer = Arc::new(GroupCommitter::start(log.clone()));
+        Ok(Self {
+            pipeline,
+            options,
+            log,
+            committer,
+        })
     }
-    result
+
+    /// The open run log.
+    pub fn log(&self) -> &Arc<RunLog> {
+        &self.log
+    }
+
+    /// The run's committer: units committed through it join the run's group commits.
+    pub fn committer(&self) -> &Arc<GroupCommitter> {
+        &self.committer
+    }
+
+    /// Runs the pipeline stage by stage to its end, a failure, or a stop.
+    pub fn run(&self) -> Result<RunSummary> {
+        let result = run_on_log(self.pipeline, self.options, &self.log, &self.committer);
+        for node in self.pipeline.nodes() {
+            node.slot.set_listener(None);
+        }
+        result
+    }
 }
 
 fn run_on_log(
@@ -151,6 +163,7 @@ fn run_on_log(
                     log.clone(),
                     committer.clone(),
                     node.name(),
+                    options.stop.clone(),
                 )),
             })
         })
@@ -159,9 +172,8 @@ fn run_on_log(
         .num_threads(options.workers)
         .thread_name(|i| format!("distill-worker-{i}"))
         .build()
-        .map_err(|e| Error::BadStep {
-            step: "(pipeline)".into(),
-            detail: format!("cannot start worker threads: {e}"),
+        .map_err(|e| Error::Threads {
+            detail: e.to_string(),
         })?;
     for (stage, members) in pipeline.stages().iter().enumerate() {
         let todo: Vec<usize> = members
@@ -172,6 +184,8 @@ fn run_on_log(
         if todo.is_empty() {
             continue;
         }
+        let names: Vec<&str> = todo.iter().map(|&i| nodes[i].name()).collect();
+        tracing::info!(stage, steps = %names.join(", "), "stage starting");
         set_run_state(committer, RunStatus::Running, Some(stage), None)?;
         let guards = match load_stage(pipeline, &todo) {
             Ok(guards) => guards,
@@ -209,7 +223,7 @@ fn run_on_log(
         .run(stage);
         drop(guards);
         match outcome {
-            Ok(()) => {}
+            Ok(()) => tracing::info!(stage, "stage finished"),
             Err(Error::Interrupted) => {
                 set_run_state(committer, RunStatus::Stopped, Some(stage), None)?;
                 return Err(Error::Interrupted);
@@ -218,16 +232,13 @@ fn run_on_log(
         }
     }
     set_run_state(committer, RunStatus::Finished, None, None)?;
+    tracing::info!("run finished");
     let leaves = pipeline
         .leaves()
         .into_iter()
         .map(|i| (nodes[i].name().to_owned(), progress[i].rows))
         .collect();
-    Ok(RunSummary {
-        resumed,
-        leaves,
-        push: None,
-    })
+    Ok(RunSummary { resumed, leaves })
 }
 
 /// Loads the steps of a stage; on failure the ones loaded are unloaded by their guards.

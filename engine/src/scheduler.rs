@@ -7,9 +7,10 @@
 //! the windows an uninterrupted run would.
 
 use crate::error::{Error, Result};
+use crate::fault::Fault;
 use crate::observer::{Observer, RunEvent};
 use crate::pipeline::Pipeline;
-use crate::worker::{Input, Output, StepInfo, run_job};
+use crate::worker::{Input, JobError, Output, StepInfo, run_job};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use distill_storage::{
     Batch, GroupCommitter, Progress, Row, RunLog, RunState, RunStatus, Snapshot, StepState, Ticket,
@@ -27,7 +28,7 @@ const MAX_IN_FLIGHT: usize = 8;
 const HIGH_WATER_WINDOWS: u64 = 8;
 
 /// Name of the cursor of `step` on its predecessor `pred`.
-pub fn cursor_name(step: &str, pred: &str) -> String {
+pub(crate) fn cursor_name(step: &str, pred: &str) -> String {
     format!("{step}<-{pred}")
 }
 
@@ -56,7 +57,7 @@ struct Edge {
 }
 
 /// A processed job waiting for its turn to commit: its output and the cursors it advances.
-type Finished = (std::result::Result<Output, String>, Vec<(String, u64)>);
+type Finished = (std::result::Result<Output, JobError>, Vec<(String, u64)>);
 
 struct StepRun {
     node: usize,
@@ -70,8 +71,9 @@ struct StepRun {
     generated: u64,
     /// Batches handed to the committer and not yet acknowledged.
     pending_batches: u64,
-    /// A job of this step failed: nothing after it may be committed.
-    failed: bool,
+    /// A job of this step failed or gave up (the run is stopping): nothing after it may be
+    /// committed.
+    halted: bool,
     reorder: BTreeMap<u64, Finished>,
     edges: Vec<Edge>,
     /// Whether committed rows are kept in memory for a consumer in this stage.
@@ -89,7 +91,7 @@ enum Event {
     Processed {
         step: usize,
         job: u64,
-        result: std::result::Result<Output, String>,
+        result: std::result::Result<Output, JobError>,
         cursors: Vec<(String, u64)>,
     },
     Committed {
@@ -186,7 +188,7 @@ impl<'a> StageRunner<'a> {
                 last_dispatched: false,
                 generated: self.progress[i].rows,
                 pending_batches: 0,
-                failed: false,
+                halted: false,
                 reorder: BTreeMap::new(),
                 edges,
                 feeds_stage,
@@ -234,9 +236,16 @@ impl<'a> StageRunner<'a> {
                 if stopping {
                     return Err(Error::Interrupted);
                 }
-                return Err(Error::BadStep {
-                    step: self.pipeline.nodes()[runs[0].node].name().to_owned(),
-                    detail: "the stage stalled with no work in flight (engine bug)".into(),
+                let waiting: Vec<&str> = runs
+                    .iter()
+                    .filter(|r| !r.committed.done)
+                    .map(|r| self.pipeline.nodes()[r.node].name())
+                    .collect();
+                return Err(Error::Internal {
+                    detail: format!(
+                        "the stage stalled with no work in flight; waiting: {}",
+                        waiting.join(", ")
+                    ),
                 });
             }
             let event = match events.recv_timeout(Duration::from_millis(100)) {
@@ -447,7 +456,7 @@ impl<'a> StageRunner<'a> {
     fn submit_ready(&mut self, run: &mut StepRun, acks: &Sender<Pending>) -> Result<usize> {
         let mut started = 0;
         let name = self.pipeline.nodes()[run.node].name().to_owned();
-        while !run.failed {
+        while !run.halted {
             let Some((result, cursors)) = run.reorder.remove(&run.next_submit) else {
                 break;
             };
@@ -455,12 +464,17 @@ impl<'a> StageRunner<'a> {
             run.next_submit += 1;
             let output = match result {
                 Ok(output) => output,
-                Err(detail) => {
-                    run.failed = true;
+                Err(JobError::Stopped) => {
+                    // The run is stopping: this batch is done again on resume.
+                    run.halted = true;
+                    break;
+                }
+                Err(JobError::Failed(source)) => {
+                    run.halted = true;
                     let error = Error::StepFailed {
                         step: name.clone(),
                         batch: run.committed.batches + job,
-                        detail,
+                        source,
                     };
                     self.fail(&name, &error)?;
                     return Err(error);
@@ -552,6 +566,12 @@ impl StageRunner<'_> {
             run.committed.batches += 1;
             run.committed.rows += count;
             run.pending_batches -= 1;
+        }
+        if Fault::EnginePanic.armed() {
+            panic!(
+                "injected engine fault after a batch of '{}' was committed",
+                self.pipeline.nodes()[step].name()
+            );
         }
         let run = &mut runs[r];
         run.committed.done |= last;

@@ -56,38 +56,51 @@ fn yes() -> bool {
 }
 
 fn main_branch() -> String {
-    "main".into()
+    PushSpec::DEFAULT_REVISION.into()
 }
 
 fn default_timeout() -> u64 {
-    120
+    PushSpec::DEFAULT_TIMEOUT_SECS
 }
 
 fn default_final_wait() -> u64 {
-    300
+    PushSpec::DEFAULT_FINAL_WAIT_SECS
 }
 
 impl PushSpec {
-    /// Checks the section: a `namespace/name` repository, a branch, counts of at least 1.
-    pub fn check(&self) -> Result<()> {
-        let bad = |detail: String| Error::BadStep {
-            step: "(push)".into(),
-            detail,
-        };
+    /// The branch pushed to when none is given.
+    pub const DEFAULT_REVISION: &str = "main";
+    /// Seconds allowed for one Hub request when not given.
+    pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
+    /// Seconds the end of a run keeps retrying its last push when not given.
+    pub const DEFAULT_FINAL_WAIT_SECS: u64 = 300;
+
+    /// Checks a repository id: `NAMESPACE/NAME`, each part letters, digits, `-`, `_` or `.`.
+    /// The message says what is expected.
+    pub fn check_repo(repo: &str) -> Result<()> {
         let ok_part = |p: &str| {
             !p.is_empty()
                 && p.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
-        match self.repo.split_once('/') {
-            Some((ns, name)) if ok_part(ns) && ok_part(name) => {}
-            _ => {
-                return Err(bad(format!(
-                    "`repo` must be NAMESPACE/NAME (letters, digits, - _ .), not '{}'",
-                    self.repo
-                )));
-            }
+        match repo.split_once('/') {
+            Some((ns, name)) if ok_part(ns) && ok_part(name) => Ok(()),
+            _ => Err(Error::BadSection {
+                section: "push",
+                detail: format!(
+                    "`repo` must be NAMESPACE/NAME (letters, digits, - _ .), not '{repo}'"
+                ),
+            }),
         }
+    }
+
+    /// Checks the section: a `namespace/name` repository, a branch, counts of at least 1.
+    pub fn check(&self) -> Result<()> {
+        let bad = |detail: String| Error::BadSection {
+            section: "push",
+            detail,
+        };
+        Self::check_repo(&self.repo)?;
         if self.revision.trim().is_empty() {
             return Err(bad("`revision` is empty".into()));
         }
@@ -206,7 +219,7 @@ impl PipelineSpec {
     pub fn to_yaml(&self) -> String {
         let mut canonical = self.clone();
         for step in &mut canonical.steps {
-            step.params = sort_keys(&step.params);
+            step.params = crate::canonical::canonical_json(&step.params);
         }
         // Serialising plain data with string keys cannot fail.
         serde_yaml_ng::to_string(&canonical).unwrap_or_default()
@@ -238,20 +251,6 @@ impl PipelineSpec {
             .filter(|s| !self.steps.iter().any(|o| o.after.contains(&s.name)))
             .map(|s| s.name.clone())
             .collect()
-    }
-}
-
-fn sort_keys(value: &serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => {
-            let sorted: BTreeMap<&String, serde_json::Value> =
-                map.iter().map(|(k, v)| (k, sort_keys(v))).collect();
-            serde_json::Value::Object(sorted.into_iter().map(|(k, v)| (k.clone(), v)).collect())
-        }
-        serde_json::Value::Array(items) => {
-            serde_json::Value::Array(items.iter().map(sort_keys).collect())
-        }
-        other => other.clone(),
     }
 }
 

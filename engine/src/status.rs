@@ -1,10 +1,9 @@
 //! Where a run stands, read from a snapshot of its log (never blocks the run).
 
 use crate::error::Result;
-use crate::hub::PushStatus;
 use crate::scheduler::cursor_name;
 use crate::spec::{DEFAULT_BATCH_SIZE, PipelineSpec};
-use distill_storage::{Event, RunReader, StepRecord};
+use distill_storage::{Event, RunReader, RunStatus, Snapshot, StepRecord, StepState};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +19,7 @@ pub struct StepStatus {
     /// The step.
     pub step: String,
     /// Lifecycle state.
-    pub state: &'static str,
+    pub state: StepState,
     /// Committed output batches.
     pub batches: u64,
     /// Committed output rows.
@@ -44,8 +43,8 @@ pub struct RunReport {
     pub pipeline: String,
     /// Its signature.
     pub signature: String,
-    /// "created", "running", "stopped", "finished" or "failed".
-    pub status: &'static str,
+    /// The run's status.
+    pub status: RunStatus,
     /// The current stage.
     pub stage: Option<u32>,
     /// The run's message (the error of a failed run).
@@ -56,24 +55,16 @@ pub struct RunReport {
     pub log_len: u64,
     /// Steps, in pipeline order.
     pub steps: Vec<StepStatus>,
-    /// Pushes to the Hub recorded in the run database, with the rows still to push.
-    pub pushes: Vec<PushReport>,
-}
-
-/// A push to the Hub as recorded in the run database.
-#[derive(Debug, Clone, Serialize)]
-pub struct PushReport {
-    /// What the pusher recorded.
-    #[serde(flatten)]
-    pub status: PushStatus,
-    /// Rows committed by the leaves and not on the Hub yet.
-    pub behind_rows: u64,
 }
 
 /// Reads the status of the run in `db`.
 pub fn status(db: &Path) -> Result<RunReport> {
     let reader = RunReader::open(db)?;
-    let snapshot = reader.snapshot()?;
+    status_of(&reader.snapshot()?, db)
+}
+
+/// The status of the run as of `snapshot` of the database `db`.
+pub fn status_of(snapshot: &Snapshot, db: &Path) -> Result<RunReport> {
     let meta = snapshot.meta()?;
     let spec = PipelineSpec::from_yaml(&meta.pipeline, db)?;
     let run = snapshot.run_state()?;
@@ -102,7 +93,7 @@ pub fn status(db: &Path) -> Result<RunReport> {
         }
         steps.push(StepStatus {
             step: step.name.clone(),
-            state: r.state.as_str(),
+            state: r.state,
             batches: r.batches,
             rows: r.rows,
             done: r.done,
@@ -112,31 +103,15 @@ pub fn status(db: &Path) -> Result<RunReport> {
             error: r.error,
         });
     }
-    let mut pushes = Vec::new();
-    for (_, bytes) in snapshot.records("hub:")? {
-        let Ok(status) = serde_json::from_slice::<PushStatus>(&bytes) else {
-            continue;
-        };
-        let committed: u64 = spec
-            .leaves()
-            .iter()
-            .map(|leaf| records.get(leaf).map_or(0, |r| r.rows))
-            .sum();
-        pushes.push(PushReport {
-            behind_rows: committed.saturating_sub(status.total_rows()),
-            status,
-        });
-    }
     Ok(RunReport {
         pipeline: spec.name,
         signature: meta.signature,
-        status: run.status.as_str(),
+        status: run.status,
         stage: run.stage,
         message: run.message,
         updated_ms: run.updated_ms,
         log_len: snapshot.log_len()?,
         steps,
-        pushes,
     })
 }
 

@@ -94,14 +94,46 @@ pub enum StepKind {
     Task(Box<dyn crate::task::Task>),
 }
 
-impl StepKind {
-    /// Short name of the kind, for messages and `distill info`.
-    pub fn name(&self) -> &'static str {
+/// Which of the four kinds a step is, without the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Produces rows.
+    Generator,
+    /// Transforms batches.
+    Step,
+    /// Sees all upstream rows.
+    Global,
+    /// Calls an LLM.
+    Task,
+}
+
+impl NodeKind {
+    /// Lower-case name, as shown to users.
+    pub fn as_str(self) -> &'static str {
         match self {
-            StepKind::Generator(_) => "generator",
-            StepKind::Step(_) => "step",
-            StepKind::Global(_) => "global",
-            StepKind::Task(_) => "task",
+            NodeKind::Generator => "generator",
+            NodeKind::Step => "step",
+            NodeKind::Global => "global",
+            NodeKind::Task => "task",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl StepKind {
+    /// Which kind this is.
+    pub fn kind(&self) -> NodeKind {
+        match self {
+            StepKind::Generator(_) => NodeKind::Generator,
+            StepKind::Step(_) => NodeKind::Step,
+            StepKind::Global(_) => NodeKind::Global,
+            StepKind::Task(_) => NodeKind::Task,
         }
     }
 
@@ -167,13 +199,11 @@ impl BuildContext {
 }
 
 /// Parses a step's parameters into its typed form; the message names the parameter.
-pub fn parse_params<T: serde::de::DeserializeOwned>(
-    params: &serde_json::Value,
-) -> Result<T, String> {
+pub fn parse_params<T: serde::de::DeserializeOwned>(params: &serde_json::Value) -> StepResult<T> {
     let params = if params.is_null() {
         serde_json::Value::Object(Default::default())
     } else {
         params.clone()
     };
-    serde_json::from_value(params).map_err(|e| e.to_string())
+    Ok(serde_json::from_value(params)?)
 }

@@ -1,22 +1,36 @@
-//! Tasks: steps that call an LLM. The client and the concrete tasks come with the LLM issue;
-//! the engine already gives tasks what they need from the run log.
+//! Tasks: steps that call an LLM. The engine gives them the run's request cache, their
+//! counters and the stop flag; the LLM crate implements them.
 
 use crate::step::{Lifecycle, StepResult};
 use distill_storage::Row;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What the engine offers a task while it processes a batch.
 pub trait TaskContext: Send + Sync {
-    /// A response committed earlier for this request hash, if any.
-    fn cached(&self, key: &[u8; 32]) -> Option<Vec<u8>>;
+    /// A response committed earlier for this request hash, if any. A failed read is an error,
+    /// never a miss: a miss would pay again for an answer already paid for.
+    fn cached(&self, key: &[u8; 32]) -> distill_storage::Result<Option<Vec<u8>>>;
 
     /// Commits a response durably before returning, so it is never paid for twice.
-    fn store(&self, key: [u8; 32], response: Vec<u8>) -> StepResult<()>;
+    fn store(&self, key: [u8; 32], response: Vec<u8>) -> distill_storage::Result<()>;
 
     /// Adds to one of the task's counters (requests, retries, tokens...).
     fn count(&self, name: &str, delta: u64);
 
     /// Commits pending counters (the engine calls it after each batch).
     fn flush(&self) {}
+
+    /// The run's stop flag (set by Ctrl-C or SIGTERM): a task starts no new request once it
+    /// is set, and its waits end early.
+    fn stop_flag(&self) -> Option<Arc<AtomicBool>> {
+        None
+    }
+
+    /// Whether the run is stopping.
+    fn stopping(&self) -> bool {
+        self.stop_flag().is_some_and(|f| f.load(Ordering::SeqCst))
+    }
 }
 
 /// A step that calls an LLM for each row.
@@ -27,6 +41,13 @@ pub trait Task: Lifecycle {
     /// Columns the task adds.
     fn outputs(&self) -> Vec<String>;
 
-    /// Processes one input batch, using `ctx` for the request cache and accounting.
-    fn process(&self, rows: Vec<Row>, ctx: &dyn TaskContext) -> StepResult<Vec<Row>>;
+    /// Processes one input batch, using `ctx` for the request cache and accounting. A task
+    /// that gives up because the run is stopping returns [`Stopped`] (boxed): the batch is
+    /// then neither committed nor failed, and a resumed run does it again.
+    fn process(&self, rows: Vec<Row>, ctx: &Arc<dyn TaskContext>) -> StepResult<Vec<Row>>;
 }
+
+/// The error a step returns when it gave up a batch because the run is stopping.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("stopped before the batch was done")]
+pub struct Stopped;

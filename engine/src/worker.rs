@@ -1,13 +1,15 @@
 //! What a worker does with one job: run the step on its input window, outside the scheduler.
 
+use crate::fault::Fault;
 use crate::lifecycle::{StepSlot, panic_message};
 use crate::mapping;
 use crate::spec::{OnError, StepSpec};
-use crate::step::{StepKind, StepResult};
-use crate::task::TaskContext;
+use crate::step::{StepError, StepKind, StepResult};
+use crate::task::{Stopped, TaskContext};
 use distill_storage::{GroupCommitter, Progress, Row, RunLog};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// What a worker needs to know about a step.
 pub struct StepInfo {
@@ -50,25 +52,52 @@ pub struct Output {
     pub last: bool,
 }
 
-/// Runs one job. Errors are plain messages; the scheduler names the step and batch.
-pub fn run_job(info: &StepInfo, input: Input, last: bool) -> Result<Output, String> {
-    let outcome = catch_unwind(AssertUnwindSafe(|| execute(info, input, last)));
-    match outcome {
-        Ok(result) => result,
-        Err(panic) => Err(format!("panicked: {}", panic_message(&panic))),
+/// Why a job produced no output.
+#[derive(Debug)]
+pub enum JobError {
+    /// The step failed (an error or a panic); the scheduler names the step and the batch.
+    Failed(StepError),
+    /// The step gave the batch up because the run is stopping: neither committed nor failed.
+    Stopped,
+}
+
+impl From<StepError> for JobError {
+    fn from(error: StepError) -> Self {
+        if error.is::<Stopped>() {
+            JobError::Stopped
+        } else {
+            JobError::Failed(error)
+        }
     }
 }
 
-fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, String> {
+impl From<distill_storage::Error> for JobError {
+    fn from(error: distill_storage::Error) -> Self {
+        JobError::Failed(Box::new(error))
+    }
+}
+
+/// Runs one job, catching a panic of the step.
+pub fn run_job(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError> {
+    let outcome = catch_unwind(AssertUnwindSafe(|| execute(info, input, last)));
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => Err(JobError::Failed(
+            format!("panicked: {}", panic_message(&panic)).into(),
+        )),
+    }
+}
+
+fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError> {
     match input {
         Input::Generate { offset } => {
             let mut step = info.slot.write();
             let StepKind::Generator(generator) = &mut *step else {
-                return Err("not a generator".into());
+                return Err(JobError::Failed(
+                    format!("a {} cannot generate rows", step.kind()).into(),
+                ));
             };
-            let (mut rows, last) = generator
-                .generate(offset, info.batch_size)
-                .map_err(|e| e.to_string())?;
+            let (mut rows, last) = generator.generate(offset, info.batch_size)?;
             mapping::after(&info.spec, &mut rows);
             Ok(Output {
                 batches: vec![rows],
@@ -82,6 +111,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, String> 
                     batches: vec![rows],
                     last,
                 }),
+                Err(e) if e.is::<Stopped>() => Err(JobError::Stopped),
                 Err(e) => match keep {
                     Some(rows) => Ok(Output {
                         batches: vec![mapping::mark_failed(
@@ -92,25 +122,27 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, String> 
                         )],
                         last,
                     }),
-                    None => Err(e.to_string()),
+                    None => Err(JobError::Failed(e)),
                 },
             }
         }
         Input::All { log, preds } => {
-            let snapshot = log.snapshot().map_err(|e| e.to_string())?;
+            let snapshot = log.snapshot()?;
             let mut rows = Vec::new();
             for pred in &preds {
-                for batch in snapshot.batches(pred, 0).map_err(|e| e.to_string())? {
-                    rows.extend(batch.map_err(|e| e.to_string())?.rows);
+                for batch in snapshot.batches(pred, 0)? {
+                    rows.extend(batch?.rows);
                 }
             }
             drop(snapshot);
             mapping::before(&info.spec, &mut rows);
             let step = info.slot.read();
             let StepKind::Global(global) = &*step else {
-                return Err("not a global step".into());
+                return Err(JobError::Failed(
+                    format!("a {} cannot process all rows at once", step.kind()).into(),
+                ));
             };
-            let mut out = global.process_all(rows).map_err(|e| e.to_string())?;
+            let mut out = global.process_all(rows)?;
             mapping::after(&info.spec, &mut out);
             let mut batches: Vec<Vec<Row>> = Vec::new();
             let mut rest = out.into_iter().peekable();
@@ -137,11 +169,11 @@ fn process_window(info: &StepInfo, mut parts: Vec<Vec<Row>>) -> StepResult<Vec<R
         StepKind::Step(s) if parts.len() == 1 => s.process(parts.concat())?,
         StepKind::Step(s) => s.process_parts(parts)?,
         StepKind::Task(t) => {
-            let result = t.process(parts.concat(), info.task_context.as_ref());
+            let result = t.process(parts.concat(), &info.task_context);
             info.task_context.flush();
             result?
         }
-        other => return Err(format!("a {} step cannot process a window", other.name()).into()),
+        other => return Err(format!("a {} cannot process a window", other.kind()).into()),
     };
     mapping::after(&info.spec, &mut rows);
     Ok(rows)
@@ -155,16 +187,23 @@ pub struct LogTaskContext {
     committer: Arc<GroupCommitter>,
     step: String,
     pending: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl LogTaskContext {
-    /// A context for the task `step`.
-    pub fn new(log: Arc<RunLog>, committer: Arc<GroupCommitter>, step: &str) -> Self {
+    /// A context for the task `step` of a run stopped by `stop`.
+    pub fn new(
+        log: Arc<RunLog>,
+        committer: Arc<GroupCommitter>,
+        step: &str,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             log,
             committer,
             step: step.to_owned(),
             pending: Default::default(),
+            stop,
         }
     }
 
@@ -178,14 +217,24 @@ impl LogTaskContext {
 }
 
 impl TaskContext for LogTaskContext {
-    fn cached(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
-        self.log.snapshot().ok()?.cached(key).ok().flatten()
+    fn cached(&self, key: &[u8; 32]) -> distill_storage::Result<Option<Vec<u8>>> {
+        if Fault::CacheRead.armed() {
+            return Err(distill_storage::Error::Io {
+                path: self.log.path().to_path_buf(),
+                source: std::io::Error::other("injected failure reading the request cache"),
+            });
+        }
+        self.log.snapshot()?.cached(key)
     }
 
-    fn store(&self, key: [u8; 32], response: Vec<u8>) -> StepResult<()> {
+    fn store(&self, key: [u8; 32], response: Vec<u8>) -> distill_storage::Result<()> {
         self.committer
             .commit(self.with_counts(Progress::new().cache(key, response)))?;
         Ok(())
+    }
+
+    fn stop_flag(&self) -> Option<Arc<AtomicBool>> {
+        Some(self.stop.clone())
     }
 
     fn count(&self, name: &str, delta: u64) {

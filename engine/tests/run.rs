@@ -2,9 +2,7 @@
 
 mod support;
 
-use distill_engine::{
-    BuildContext, Error, Pipeline, PipelineSpec, RunOptions, StepSpec, export, run,
-};
+use distill_engine::{BuildContext, Error, Pipeline, PipelineSpec, RunOptions, StepSpec, run};
 use distill_storage::{RunReader, RunStatus, StepState, Value};
 use std::sync::atomic::Ordering;
 use support::{Probe, registry};
@@ -290,28 +288,4 @@ fn stop_flag_stops_cleanly_and_the_run_resumes() {
     )
     .unwrap();
     assert_eq!(leaf_rows(&db, "double").len(), 50);
-}
-
-#[test]
-fn jsonl_export_writes_each_leaf() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("run.redb");
-    run(
-        &build(chain(12, 5, 4), &Probe::default()),
-        &RunOptions::new(&db),
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let distiset = export(&db, &out, distill_engine::ExportFormat::Jsonl).unwrap();
-    assert_eq!(distiset.leaves.len(), 1);
-    assert_eq!(distiset.leaves[0].status, "finished");
-    assert_eq!(distiset.leaves[0].rows, 12);
-    let text = std::fs::read_to_string(out.join("double/train/data-00000.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 12);
-    assert_eq!(lines[11], serde_json::json!({"n": 11, "out": 22}));
-    assert!(out.join("pipeline.yaml").exists());
 }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Encodes a record.
-pub fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| Error::Codec {
         action: "encode",
         what: what.to_owned(),
@@ -20,7 +20,7 @@ pub fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
 }
 
 /// Decodes a record, refusing trailing bytes.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     let fail = |detail: String| Error::Codec {
         action: "decode",
         what: what.to_owned(),

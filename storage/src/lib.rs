@@ -38,7 +38,7 @@ mod schema;
 mod snapshot;
 mod value;
 
-pub use codec::{FORMAT_VERSION, decode, encode};
+pub use codec::FORMAT_VERSION;
 pub use committer::{GroupCommitter, Ticket};
 pub use error::{Error, Result};
 pub use model::{

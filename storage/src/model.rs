@@ -19,8 +19,9 @@ pub struct Batch {
     pub last: bool,
 }
 
-/// Where a step is in its lifecycle.
+/// Where a step is in its lifecycle. Serialized in lower case (`"running"`); stored by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
 pub enum StepState {
     /// Not started yet.
     #[default]
@@ -79,8 +80,9 @@ pub struct StepRecord {
     pub updated_ms: u64,
 }
 
-/// Overall status of a run.
+/// Overall status of a run. Serialized in lower case (`"finished"`); stored by index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Created, never started.
     #[default]

@@ -5,8 +5,8 @@
 //! Environment: DISTILL_BENCH_ROWS (default 1,000,000), DISTILL_BENCH_EXPORT_EVERY (seconds
 //! between live exports, default 5).
 
+use distill::{ExportFormat, RunOptions, export, run};
 use distill_benches::{DEFAULT_BATCH, DEFAULT_ROWS, env_or, pipeline};
-use distill_engine::{ExportFormat, RunOptions, export, run};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};

@@ -6,8 +6,8 @@
 //! Environment: DISTILL_BENCH_REQUESTS (default 20,000), DISTILL_BENCH_CONCURRENCY (64),
 //! DISTILL_BENCH_LATENCY_MS (50), DISTILL_BENCH_BATCH (input batch size, default 256).
 
+use distill::{BuildContext, Pipeline, PipelineSpec, RunOptions, StepSpec, run};
 use distill_benches::env_or;
-use distill_engine::{BuildContext, Pipeline, PipelineSpec, Registry, RunOptions, StepSpec, run};
 use distill_testkit::mock_llm::{Behaviour, MockLlm};
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ fn main() {
                 .param("concurrency", concurrency),
         );
     let pipeline =
-        Pipeline::build(spec, &Registry::default(), &BuildContext::default()).expect("pipeline");
+        Pipeline::build(spec, &distill::registry(), &BuildContext::default()).expect("pipeline");
     let dir = tempfile::tempdir().expect("temp dir");
     let started = Instant::now();
     let summary = run(&pipeline, &RunOptions::new(dir.path().join("bench.redb"))).expect("run");

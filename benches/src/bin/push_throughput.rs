@@ -6,9 +6,9 @@
 //! Environment: DISTILL_BENCH_ROWS (default 1,000,000), DISTILL_BENCH_PUSH_EVERY (rows between
 //! pushes, default 100,000).
 
+use distill::hub::{HubAccess, PushOptions};
+use distill::{PushSpec, RunOptions};
 use distill_benches::{DEFAULT_BATCH, DEFAULT_ROWS, env_or, pipeline_pushing};
-use distill_engine::hub::{HubAccess, PushOptions};
-use distill_engine::{PushSpec, RunOptions, run};
 use distill_testkit::mock_hub::{HubBehaviour, MockHub};
 use std::path::Path;
 use std::sync::Arc;
@@ -25,13 +25,16 @@ fn access(hub: &MockHub) -> HubAccess {
 }
 
 fn run_pipeline(db: &Path, rows: u64, push: Option<(PushSpec, &MockHub)>) -> (f64, u64) {
-    let mut options = RunOptions::new(db);
+    let options = RunOptions::new(db);
     let spec = push.as_ref().map(|(spec, _)| spec.clone());
-    if let Some((_, hub)) = &push {
-        options.hub = Some(access(hub));
-    }
+    let hub = push
+        .as_ref()
+        .map(|(_, hub)| access(hub))
+        .unwrap_or_default();
     let start = Instant::now();
-    let summary = run(&pipeline_pushing(rows, DEFAULT_BATCH, spec), &options).expect("bench run");
+    let summary =
+        distill::run_with_hub(&pipeline_pushing(rows, DEFAULT_BATCH, spec), &options, &hub)
+            .expect("bench run");
     let rate = rows as f64 / start.elapsed().as_secs_f64();
     let pushed = summary.push.map_or(0, |p| {
         assert_eq!(p.last_error, None, "the push failed");
@@ -68,7 +71,7 @@ fn main() {
         poll: Duration::from_millis(100),
     };
     let start = Instant::now();
-    let outcome = distill_engine::hub::push(&options, |_, _| {}).expect("push");
+    let outcome = distill::hub::push(&options, |_, _| {}).expect("push");
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(outcome.status.total_rows(), rows);
     let bytes: usize = hub

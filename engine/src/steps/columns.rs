@@ -16,7 +16,7 @@ pub struct KeepColumns {
 }
 
 /// Builds `keep_columns`.
-pub fn keep_columns(params: &serde_json::Value, _ctx: &BuildContext) -> Result<StepKind, String> {
+pub fn keep_columns(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let p: KeepParams = parse_params(params)?;
     if p.columns.is_empty() {
         return Err("`columns` must name at least one column".into());
@@ -68,7 +68,7 @@ pub struct ExpandList {
 }
 
 /// Builds `expand_list`.
-pub fn expand_list(params: &serde_json::Value, _ctx: &BuildContext) -> Result<StepKind, String> {
+pub fn expand_list(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let p: ExpandParams = parse_params(params)?;
     let output = p.output.unwrap_or_else(|| p.column.clone());
     Ok(StepKind::Step(Box::new(ExpandList {
@@ -141,10 +141,7 @@ pub struct CombineColumns {
 }
 
 /// Builds `combine_columns`.
-pub fn combine_columns(
-    params: &serde_json::Value,
-    _ctx: &BuildContext,
-) -> Result<StepKind, String> {
+pub fn combine_columns(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let p: CombineParams = parse_params(params)?;
     if p.columns.is_empty() {
         return Err("`columns` must name at least one column".into());
@@ -155,7 +152,8 @@ pub fn combine_columns(
                 "`output_columns` has {} names for {} `columns`",
                 o.len(),
                 p.columns.len()
-            ));
+            )
+            .into());
         }
         Some(o) => o,
         None => p.columns.iter().map(|c| format!("merged_{c}")).collect(),
@@ -219,7 +217,7 @@ mod tests {
     use super::*;
 
     fn step(
-        kind: fn(&serde_json::Value, &BuildContext) -> Result<StepKind, String>,
+        kind: fn(&serde_json::Value, &BuildContext) -> StepResult<StepKind>,
         params: serde_json::Value,
     ) -> Box<dyn Step> {
         match kind(&params, &BuildContext::default()).unwrap() {
@@ -240,7 +238,8 @@ mod tests {
             &BuildContext::default(),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(err.contains("columns"), "{err}");
     }
 
@@ -299,7 +298,8 @@ mod tests {
             &BuildContext::default(),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(err.contains("output_columns"), "{err}");
     }
 }

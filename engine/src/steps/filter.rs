@@ -48,12 +48,12 @@ pub struct Filter {
 }
 
 /// Builds `filter`.
-pub fn filter(params: &serde_json::Value, _ctx: &BuildContext) -> Result<StepKind, String> {
+pub fn filter(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let p: Params = parse_params(params)?;
     let value = match (p.op, p.value) {
         (Op::IsNull | Op::NotNull, _) => Value::Null,
         (_, Some(v)) => Value::from_json(&v),
-        (op, None) => return Err(format!("`value` is required with op {op:?}")),
+        (op, None) => return Err(format!("`value` is required with op {op:?}").into()),
     };
     Ok(StepKind::Step(Box::new(Filter {
         column: p.column,
@@ -193,14 +193,16 @@ mod tests {
             &BuildContext::default(),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(err.contains("value"), "{err}");
         let err = filter(
             &serde_json::json!({"column": "c", "op": "like", "value": 1}),
             &BuildContext::default(),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(err.contains("like"), "{err}");
     }
 }

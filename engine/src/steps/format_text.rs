@@ -28,13 +28,13 @@ pub struct FormatText {
 const NAME: &str = "template";
 
 /// Builds `format_text`; a template syntax error names the line.
-pub fn format_text(params: &serde_json::Value, _ctx: &BuildContext) -> Result<StepKind, String> {
+pub fn format_text(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let p: Params = parse_params(params)?;
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_template_owned(NAME, p.template)
         .map_err(|e| format!("`template`: {e}"))?;
-    let template = env.get_template(NAME).map_err(|e| e.to_string())?;
+    let template = env.get_template(NAME)?;
     let mut inputs: Vec<String> = template.undeclared_variables(false).into_iter().collect();
     inputs.sort();
     Ok(StepKind::Step(Box::new(FormatText {
@@ -76,7 +76,7 @@ mod tests {
     use super::*;
     use distill_storage::Value;
 
-    fn build(template: &str) -> Result<Box<dyn Step>, String> {
+    fn build(template: &str) -> StepResult<Box<dyn Step>> {
         match format_text(
             &serde_json::json!({"template": template, "output": "p"}),
             &BuildContext::default(),
@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn syntax_and_render_errors_are_clear() {
-        let err = build("{{ q ").err().unwrap();
+        let err = build("{{ q ").err().unwrap().to_string();
         assert!(err.contains("template"), "{err}");
         let s = build("{{ q.deep.deeper }}").unwrap();
         let err = s

@@ -22,7 +22,7 @@ pub struct Inline {
 }
 
 /// Builds an `inline` generator.
-pub fn inline(params: &serde_json::Value, _ctx: &BuildContext) -> Result<StepKind, String> {
+pub fn inline(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let p: InlineParams = parse_params(params)?;
     let rows = p.rows.iter().map(Row::from_json_map).collect();
     Ok(StepKind::Generator(Box::new(Inline { rows })))
@@ -75,11 +75,11 @@ struct JsonlReader {
 }
 
 /// Builds a `load_jsonl` generator; reads the first row to learn the columns.
-pub fn load_jsonl(params: &serde_json::Value, ctx: &BuildContext) -> Result<StepKind, String> {
+pub fn load_jsonl(params: &serde_json::Value, ctx: &BuildContext) -> StepResult<StepKind> {
     let p: JsonlParams = parse_params(params)?;
     let path = ctx.resolve(&p.path);
-    let mut reader = JsonlReader::open(&path).map_err(|e| e.to_string())?;
-    let columns = match reader.next_row(&path).map_err(|e| e.to_string())? {
+    let mut reader = JsonlReader::open(&path)?;
+    let columns = match reader.next_row(&path)? {
         Some(row) => row.columns().map(str::to_owned).collect(),
         None => Vec::new(),
     };
@@ -206,21 +206,19 @@ struct CsvReader {
 }
 
 /// Builds a `load_csv` generator; reads the header to learn the columns.
-pub fn load_csv(params: &serde_json::Value, ctx: &BuildContext) -> Result<StepKind, String> {
+pub fn load_csv(params: &serde_json::Value, ctx: &BuildContext) -> StepResult<StepKind> {
     let p: CsvParams = parse_params(params)?;
     let delimiter = match p.delimiter {
         None => b',',
         Some(c) if c.is_ascii() => c as u8,
-        Some(c) => return Err(format!("delimiter '{c}' must be an ASCII character")),
+        Some(c) => return Err(format!("delimiter '{c}' must be an ASCII character").into()),
     };
     let path = ctx.resolve(&p.path);
-    let columns = csv_reader(&path, delimiter)
-        .and_then(|mut r| {
-            r.headers()
-                .map(|h| h.iter().map(str::to_owned).collect())
-                .map_err(|e| format!("{}: {e}", path.display()).into())
-        })
-        .map_err(|e| e.to_string())?;
+    let columns = csv_reader(&path, delimiter).and_then(|mut r| {
+        r.headers()
+            .map(|h| h.iter().map(str::to_owned).collect())
+            .map_err(|e| format!("{}: {e}", path.display()).into())
+    })?;
     Ok(StepKind::Generator(Box::new(LoadCsv {
         path,
         delimiter,
@@ -324,10 +322,10 @@ mod tests {
     use super::*;
 
     fn build(
-        kind: fn(&serde_json::Value, &BuildContext) -> Result<StepKind, String>,
+        kind: fn(&serde_json::Value, &BuildContext) -> StepResult<StepKind>,
         params: serde_json::Value,
         dir: &Path,
-    ) -> Result<Box<dyn Generator>, String> {
+    ) -> StepResult<Box<dyn Generator>> {
         let ctx = BuildContext {
             base_dir: dir.to_path_buf(),
         };
@@ -411,7 +409,8 @@ mod tests {
             dir.path(),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(err.contains("line 1") && err.contains("list"), "{err}");
         let err = build(
             load_jsonl,
@@ -419,11 +418,13 @@ mod tests {
             dir.path(),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(err.contains("none.jsonl"), "{err}");
         let err = build(load_jsonl, serde_json::json!({"file": "x"}), dir.path())
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("file"), "{err}");
     }
 

@@ -1,5 +1,6 @@
 //! Built-in global steps: exact dedup and seeded sampling.
 
+use crate::canonical::hash_value;
 use crate::step::{BuildContext, GlobalStep, Lifecycle, StepKind, StepResult, parse_params};
 use distill_storage::{Row, Value};
 use serde::Deserialize;
@@ -12,13 +13,13 @@ struct DedupParams {
 }
 
 /// `dedup`: keeps the first row of each distinct combination of `columns`, in order. Values
-/// are compared exactly (blake3 of their encoding): `1` and `1.0` differ.
+/// are compared exactly (blake3 of their canonical form, see `hash_value`): `1` and `1.0` differ.
 pub struct Dedup {
     columns: Vec<String>,
 }
 
 /// Builds `dedup`.
-pub fn dedup(params: &serde_json::Value, _ctx: &BuildContext) -> Result<StepKind, String> {
+pub fn dedup(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let p: DedupParams = parse_params(params)?;
     if p.columns.is_empty() {
         return Err("`columns` must name at least one column".into());
@@ -37,13 +38,11 @@ impl GlobalStep for Dedup {
         let mut seen = HashSet::with_capacity(rows.len());
         let mut out = Vec::new();
         for row in rows {
-            let key: Vec<&Value> = self
-                .columns
-                .iter()
-                .map(|c| row.get(c).unwrap_or(&Value::Null))
-                .collect();
-            let bytes = distill_storage::encode(&key, "dedup key")?;
-            if seen.insert(*blake3::hash(&bytes).as_bytes()) {
+            let mut key = blake3::Hasher::new();
+            for column in &self.columns {
+                hash_value(&mut key, row.get(column).unwrap_or(&Value::Null));
+            }
+            if seen.insert(*key.finalize().as_bytes()) {
                 out.push(row);
             }
         }
@@ -67,7 +66,7 @@ pub struct Sample {
 }
 
 /// Builds `sample`.
-pub fn sample(params: &serde_json::Value, _ctx: &BuildContext) -> Result<StepKind, String> {
+pub fn sample(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let p: SampleParams = parse_params(params)?;
     Ok(StepKind::Global(Box::new(Sample {
         n: p.n,
@@ -115,7 +114,7 @@ mod tests {
     use super::*;
 
     fn global(
-        kind: fn(&serde_json::Value, &BuildContext) -> Result<StepKind, String>,
+        kind: fn(&serde_json::Value, &BuildContext) -> StepResult<StepKind>,
         params: serde_json::Value,
     ) -> Box<dyn GlobalStep> {
         match kind(&params, &BuildContext::default()).unwrap() {

@@ -1,17 +1,13 @@
-//! The built-in steps, registered by name.
+//! The engine's built-in steps (generators, reshaping, filters, templates, dedup and
+//! sampling), registered by name.
 
 mod columns;
 mod filter;
 mod format_text;
 mod generators;
 mod global;
-mod judge;
-mod llm_tasks;
-mod structured;
 
 use crate::registry::Registry;
-
-pub use filter::Op;
 
 /// Registers every built-in step type.
 pub fn register_builtins(registry: &mut Registry) {
@@ -25,8 +21,4 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register("filter", filter::filter);
     registry.register("dedup", global::dedup);
     registry.register("sample", global::sample);
-    registry.register("text_generation", llm_tasks::text_generation);
-    registry.register("chat_generation", llm_tasks::chat_generation);
-    registry.register("judge", judge::judge);
-    registry.register("structured_generation", structured::structured_generation);
 }

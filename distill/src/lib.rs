@@ -1,0 +1,35 @@
+//! distill: build datasets with and for LLMs (synthetic data, AI feedback, evaluation sets) on
+//! a run log that survives anything.
+//!
+//! This crate puts the pieces together: the core engine ([`distill_engine`]: pipelines, stages,
+//! the scheduler, the CPU steps), the LLM tasks ([`distill_llm`]), the distiset export
+//! ([`distill_distiset`]) and the Hub pusher ([`distill_hub`]). A program that needs only CPU
+//! steps can depend on `distill-engine` alone and compile neither an HTTP client nor Parquet.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # std::fs::write(dir.path().join("p.yaml"), "name: demo\nsteps:\n  - {name: load, type: inline, params: {rows: [{x: 1}, {x: 2}]}}\n").unwrap();
+//! let pipeline = distill::load_pipeline(&dir.path().join("p.yaml"))?;
+//! let summary = distill::run(&pipeline, &distill::RunOptions::new(dir.path().join("run.redb")))?;
+//! assert_eq!(summary.leaves, vec![("load".to_string(), 2)]);
+//! let status = distill::status(&dir.path().join("run.redb"))?;
+//! assert_eq!(status.run.status, distill::RunStatus::Finished);
+//! # Ok::<(), distill::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+mod run;
+mod status;
+
+pub use error::{Error, Result};
+pub use run::{RunSummary, load_pipeline, registry, run, run_with_hub};
+pub use status::{Status, status};
+
+pub use distill_distiset::{Distiset, ExportFormat, LeafExport, LeafStatus, export};
+pub use distill_engine::{
+    BuildContext, ErrorKind, LogOptions, Node, NodeKind, Observer, OnError, Pipeline, PipelineSpec,
+    PushSpec, Registry, RunEvent, RunOptions, StepSpec, step, task,
+};
+pub use distill_hub as hub;
+pub use distill_storage::{Row, RunStatus, StepState, Value};

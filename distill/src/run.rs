@@ -1,0 +1,72 @@
+//! A run with everything: every built-in step, and the push section's pusher beside the run.
+
+use crate::error::Result;
+use distill_engine::{BuildContext, Pipeline, PipelineSpec, Registry, RunOptions, RunSession};
+use distill_hub::{HubAccess, PushStatus, PushWorker};
+use std::path::Path;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    /// Whether progress from an earlier session was found.
+    pub resumed: bool,
+    /// Each leaf step with its committed row count.
+    pub leaves: Vec<(String, u64)>,
+    /// Where the push to the Hub stands, when the pipeline has a push section.
+    pub push: Option<PushStatus>,
+}
+
+/// A registry with every built-in step: the engine's CPU steps and the LLM tasks.
+pub fn registry() -> Registry {
+    let mut registry = Registry::default();
+    distill_llm::register(&mut registry);
+    registry
+}
+
+/// Reads and validates a pipeline file with every built-in step; relative paths in it are
+/// resolved against the file's directory.
+pub fn load_pipeline(path: &Path) -> Result<Pipeline> {
+    let spec = PipelineSpec::load(path)?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(Pipeline::build(
+        spec,
+        &registry(),
+        &BuildContext { base_dir },
+    )?)
+}
+
+/// Runs `pipeline` as [`distill_engine::run`] does, and pushes to the Hub as its push section
+/// says, with the address and token of `HF_ENDPOINT` and `HF_TOKEN`.
+pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary> {
+    run_with_hub(pipeline, options, &HubAccess::from_env())
+}
+
+/// [`run`], with the Hub's address and token given.
+pub fn run_with_hub(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    hub: &HubAccess,
+) -> Result<RunSummary> {
+    let session = RunSession::open(pipeline, options)?;
+    let pusher = match &pipeline.spec().push {
+        Some(spec) => Some(PushWorker::start(
+            spec.clone(),
+            hub,
+            session.log().clone(),
+            session.committer().clone(),
+        )?),
+        None => None,
+    };
+    let result = session.run();
+    let push = pusher.map(|pusher| {
+        // What is committed is pushed even when a step failed; not when the user stops.
+        let interrupted = matches!(result, Err(distill_engine::Error::Interrupted));
+        pusher.finish(!interrupted)
+    });
+    let summary = result?;
+    Ok(RunSummary {
+        resumed: summary.resumed,
+        leaves: summary.leaves,
+        push,
+    })
+}

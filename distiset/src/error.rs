@@ -1,0 +1,75 @@
+//! The one error type of the distiset crate.
+
+use distill_engine::ErrorKind;
+use std::path::PathBuf;
+
+/// What can go wrong exporting a run or writing its rows.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Arrow or Parquet refused the rows (a bug in the type rules, or a full disk underneath).
+    #[error("writing Parquet{}: {source}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
+    Parquet {
+        /// The file, when writing one.
+        path: Option<PathBuf>,
+        /// The library's error.
+        source: parquet::errors::ParquetError,
+    },
+    /// The output directory holds something other than a distill export.
+    #[error("{path} exists and is not a distill export; choose another --out")]
+    NotAnExport {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// No leaf has a committed batch yet.
+    #[error("nothing to export: {detail}")]
+    NothingToExport {
+        /// Why.
+        detail: String,
+    },
+    /// The pipeline stored in the run database cannot be read.
+    #[error(transparent)]
+    Pipeline(#[from] distill_engine::Error),
+    /// The run log failed.
+    #[error(transparent)]
+    Storage(#[from] distill_storage::Error),
+}
+
+impl Error {
+    /// The error's kind, in the engine's classification.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } | Error::NotAnExport { .. } => ErrorKind::Io,
+            Error::Parquet { .. } => ErrorKind::Io,
+            Error::NothingToExport { .. } => ErrorKind::Other,
+            Error::Pipeline(e) => e.kind(),
+            Error::Storage(_) => ErrorKind::Storage,
+        }
+    }
+}
+
+impl From<arrow_schema::ArrowError> for Error {
+    fn from(source: arrow_schema::ArrowError) -> Self {
+        Error::Parquet {
+            path: None,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<parquet::errors::ParquetError> for Error {
+    fn from(source: parquet::errors::ParquetError) -> Self {
+        Error::Parquet { path: None, source }
+    }
+}
+
+/// Result with the distiset [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

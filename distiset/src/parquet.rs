@@ -1,0 +1,236 @@
+//! Writes a leaf's rows to Parquet, with the types of [`crate::schema`].
+
+use crate::error::{Error, Result};
+use crate::schema::{Inferred, Ty};
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+};
+use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use arrow_schema::{DataType, Field, Fields, Schema};
+use distill_storage::{Row, Value};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use std::io::Write;
+use std::sync::Arc;
+
+/// Rows per Parquet row group (and per Arrow batch built in memory).
+pub const ROWS_PER_GROUP: usize = 10_000;
+
+/// The Arrow type of an inferred type.
+pub fn data_type(ty: &Ty) -> DataType {
+    match ty {
+        Ty::Null | Ty::Str | Ty::Json => DataType::Utf8,
+        Ty::Bool => DataType::Boolean,
+        Ty::Int => DataType::Int64,
+        Ty::Float => DataType::Float64,
+        Ty::Bytes => DataType::Binary,
+        Ty::List(inner) => DataType::List(Arc::new(Field::new("item", data_type(inner), true))),
+        Ty::Struct(fields) => DataType::Struct(struct_fields(fields)),
+    }
+}
+
+fn struct_fields(fields: &[(String, Ty)]) -> Fields {
+    fields
+        .iter()
+        .map(|(name, ty)| Field::new(name, data_type(ty), true))
+        .collect()
+}
+
+/// The Arrow schema of a leaf.
+pub fn arrow_schema(inferred: &Inferred) -> Schema {
+    Schema::new(struct_fields(&inferred.columns))
+}
+
+/// Writes `batches` of rows to `out` as Parquet with the column types `schema` (inferred
+/// beforehand, see [`Inferred`]), in row groups of [`ROWS_PER_GROUP`] rows; returns `out` and
+/// the number of rows. The export and the Hub's shards both write through here.
+pub fn write_parquet<W: Write + Send, E>(
+    out: W,
+    schema: &Inferred,
+    batches: impl IntoIterator<Item = std::result::Result<Vec<Row>, E>>,
+) -> Result<(W, u64)>
+where
+    Error: From<E>,
+{
+    let mut writer = LeafWriter::to(out, schema)?;
+    let mut rows = 0;
+    for batch in batches {
+        let batch = batch?;
+        rows += batch.len() as u64;
+        writer.write(batch)?;
+    }
+    Ok((writer.into_inner()?, rows))
+}
+
+/// Writes Parquet row groups as rows arrive.
+struct LeafWriter<W: Write + Send> {
+    writer: ArrowWriter<W>,
+    schema: Arc<Schema>,
+    columns: Vec<(String, Ty)>,
+    pending: Vec<Row>,
+}
+
+impl<W: Write + Send> LeafWriter<W> {
+    fn to(out: W, inferred: &Inferred) -> Result<Self> {
+        let schema = Arc::new(arrow_schema(inferred));
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
+            .build();
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props))?;
+        Ok(Self {
+            writer,
+            schema,
+            columns: inferred.columns.clone(),
+            pending: Vec::with_capacity(ROWS_PER_GROUP),
+        })
+    }
+
+    /// Adds rows; a full group is written out.
+    fn write(&mut self, rows: Vec<Row>) -> Result<()> {
+        for row in rows {
+            self.pending.push(row);
+            if self.pending.len() == ROWS_PER_GROUP {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.pending);
+        let arrays: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|(name, ty)| {
+                let values: Vec<&Value> = rows
+                    .iter()
+                    .map(|r| r.get(name).unwrap_or(&Value::Null))
+                    .collect();
+                build(ty, &values)
+            })
+            .collect();
+        let batch = if arrays.is_empty() {
+            let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+            RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)
+        } else {
+            RecordBatch::try_new(self.schema.clone(), arrays)
+        }?;
+        self.writer.write(&batch)?;
+        Ok(())
+    }
+
+    /// Writes what is pending and the footer; returns the output.
+    fn into_inner(mut self) -> Result<W> {
+        self.flush()?;
+        Ok(self.writer.into_inner()?)
+    }
+}
+
+/// Builds one Arrow array of type `ty` from values (nulls allowed anywhere).
+fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
+    match ty {
+        Ty::Null | Ty::Str | Ty::Json => {
+            let mut b = StringBuilder::new();
+            for v in values {
+                match v {
+                    Value::Null => b.append_null(),
+                    Value::Str(s) => b.append_value(s),
+                    other => b.append_value(other.to_json().to_string()),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        Ty::Bool => {
+            let mut b = BooleanBuilder::new();
+            for v in values {
+                match v {
+                    Value::Bool(x) => b.append_value(*x),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        Ty::Int => {
+            let mut b = Int64Builder::new();
+            for v in values {
+                b.append_option(v.as_int());
+            }
+            Arc::new(b.finish())
+        }
+        Ty::Float => {
+            let mut b = Float64Builder::new();
+            for v in values {
+                b.append_option(v.as_f64());
+            }
+            Arc::new(b.finish())
+        }
+        Ty::Bytes => {
+            let mut b = BinaryBuilder::new();
+            for v in values {
+                match v {
+                    Value::Bytes(x) => b.append_value(x),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        Ty::List(inner) => {
+            let mut lengths = Vec::with_capacity(values.len());
+            let mut items: Vec<&Value> = Vec::new();
+            let mut valid = Vec::with_capacity(values.len());
+            for v in values {
+                match v {
+                    Value::List(xs) => {
+                        lengths.push(xs.len());
+                        items.extend(xs.iter());
+                        valid.push(true);
+                    }
+                    _ => {
+                        lengths.push(0);
+                        valid.push(false);
+                    }
+                }
+            }
+            let field = Arc::new(Field::new("item", data_type(inner), true));
+            Arc::new(ListArray::new(
+                field,
+                OffsetBuffer::from_lengths(lengths),
+                build(inner, &items),
+                Some(NullBuffer::from(valid)),
+            ))
+        }
+        Ty::Struct(fields) => {
+            let valid: Vec<bool> = values.iter().map(|v| matches!(v, Value::Map(_))).collect();
+            let children: Vec<ArrayRef> = fields
+                .iter()
+                .map(|(name, t)| {
+                    let column: Vec<&Value> = values
+                        .iter()
+                        .map(|v| match v {
+                            Value::Map(row) => row.get(name).unwrap_or(&Value::Null),
+                            _ => &Value::Null,
+                        })
+                        .collect();
+                    build(t, &column)
+                })
+                .collect();
+            if fields.is_empty() {
+                return Arc::new(StructArray::new_empty_fields(
+                    values.len(),
+                    Some(NullBuffer::from(valid)),
+                ));
+            }
+            Arc::new(StructArray::new(
+                struct_fields(fields),
+                children,
+                Some(NullBuffer::from(valid)),
+            ))
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! An OpenAI-compatible client: several endpoints with a concurrency limit each, on the shared
+//! HTTP layer (retries with backoff and jitter that honour `Retry-After`, timeouts).
+
+use crate::error::{Error, Result};
+use crate::limiter::EndpointPool;
+use distill_http::{Http, RetryPolicy};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Largest answer body accepted (16 MiB): a larger one is refused, never read whole.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// A successful answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The response body, as received.
+    pub body: Vec<u8>,
+    /// Retries it took.
+    pub retries: u32,
+}
+
+/// A request that failed for good, and the retries made before.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What happened last (never holds the API key).
+    pub error: distill_http::Error,
+    /// Retries made.
+    pub retries: u32,
+}
+
+/// The client of one task.
+pub struct Client {
+    http: Http,
+    endpoints: Vec<String>,
+    pool: EndpointPool,
+    api_key: Option<String>,
+}
+
+impl Client {
+    /// A client for `endpoints` (OpenAI-style base URLs ending in `/v1`), each allowing
+    /// `per_endpoint` requests at once.
+    pub fn new(
+        endpoints: Vec<String>,
+        per_endpoint: usize,
+        api_key: Option<String>,
+        retry: RetryPolicy,
+    ) -> Result<Self> {
+        if endpoints.is_empty() {
+            return Err(Error::params("set `base_url` or `base_urls`"));
+        }
+        let http =
+            Http::with_idle_connections(retry, per_endpoint)?.with_max_body(MAX_ANSWER_BYTES);
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| e.trim_end_matches('/').to_owned())
+            .collect();
+        Ok(Self {
+            http,
+            pool: EndpointPool::new(vec![per_endpoint; endpoints.len()]),
+            endpoints,
+            api_key,
+        })
+    }
+
+    /// Checks every endpoint with `GET /models`: reachable, and the key accepted.
+    pub fn check(&self) -> Result<()> {
+        for endpoint in &self.endpoints {
+            let url = format!("{endpoint}/models");
+            let request = self.authorised(self.http.client().get(&url));
+            let fail = |detail: String| Error::Endpoint {
+                endpoint: endpoint.clone(),
+                detail,
+            };
+            match self.http.once(&format!("GET {url}"), &[], request) {
+                Ok(_) => {}
+                Err(distill_http::Error::Auth { status, .. }) => {
+                    return Err(fail(format!("refused the API key (HTTP {status})")));
+                }
+                Err(e) => match e.status() {
+                    Some(status) => {
+                        return Err(fail(format!("answered HTTP {status} to GET /models")));
+                    }
+                    None => return Err(fail(format!("is unreachable: {e}"))),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    fn authorised(
+        &self,
+        request: distill_http::reqwest::blocking::RequestBuilder,
+    ) -> distill_http::reqwest::blocking::RequestBuilder {
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    /// Posts a chat-completions request, retrying transient failures.
+    pub fn chat(&self, body: &serde_json::Value) -> std::result::Result<Answer, Failure> {
+        self.post("chat/completions", body, None)
+    }
+
+    /// Posts `body` to `path` under an endpoint (the least loaded one with room, again for
+    /// each attempt), retrying transient failures; a wait before a retry ends when `stop` is
+    /// set (the failure is then [`distill_http::FailureKind::Interrupted`]).
+    pub fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        stop: Option<Arc<AtomicBool>>,
+    ) -> std::result::Result<Answer, Failure> {
+        let mut retries = 0;
+        let mut policy = self.http.policy().clone();
+        if stop.is_some() {
+            policy.stop = stop;
+        }
+        let result = policy.run(
+            path,
+            || {
+                let slot = self.pool.acquire();
+                let url = format!("{}/{path}", self.endpoints[slot.endpoint]);
+                let request = self.authorised(self.http.client().post(&url)).json(body);
+                self.http.once(&format!("POST {url}"), &[], request)
+            },
+            |_, _| retries += 1,
+        );
+        match result {
+            Ok(reply) => Ok(Answer {
+                body: reply.body,
+                retries,
+            }),
+            Err(error) => Err(Failure { error, retries }),
+        }
+    }
+}

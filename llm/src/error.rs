@@ -1,0 +1,79 @@
+//! The one error type of the LLM crate.
+
+use distill_engine::ErrorKind;
+
+/// What can go wrong with an LLM task. Messages name the endpoint, the parameter or the row,
+/// never the API key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A task parameter is wrong.
+    #[error("{detail}")]
+    Params {
+        /// What is wrong, naming the parameter.
+        detail: String,
+    },
+    /// The environment variable that should hold the API key is not set.
+    #[error("the API key variable `{var}` is not set in the environment")]
+    ApiKeyMissing {
+        /// The variable's name.
+        var: String,
+    },
+    /// An endpoint failed its check at load (unreachable, key refused, wrong path).
+    #[error("endpoint {endpoint} {detail}")]
+    Endpoint {
+        /// The base URL.
+        endpoint: String,
+        /// What happened.
+        detail: String,
+    },
+    /// A request failed for good (after the retries allowed).
+    #[error(transparent)]
+    Request(#[from] distill_http::Error),
+    /// The endpoint answered, but the answer cannot be used (no choices, an error object, no
+    /// text); it is not cached, so a later run asks again.
+    #[error("unusable answer from {call}: {detail}")]
+    Answer {
+        /// The call.
+        call: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A row cannot be turned into a request.
+    #[error("row {row}: {detail}")]
+    Row {
+        /// Index of the row in its batch.
+        row: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The request cache could not be read or written: the task stops rather than pay again.
+    #[error("the request cache: {0}")]
+    Cache(#[from] distill_storage::Error),
+    /// A request was made before `load`.
+    #[error("the task is not loaded")]
+    NotLoaded,
+}
+
+impl Error {
+    /// The error's kind, in the engine's classification.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Params { .. } | Error::ApiKeyMissing { .. } => ErrorKind::Invalid,
+            Error::Cache(_) => ErrorKind::Storage,
+            Error::NotLoaded => ErrorKind::Bug,
+            Error::Endpoint { .. } | Error::Request(_) | Error::Answer { .. } => ErrorKind::Remote,
+            Error::Row { .. } => ErrorKind::StepFailed,
+        }
+    }
+
+    /// A parameter error.
+    pub(crate) fn params(detail: impl Into<String>) -> Self {
+        Error::Params {
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Result with the LLM [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,38 @@
+//! distill's LLM tasks, over OpenAI-compatible HTTP APIs.
+//!
+//! [`register`] adds `text_generation`, `chat_generation`, `judge` and
+//! `structured_generation` to a [`Registry`]. Every task shares the connection parameters of
+//! [`LlmParams`] (endpoints, key variable, concurrency, limits, retries), asks the run's request
+//! cache before paying for a request, checks each answer and commits it before using it, and
+//! keeps failures as data (`generation_error` and friends) unless told to fail.
+#![deny(missing_docs)]
+
+mod client;
+mod error;
+mod limiter;
+mod prompt;
+mod rate;
+mod response;
+mod runner;
+mod settings;
+mod tasks;
+
+pub use client::{Answer, Client, Failure, MAX_ANSWER_BYTES};
+pub use distill_http::RetryPolicy;
+pub use error::{Error, Result};
+pub use response::Completion;
+pub use runner::{Answered, Halt, Outcome, Request, Runner, cache_key};
+pub use settings::{Generation, LlmParams, OnFailure};
+
+use distill_engine::Registry;
+
+/// Registers the LLM tasks in `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.register("text_generation", tasks::generation::text_generation);
+    registry.register("chat_generation", tasks::generation::chat_generation);
+    registry.register("judge", tasks::judge::judge);
+    registry.register(
+        "structured_generation",
+        tasks::structured::structured_generation,
+    );
+}

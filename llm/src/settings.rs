@@ -1,0 +1,179 @@
+//! What every LLM task takes as parameters: where to send requests, how, and how many.
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use distill_http::RetryPolicy;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Generation settings sent with every request (absent ones are not sent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generation {
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Most tokens to generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// Nucleus sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Stop sequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+    /// Sampling seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// What happens to a row whose request fails for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// The row's outputs are null and the error is kept in `<task>_error`; the run goes on.
+    #[default]
+    Null,
+    /// The step fails (everything committed is kept).
+    Fail,
+}
+
+/// Connection and concurrency parameters shared by every LLM task.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmParams {
+    /// One OpenAI-style base URL (ending in `/v1`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Several base URLs; requests are spread over them.
+    #[serde(default)]
+    pub base_urls: Vec<String>,
+    /// The model name sent with each request.
+    pub model: String,
+    /// Name of the environment variable holding the API key (the key itself is never a
+    /// parameter, so it is never stored).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Requests in flight per endpoint.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Most requests started per minute (all endpoints together).
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    /// Most tokens (prompt and completion) per minute.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Attempts per request, the first included.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Seconds allowed for one request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: f64,
+    /// Generation settings.
+    #[serde(default)]
+    pub generation: Generation,
+    /// Generations per input row.
+    #[serde(default = "one")]
+    pub num_generations: u32,
+    /// Keep the raw response in `raw_response`.
+    #[serde(default)]
+    pub keep_raw: bool,
+    /// What a request that fails for good does.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+fn default_concurrency() -> usize {
+    16
+}
+fn default_attempts() -> u32 {
+    6
+}
+fn default_timeout() -> f64 {
+    120.0
+}
+fn one() -> u32 {
+    1
+}
+
+impl LlmParams {
+    /// Parses the connection parameters from a task's parameters, leaving out the task's
+    /// `own` keys (which it reads itself), and checks them.
+    pub fn from_params(params: &serde_json::Value, own: &[&str]) -> Result<Self> {
+        let mut rest = params.as_object().cloned().unwrap_or_default();
+        for key in own {
+            rest.remove(*key);
+        }
+        let parsed: Self = serde_json::from_value(serde_json::Value::Object(rest))
+            .map_err(|e| Error::params(e.to_string()))?;
+        parsed.validate()?;
+        Ok(parsed)
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        if self.endpoints().is_empty() {
+            return Err(Error::params("set `base_url` or `base_urls`"));
+        }
+        if self.concurrency == 0 || self.num_generations == 0 || self.max_attempts == 0 {
+            return Err(Error::params(
+                "`concurrency`, `num_generations` and `max_attempts` must be at least 1",
+            ));
+        }
+        if self.timeout_secs.is_nan() || self.timeout_secs <= 0.0 {
+            return Err(Error::params("`timeout_secs` must be positive"));
+        }
+        Ok(())
+    }
+
+    /// The base URLs.
+    pub fn endpoints(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.base_url.iter().cloned().collect();
+        all.extend(self.base_urls.iter().cloned());
+        all
+    }
+
+    /// A chat-completions body: the model, `messages` and the generation settings.
+    pub fn body(&self, messages: Vec<serde_json::Value>) -> serde_json::Value {
+        let mut body = serde_json::json!({"model": self.model, "messages": messages});
+        if let (Some(obj), Ok(serde_json::Value::Object(settings))) =
+            (body.as_object_mut(), serde_json::to_value(&self.generation))
+        {
+            obj.extend(settings);
+        }
+        body
+    }
+
+    /// A chat-completions body whose answer must be JSON matching `schema`, asked for through
+    /// `response_format` (what llama.cpp's server and others enforce while generating).
+    pub fn json_body(
+        &self,
+        messages: Vec<serde_json::Value>,
+        schema: &serde_json::Value,
+    ) -> serde_json::Value {
+        let mut body = self.body(messages);
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert(
+                "response_format".into(),
+                serde_json::json!({"type": "json_object", "schema": schema}),
+            );
+        }
+        body
+    }
+
+    /// Builds the client, reading the API key from the environment.
+    pub fn client(&self) -> Result<Client> {
+        let api_key = match &self.api_key_env {
+            Some(var) => {
+                Some(std::env::var(var).map_err(|_| Error::ApiKeyMissing { var: var.clone() })?)
+            }
+            None => None,
+        };
+        let retry = RetryPolicy {
+            max_attempts: self.max_attempts,
+            timeout: Duration::from_secs_f64(self.timeout_secs),
+            ..RetryPolicy::default()
+        };
+        Client::new(self.endpoints(), self.concurrency, api_key, retry)
+    }
+}

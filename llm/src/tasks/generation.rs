@@ -1,0 +1,192 @@
+//! Built-in LLM tasks: `text_generation` and `chat_generation`.
+//!
+//! Both take the connection parameters of [`LlmParams`] beside their own, and add the columns
+//! `generation` (text, or a list with `num_generations` > 1), `model_name`, `input_tokens`,
+//! `output_tokens`, `generation_error` (null, or why the row's request failed for good) and,
+//! with `keep_raw`, `raw_response`.
+
+use crate::error::{Error, Result};
+use crate::prompt::UserPrompt;
+use crate::runner::{Request, Runner};
+use crate::settings::LlmParams;
+use distill_engine::step::{BuildContext, Lifecycle, StepKind, StepResult};
+use distill_engine::task::{Task, TaskContext};
+use distill_storage::{Row, Value};
+use std::sync::Arc;
+
+/// Where a row's messages come from.
+enum Prompt {
+    /// The `instruction` column, or a template over the row's columns.
+    Text {
+        user: UserPrompt,
+        system: Option<String>,
+    },
+    /// A `messages` column: a list of `{role, content}` maps.
+    Chat,
+}
+
+/// An LLM task: one request per row and generation.
+pub struct LlmTask {
+    runner: Runner,
+    prompt: Prompt,
+}
+
+/// Builds `text_generation`: parameters `template` (optional Jinja over the row; default: the
+/// `instruction` column) and `system_prompt` (optional), plus the connection parameters.
+pub fn text_generation(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
+    let llm = LlmParams::from_params(params, &["template", "system_prompt"])?;
+    let system = text_param(params, "system_prompt")?;
+    let user = UserPrompt::new(text_param(params, "template")?.as_deref())?;
+    Ok(StepKind::Task(Box::new(LlmTask {
+        runner: Runner::new(llm),
+        prompt: Prompt::Text { user, system },
+    })))
+}
+
+/// Builds `chat_generation`: the `messages` column holds the conversation.
+pub fn chat_generation(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
+    let llm = LlmParams::from_params(params, &[])?;
+    Ok(StepKind::Task(Box::new(LlmTask {
+        runner: Runner::new(llm),
+        prompt: Prompt::Chat,
+    })))
+}
+
+/// An optional text parameter `key` of a task; another kind of value is an error naming it.
+pub(crate) fn text_param(params: &serde_json::Value, key: &str) -> Result<Option<String>> {
+    match params.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) => Ok(Some(text.clone())),
+        Some(other) => Err(Error::params(format!(
+            "`{key}` must be text, not {}",
+            Value::from_json(other).kind()
+        ))),
+    }
+}
+
+impl LlmTask {
+    fn messages(&self, row: &Row, index: usize) -> Result<Vec<serde_json::Value>> {
+        match &self.prompt {
+            Prompt::Text { user, system } => {
+                let user = user.render(row, index)?;
+                let mut messages = Vec::new();
+                if let Some(system) = system {
+                    messages.push(serde_json::json!({"role": "system", "content": system}));
+                }
+                messages.push(serde_json::json!({"role": "user", "content": user}));
+                Ok(messages)
+            }
+            Prompt::Chat => match row.get("messages") {
+                Some(Value::List(items)) if !items.is_empty() => {
+                    Ok(items.iter().map(Value::to_json).collect())
+                }
+                other => Err(Error::Row {
+                    row: index,
+                    detail: format!(
+                        "`messages` must be a non-empty list of {{role, content}}, found {}",
+                        other.map_or("nothing", Value::kind)
+                    ),
+                }),
+            },
+        }
+    }
+}
+
+impl Lifecycle for LlmTask {
+    fn load(&mut self) -> StepResult<()> {
+        Ok(self.runner.load()?)
+    }
+
+    fn unload(&mut self) {
+        self.runner.unload();
+    }
+}
+
+impl Task for LlmTask {
+    fn inputs(&self) -> Vec<String> {
+        match &self.prompt {
+            Prompt::Text { user, .. } => user.inputs(),
+            Prompt::Chat => vec!["messages".into()],
+        }
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            "generation",
+            "model_name",
+            "input_tokens",
+            "output_tokens",
+            "generation_error",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if self.runner.params.keep_raw {
+            out.push("raw_response".into());
+        }
+        out
+    }
+
+    fn process(&self, rows: Vec<Row>, ctx: &Arc<dyn TaskContext>) -> StepResult<Vec<Row>> {
+        let n = self.runner.params.num_generations;
+        let mut requests = Vec::with_capacity(rows.len() * n as usize);
+        for (index, row) in rows.iter().enumerate() {
+            let body = self.runner.params.body(self.messages(row, index)?);
+            for generation in 0..n {
+                requests.push(Request {
+                    body: body.clone(),
+                    generation,
+                });
+            }
+        }
+        let mut results = self.runner.run(requests, ctx)?.into_iter();
+        let mut out = Vec::with_capacity(rows.len());
+        for mut row in rows {
+            let mut texts = Vec::new();
+            let mut raws = Vec::new();
+            let (mut input, mut output) = (0u64, 0u64);
+            let mut model = Value::Null;
+            let mut error = Value::Null;
+            for outcome in results.by_ref().take(n as usize) {
+                match outcome {
+                    Ok(answered) => {
+                        let c = answered.completion;
+                        texts.push(Value::from(c.text));
+                        input += c.input_tokens;
+                        output += c.output_tokens;
+                        if let Some(m) = c.model {
+                            model = Value::from(m);
+                        }
+                        raws.push(Value::from(
+                            String::from_utf8_lossy(&answered.body).into_owned(),
+                        ));
+                    }
+                    Err(e) => {
+                        texts.push(Value::Null);
+                        raws.push(Value::Null);
+                        error = Value::from(e.to_string());
+                    }
+                }
+            }
+            let generation = if n == 1 {
+                texts.pop().unwrap_or_default()
+            } else {
+                Value::List(texts)
+            };
+            row.insert("generation", generation);
+            row.insert("model_name", model);
+            row.insert("input_tokens", input as i64);
+            row.insert("output_tokens", output as i64);
+            row.insert("generation_error", error);
+            if self.runner.params.keep_raw {
+                let raw = if n == 1 {
+                    raws.pop().unwrap_or_default()
+                } else {
+                    Value::List(raws)
+                };
+                row.insert("raw_response", raw);
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+}

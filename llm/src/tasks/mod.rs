@@ -1,0 +1,5 @@
+//! The LLM tasks, one module each.
+
+pub(crate) mod generation;
+pub(crate) mod judge;
+pub(crate) mod structured;
