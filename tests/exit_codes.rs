@@ -89,7 +89,9 @@ fn exit_0_ok_1_error_2_usage_3_invalid_4_step_failed() {
         stderr(&out)
     );
 
-    std::fs::write(d.join("broken.jsonl"), "{\"x\": 1}\n{\"x\": \n").unwrap();
+    // A malformed line past the rows read to learn the columns: found when the run reaches it.
+    let good: String = (0..1500).map(|i| format!("{{\"x\": {i}}}\n")).collect();
+    std::fs::write(d.join("broken.jsonl"), format!("{good}{{\"x\": \n")).unwrap();
     let failing = write(
         d,
         "failing.yaml",
@@ -98,7 +100,7 @@ fn exit_0_ok_1_error_2_usage_3_invalid_4_step_failed() {
     let out = run(d, &["run", &failing, "--db", "f.redb"]);
     assert_eq!(code(&out), Some(4), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("broken.jsonl line 2"),
+        stderr(&out).contains("broken.jsonl line 1501"),
         "{}",
         stderr(&out)
     );

@@ -59,9 +59,9 @@ enum Command {
         /// The run database (created if missing).
         #[arg(long)]
         db: PathBuf,
-        /// Worker threads for CPU steps (default: one per core).
-        #[arg(long, default_value_t = 0)]
-        workers: usize,
+        /// Worker threads for CPU steps, at most 256 (default 0: one per core).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
+        workers: u16,
         /// Start a new run in the database instead of resuming (its request cache is kept, so
         /// answers already paid for are reused).
         #[arg(long)]
@@ -152,7 +152,7 @@ fn main() -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
-            errln!("error: {err:#}");
+            errln!("error: {}", message(&err));
             ExitCode::from(exit_code(&err))
         }
         Err(_) => {
@@ -162,6 +162,20 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_BUG)
         }
     }
+}
+
+/// The error and its causes, each cause once: most messages already include their source
+/// (`p.yaml: No such file or directory`), which would otherwise be printed twice.
+fn message(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging(level: Option<&str>) {
@@ -213,7 +227,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             db,
             workers,
             new,
-        } => run(&pipeline, db, workers, new),
+        } => run(&pipeline, db, usize::from(workers), new),
         Command::Info { pipeline } => info(&pipeline),
         Command::Export { db, out, format } => export(&db, &out, format),
         Command::Status { db, json, watch } => status::print(&db, json, watch),

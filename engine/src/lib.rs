@@ -36,6 +36,7 @@ mod status;
 pub mod step;
 mod steps;
 pub mod task;
+mod unique_keys;
 mod worker;
 
 pub use canonical::{canonical_json, hash_value};

@@ -66,6 +66,12 @@ impl Pipeline {
         if let Some(push) = &spec.push {
             push.check()?;
         }
+        if spec.steps.is_empty() {
+            return Err(Error::BadSection {
+                section: "steps",
+                detail: "a pipeline needs at least one step".into(),
+            });
+        }
         let index = index_names(&spec)?;
         let preds = resolve_edges(&spec, &index)?;
         let order = topological_order(&spec, &preds)?;
@@ -76,22 +82,22 @@ impl Pipeline {
         let mut nodes: Vec<Option<Node>> = (0..spec.steps.len()).map(|_| None).collect();
         let mut columns: Vec<Vec<String>> = vec![Vec::new(); spec.steps.len()];
         let mut stage: Vec<usize> = vec![0; spec.steps.len()];
+        // Where each step's rows come from: the nearest step upstream that makes rows of its
+        // own (a generator, a global step, a filter...), through steps that keep rows.
+        let mut origin: Vec<usize> = (0..spec.steps.len()).collect();
         for &i in &order {
             let step = &spec.steps[i];
             let kind = built[i].take().ok_or_else(|| bad(step, "built twice"))?;
             check_shape(step, &kind, &preds[i])?;
+            check_alignment(&spec, i, &kind, &preds[i], &origin)?;
+            if kind.keeps_rows() {
+                origin[i] = origin[preds[i][0]];
+            }
             let received = received_columns(&preds[i], &columns);
             check_inputs(step, &kind, &received)?;
             columns[i] = output_columns(step, &kind, &received);
             stage[i] = stage_of(&kind, &preds[i], &stage, &nodes);
-            let batch_size = match kind {
-                StepKind::Generator(_) => step.batch_size,
-                _ => step.input_batch_size,
-            }
-            .unwrap_or(DEFAULT_BATCH_SIZE);
-            if batch_size == 0 {
-                return Err(bad(step, "batch size must be at least 1"));
-            }
+            let batch_size = batch_size(step, &kind)?;
             let kind_name = kind.kind();
             nodes[i] = Some(Node {
                 spec: step.clone(),
@@ -158,19 +164,85 @@ fn bad(step: &StepSpec, detail: &str) -> Error {
     }
 }
 
+/// Longest step name: names become directory and file names (configs, shards).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Most rows in one batch (a generator's `batch_size`, a step's `input_batch_size`): a batch is
+/// held in memory whole, up to 8 per step at once.
+pub const MAX_BATCH_ROWS: usize = 100_000;
+
+/// Whether `name` is a valid step name: `[A-Za-z0-9][A-Za-z0-9_-]{0,63}`. Step names become
+/// the configs of a distiset (directories) and name Hub shards, so nothing else is allowed.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= MAX_NAME_LEN
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 fn index_names(spec: &PipelineSpec) -> Result<HashMap<&str, usize>> {
     let mut index = HashMap::new();
+    let mut folded: HashMap<String, &str> = HashMap::new();
     for (i, step) in spec.steps.iter().enumerate() {
-        if step.name.is_empty() {
-            return Err(bad(step, "a step needs a name"));
+        if !is_valid_name(&step.name) {
+            return Err(bad(
+                step,
+                &format!(
+                    "a step name is 1 to {MAX_NAME_LEN} letters, digits, `_` or `-`, starting with a letter or digit"
+                ),
+            ));
         }
         if index.insert(step.name.as_str(), i).is_some() {
             return Err(Error::DuplicateStep {
                 step: step.name.clone(),
             });
         }
+        // Names become directories: two that differ only in case collide on some file systems.
+        if let Some(other) = folded.insert(step.name.to_ascii_lowercase(), &step.name) {
+            return Err(bad(
+                step,
+                &format!("the name differs from step '{other}' only in case"),
+            ));
+        }
     }
     Ok(index)
+}
+
+/// The step's batch size: a generator's `batch_size` (rows per output batch), another step's
+/// `input_batch_size` (rows per input window); the other one is an error, as is a size out of
+/// `1..=MAX_BATCH_ROWS`.
+fn batch_size(step: &StepSpec, kind: &StepKind) -> Result<usize> {
+    let (size, unused) = match kind {
+        StepKind::Generator(_) => (
+            step.batch_size,
+            step.input_batch_size.map(|_| {
+                (
+                    "input_batch_size",
+                    "a generator has no input; its batch size is `batch_size`",
+                )
+            }),
+        ),
+        _ => (
+            step.input_batch_size,
+            step.batch_size.map(|_| {
+                (
+                    "batch_size",
+                    "only generators take `batch_size`; a step's batch size is `input_batch_size`",
+                )
+            }),
+        ),
+    };
+    if let Some((_, why)) = unused {
+        return Err(bad(step, why));
+    }
+    let size = size.unwrap_or(DEFAULT_BATCH_SIZE);
+    if !(1..=MAX_BATCH_ROWS).contains(&size) {
+        return Err(bad(
+            step,
+            &format!("the batch size must be from 1 to {MAX_BATCH_ROWS} rows, not {size}"),
+        ));
+    }
+    Ok(size)
 }
 
 fn resolve_edges(spec: &PipelineSpec, index: &HashMap<&str, usize>) -> Result<Vec<Vec<usize>>> {
@@ -198,15 +270,19 @@ fn resolve_edges(spec: &PipelineSpec, index: &HashMap<&str, usize>) -> Result<Ve
 /// Kahn's algorithm, stable in the written order; a leftover means a cycle, which is reported.
 fn topological_order(spec: &PipelineSpec, preds: &[Vec<usize>]) -> Result<Vec<usize>> {
     let n = preds.len();
+    let mut succs: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (j, ps) in preds.iter().enumerate() {
+        for &p in ps {
+            succs[p].push(j);
+        }
+    }
     let mut missing: Vec<usize> = preds.iter().map(Vec::len).collect();
     let mut order = Vec::with_capacity(n);
     let mut ready: Vec<usize> = (0..n).filter(|&i| missing[i] == 0).collect();
     ready.reverse();
     while let Some(i) = ready.pop() {
         order.push(i);
-        let mut next: Vec<usize> = (0..n).filter(|&j| preds[j].contains(&i)).collect();
-        next.reverse();
-        for j in next {
+        for &j in succs[i].iter().rev() {
             missing[j] -= 1;
             if missing[j] == 0 {
                 ready.push(j);
@@ -265,6 +341,38 @@ fn check_shape(step: &StepSpec, kind: &StepKind, preds: &[usize]) -> Result<()> 
     }
 }
 
+/// A step that pairs its predecessors' rows by position needs them to come from one source
+/// through steps that keep rows; otherwise row k of one branch is not row k of the other.
+fn check_alignment(
+    spec: &PipelineSpec,
+    i: usize,
+    kind: &StepKind,
+    preds: &[usize],
+    origin: &[usize],
+) -> Result<()> {
+    let StepKind::Step(step) = kind else {
+        return Ok(());
+    };
+    if !step.aligns_by_position() || preds.len() < 2 {
+        return Ok(());
+    }
+    let first = origin[preds[0]];
+    if let Some(&other) = preds.iter().find(|&&p| origin[p] != first) {
+        let name = |k: usize| spec.steps[k].name.as_str();
+        return Err(bad(
+            &spec.steps[i],
+            &format!(
+                "pairs the rows of its inputs by position, but the rows of '{}' come from '{}' and those of '{}' from '{}', so they need not line up (a filter, a list expansion, a global step or another source changes which rows there are); pair them by key with `on: [COLUMNS]`",
+                name(preds[0]),
+                name(first),
+                name(other),
+                name(origin[other])
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Columns every predecessor provides, in the first predecessor's order.
 fn received_columns(preds: &[usize], columns: &[Vec<String>]) -> Vec<String> {
     let Some((first, rest)) = preds.split_first() else {
@@ -318,6 +426,7 @@ fn output_columns(step: &StepSpec, kind: &StepKind, received: &[String]) -> Vec<
         .collect();
     let after = match kind {
         StepKind::Step(s) => s.columns_after(&seen),
+        StepKind::Global(g) => g.columns_after(&seen),
         other => {
             let mut out = seen;
             for c in other.outputs() {

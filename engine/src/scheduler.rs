@@ -62,6 +62,9 @@ type Finished = (std::result::Result<Output, JobError>, Vec<(String, u64)>);
 struct StepRun {
     node: usize,
     committed: Committed,
+    /// Batches committed before this session: job `k` of the session is batch
+    /// `first_batch + k` of the step, the same number in every session.
+    first_batch: u64,
     /// Jobs dispatched so far in this session; also the order of their results.
     next_job: u64,
     next_submit: u64,
@@ -182,6 +185,7 @@ impl<'a> StageRunner<'a> {
             runs.push(StepRun {
                 node: i,
                 committed: self.progress[i],
+                first_batch: self.progress[i].batches,
                 next_job: 0,
                 next_submit: 0,
                 in_flight: 0,
@@ -473,7 +477,7 @@ impl<'a> StageRunner<'a> {
                     run.halted = true;
                     let error = Error::StepFailed {
                         step: name.clone(),
-                        batch: run.committed.batches + job,
+                        batch: run.first_batch + job,
                         source,
                     };
                     self.fail(&name, &error)?;

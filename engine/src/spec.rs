@@ -158,14 +158,26 @@ pub struct StepSpec {
     /// Rows per input batch, for other steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_batch_size: Option<usize>,
-    /// The step type's own parameters.
-    #[serde(default, skip_serializing_if = "is_empty_object")]
+    /// The step type's own parameters (a mapping; a key written twice is an error).
+    #[serde(
+        default,
+        skip_serializing_if = "is_empty_object",
+        deserialize_with = "crate::unique_keys::params"
+    )]
     pub params: serde_json::Value,
     /// Step input name to the column that feeds it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::unique_keys::names"
+    )]
     pub input_mappings: BTreeMap<String, String>,
     /// Step output name to the column it is written to.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::unique_keys::names"
+    )]
     pub output_mappings: BTreeMap<String, String>,
     /// What a failure does.
     #[serde(default, skip_serializing_if = "is_default")]
@@ -246,9 +258,14 @@ impl PipelineSpec {
 
     /// Names of the steps no other step comes after: the outputs of the pipeline.
     pub fn leaves(&self) -> Vec<String> {
+        let fed: std::collections::HashSet<&str> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.after.iter().map(String::as_str))
+            .collect();
         self.steps
             .iter()
-            .filter(|s| !self.steps.iter().any(|o| o.after.contains(&s.name)))
+            .filter(|s| !fed.contains(s.name.as_str()))
             .map(|s| s.name.clone())
             .collect()
     }

@@ -58,14 +58,32 @@ pub trait Step: Lifecycle {
     /// Columns that remain after this step, given the columns it receives. By default the
     /// received columns plus [`Step::outputs`]; a step that drops columns says so here.
     fn columns_after(&self, received: &[String]) -> Vec<String> {
-        let mut out = received.to_vec();
-        for c in self.outputs() {
-            if !out.contains(&c) {
-                out.push(c);
-            }
-        }
-        out
+        with_outputs(received, self.outputs())
     }
+
+    /// Whether the step makes exactly one output row of each input row, in order (a filter or
+    /// a list expansion does not). Rows of branches that only pass through such steps from
+    /// one source line up by position.
+    fn keeps_rows(&self) -> bool {
+        true
+    }
+
+    /// Whether the step pairs the rows of its predecessors by position: then they must come
+    /// from one source through steps that keep rows, or the pairs would be wrong.
+    fn aligns_by_position(&self) -> bool {
+        false
+    }
+}
+
+/// `received` plus the `outputs` not among them.
+fn with_outputs(received: &[String], outputs: Vec<String>) -> Vec<String> {
+    let mut out = received.to_vec();
+    for c in outputs {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Needs every upstream row at once (dedup, sampling). Runs alone in its stage.
@@ -80,6 +98,18 @@ pub trait GlobalStep: Lifecycle {
 
     /// Processes all upstream rows, in order.
     fn process_all(&self, rows: Vec<Row>) -> StepResult<Vec<Row>>;
+
+    /// Processes all upstream rows of several predecessors: `parts[i]` holds predecessor i's
+    /// rows. By default the parts are concatenated.
+    fn process_all_parts(&self, parts: Vec<Vec<Row>>) -> StepResult<Vec<Row>> {
+        self.process_all(parts.into_iter().flatten().collect())
+    }
+
+    /// Columns that remain after this step, given the columns it receives (by default the
+    /// received columns plus [`GlobalStep::outputs`]).
+    fn columns_after(&self, received: &[String]) -> Vec<String> {
+        with_outputs(received, self.outputs())
+    }
 }
 
 /// A constructed step of one of the four kinds.
@@ -154,6 +184,16 @@ impl StepKind {
             StepKind::Step(s) => s.load_is_idempotent(),
             StepKind::Global(g) => g.load_is_idempotent(),
             StepKind::Task(t) => t.load_is_idempotent(),
+        }
+    }
+
+    /// Whether the step makes one output row of each input row, in order (generators and
+    /// global steps are where rows come from, so: no).
+    pub fn keeps_rows(&self) -> bool {
+        match self {
+            StepKind::Step(s) => s.keeps_rows(),
+            StepKind::Task(t) => t.keeps_rows(),
+            StepKind::Generator(_) | StepKind::Global(_) => false,
         }
     }
 

@@ -45,6 +45,12 @@ pub trait Task: Lifecycle {
     /// that gives up because the run is stopping returns [`Stopped`] (boxed): the batch is
     /// then neither committed nor failed, and a resumed run does it again.
     fn process(&self, rows: Vec<Row>, ctx: &Arc<dyn TaskContext>) -> StepResult<Vec<Row>>;
+
+    /// Whether the task makes exactly one output row of each input row, in order (the LLM
+    /// tasks do: a failed request is a row with its error).
+    fn keeps_rows(&self) -> bool {
+        true
+    }
 }
 
 /// The error a step returns when it gave up a batch because the run is stopping.

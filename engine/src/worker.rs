@@ -128,21 +128,26 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
         }
         Input::All { log, preds } => {
             let snapshot = log.snapshot()?;
-            let mut rows = Vec::new();
+            let mut parts = Vec::with_capacity(preds.len());
             for pred in &preds {
+                let mut rows = Vec::new();
                 for batch in snapshot.batches(pred, 0)? {
                     rows.extend(batch?.rows);
                 }
+                mapping::before(&info.spec, &mut rows);
+                parts.push(rows);
             }
             drop(snapshot);
-            mapping::before(&info.spec, &mut rows);
             let step = info.slot.read();
             let StepKind::Global(global) = &*step else {
                 return Err(JobError::Failed(
                     format!("a {} cannot process all rows at once", step.kind()).into(),
                 ));
             };
-            let mut out = global.process_all(rows)?;
+            let mut out = match parts.len() {
+                1 => global.process_all(parts.concat())?,
+                _ => global.process_all_parts(parts)?,
+            };
             mapping::after(&info.spec, &mut out);
             let mut batches: Vec<Vec<Row>> = Vec::new();
             let mut rest = out.into_iter().peekable();

@@ -64,7 +64,8 @@ impl fmt::Display for StepState {
 /// Everything the log knows about one step, updated in the same transaction as its batches.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct StepRecord {
-    /// Lifecycle state.
+    /// Lifecycle state: the latest transition, except that a step unloaded after it finished
+    /// or failed stays `finished` or `failed` (the log has every transition).
     pub state: StepState,
     /// The error that failed the step, if any.
     pub error: Option<String>,

@@ -2,7 +2,7 @@
 
 use crate::codec::{FORMAT_VERSION, decode, encode};
 use crate::error::{Error, Result};
-use crate::model::{Event, LogEntry, RunMeta, RunState, StepRecord, now_ms};
+use crate::model::{Event, LogEntry, RunMeta, RunState, StepRecord, StepState, now_ms};
 use crate::progress::Progress;
 use crate::redb_errors::map;
 use crate::schema::{
@@ -555,9 +555,17 @@ impl<'t> Writer<'t> {
         }
         for (step, new_state, error) in &unit.states {
             let mut record = self.step_record(step)?;
-            record.state = *new_state;
+            // A step unloaded after it finished or failed keeps that outcome as its state (the
+            // log still records the unload).
+            let outcome = matches!(record.state, StepState::Finished | StepState::Failed);
+            if !(outcome && *new_state == StepState::Unloaded) {
+                record.state = *new_state;
+            }
             if error.is_some() {
                 record.error = error.clone();
+            } else if matches!(new_state, StepState::Loading | StepState::Running) {
+                // The step runs again (a fixed pipeline resumed): its old error is history.
+                record.error = None;
             }
             record.updated_ms = now;
             self.put_step(step, &record)?;

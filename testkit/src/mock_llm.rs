@@ -28,6 +28,8 @@ pub struct Behaviour {
     pub hang_every: Option<u64>,
     /// The API key required in `Authorization: Bearer`, if any.
     pub api_key: Option<String>,
+    /// Chat requests after the first N answer 500 (the endpoint check still passes).
+    pub fail_chats_after: Option<u64>,
 }
 
 /// One request as the server saw it.
@@ -46,6 +48,7 @@ pub struct Received {
 struct Shared {
     behaviour: Behaviour,
     count: AtomicU64,
+    chats: AtomicU64,
     in_flight: AtomicU64,
     peak: AtomicU64,
     log: Mutex<Vec<Received>>,
@@ -69,6 +72,7 @@ impl MockLlm {
         let shared = Arc::new(Shared {
             behaviour,
             count: AtomicU64::new(0),
+            chats: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
@@ -179,7 +183,10 @@ fn respond(shared: &Shared, request: &Request) -> Option<(u16, String, Option<u6
         return None;
     } else if every(b.rate_limit_every, count) {
         (429, error_json("rate limited"), Some(b.retry_after_secs))
-    } else if every(b.fail_every, count) {
+    } else if every(b.fail_every, count)
+        || b.fail_chats_after
+            .is_some_and(|n| shared.chats.fetch_add(1, Ordering::SeqCst) >= n)
+    {
         (500, error_json("internal error"), None)
     } else {
         match completion(body) {

@@ -1,8 +1,10 @@
 //! Built-in steps that reshape rows: keep columns, expand a list, combine converging branches.
 
-use crate::step::{BuildContext, Lifecycle, Step, StepKind, StepResult, parse_params};
+use crate::canonical::hash_value;
+use crate::step::{BuildContext, GlobalStep, Lifecycle, Step, StepKind, StepResult, parse_params};
 use distill_storage::{Row, Value};
 use serde::Deserialize;
+use std::collections::{HashMap, VecDeque};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +82,10 @@ pub fn expand_list(params: &serde_json::Value, _ctx: &BuildContext) -> StepResul
 impl Lifecycle for ExpandList {}
 
 impl Step for ExpandList {
+    fn keeps_rows(&self) -> bool {
+        false
+    }
+
     fn inputs(&self) -> Vec<String> {
         vec![self.column.clone()]
     }
@@ -129,18 +135,64 @@ struct CombineParams {
     columns: Vec<String>,
     #[serde(default)]
     output_columns: Option<Vec<String>>,
+    #[serde(default)]
+    on: Option<Vec<String>>,
 }
 
-/// `combine_columns`: for converging branches. Rows are aligned by index across predecessors
-/// (the shortest predecessor window sets the row count); each listed column becomes a list of
-/// that column's value from every predecessor, in `output_columns` (default `merged_<col>`).
-/// Other columns come from the first predecessor.
+/// `combine_columns`: for converging branches. Each listed column becomes a list of that
+/// column's value from every predecessor, in `output_columns` (default `merged_<col>`); other
+/// columns come from the first predecessor.
+///
+/// Without `on`, rows are paired by position (the shortest predecessor window sets the row
+/// count), which the pipeline allows only when every branch carries the same source's rows
+/// through steps that keep rows. With `on: [COLUMNS]`, rows are paired by the values of those
+/// columns, as an inner join: the step sees every row of each branch (a global step, so it
+/// starts a new stage), the k-th row of the first branch with a key pairs with the k-th row with
+/// that key of every other branch, in the first branch's order, and a row without a partner in
+/// every branch is left out.
 pub struct CombineColumns {
+    merge: Merge,
+}
+
+/// A join by key of the branches' rows (`combine_columns` with `on`).
+pub struct JoinColumns {
+    merge: Merge,
+    on: Vec<String>,
+}
+
+/// What both forms do with one group of paired rows.
+struct Merge {
     columns: Vec<String>,
     outputs: Vec<String>,
 }
 
-/// Builds `combine_columns`.
+impl Merge {
+    fn rows(&self, mut aligned: Vec<Row>) -> Row {
+        let mut merged: Vec<Vec<Value>> = vec![Vec::new(); self.columns.len()];
+        for row in &mut aligned {
+            for (k, column) in self.columns.iter().enumerate() {
+                merged[k].push(row.remove(column).unwrap_or_default());
+            }
+        }
+        let mut row = aligned.swap_remove(0);
+        for (output, values) in self.outputs.iter().zip(merged) {
+            row.insert(output.as_str(), Value::List(values));
+        }
+        row
+    }
+
+    fn columns_after(&self, received: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = received
+            .iter()
+            .filter(|c| !self.columns.contains(c))
+            .cloned()
+            .collect();
+        out.extend(self.outputs.iter().cloned());
+        out
+    }
+}
+
+/// Builds `combine_columns` (a step, or with `on` a global step).
 pub fn combine_columns(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let p: CombineParams = parse_params(params)?;
     if p.columns.is_empty() {
@@ -158,21 +210,26 @@ pub fn combine_columns(params: &serde_json::Value, _ctx: &BuildContext) -> StepR
         Some(o) => o,
         None => p.columns.iter().map(|c| format!("merged_{c}")).collect(),
     };
-    Ok(StepKind::Step(Box::new(CombineColumns {
+    let merge = Merge {
         columns: p.columns,
         outputs,
-    })))
+    };
+    Ok(match p.on {
+        None => StepKind::Step(Box::new(CombineColumns { merge })),
+        Some(on) if on.is_empty() => return Err("`on` must name at least one column".into()),
+        Some(on) => StepKind::Global(Box::new(JoinColumns { merge, on })),
+    })
 }
 
 impl Lifecycle for CombineColumns {}
 
 impl Step for CombineColumns {
     fn inputs(&self) -> Vec<String> {
-        self.columns.clone()
+        self.merge.columns.clone()
     }
 
     fn outputs(&self) -> Vec<String> {
-        self.outputs.clone()
+        self.merge.outputs.clone()
     }
 
     fn process(&self, rows: Vec<Row>) -> StepResult<Vec<Row>> {
@@ -183,32 +240,93 @@ impl Step for CombineColumns {
         let count = parts.iter().map(Vec::len).min().unwrap_or(0);
         let mut parts: Vec<std::vec::IntoIter<Row>> =
             parts.into_iter().map(IntoIterator::into_iter).collect();
-        let mut out = Vec::with_capacity(count);
-        for _ in 0..count {
-            let mut aligned: Vec<Row> = parts.iter_mut().filter_map(Iterator::next).collect();
-            let mut merged: Vec<Vec<Value>> = vec![Vec::new(); self.columns.len()];
-            for row in &mut aligned {
-                for (k, column) in self.columns.iter().enumerate() {
-                    merged[k].push(row.remove(column).unwrap_or_default());
+        Ok((0..count)
+            .map(|_| {
+                self.merge
+                    .rows(parts.iter_mut().filter_map(Iterator::next).collect())
+            })
+            .collect())
+    }
+
+    fn columns_after(&self, received: &[String]) -> Vec<String> {
+        self.merge.columns_after(received)
+    }
+
+    fn aligns_by_position(&self) -> bool {
+        true
+    }
+}
+
+impl Lifecycle for JoinColumns {}
+
+impl JoinColumns {
+    fn key(&self, row: &Row) -> [u8; 32] {
+        let mut key = blake3::Hasher::new();
+        for column in &self.on {
+            hash_value(&mut key, row.get(column).unwrap_or(&Value::Null));
+        }
+        *key.finalize().as_bytes()
+    }
+}
+
+impl GlobalStep for JoinColumns {
+    fn inputs(&self) -> Vec<String> {
+        let mut inputs = self.merge.columns.clone();
+        inputs.extend(
+            self.on
+                .iter()
+                .filter(|c| !inputs.contains(c))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        inputs
+    }
+
+    fn outputs(&self) -> Vec<String> {
+        self.merge.outputs.clone()
+    }
+
+    fn process_all(&self, rows: Vec<Row>) -> StepResult<Vec<Row>> {
+        self.process_all_parts(vec![rows])
+    }
+
+    fn process_all_parts(&self, parts: Vec<Vec<Row>>) -> StepResult<Vec<Row>> {
+        let mut parts = parts.into_iter();
+        let Some(first) = parts.next() else {
+            return Ok(Vec::new());
+        };
+        // Per other branch: its rows by key, in order, consumed as they pair.
+        let mut others: Vec<HashMap<[u8; 32], VecDeque<Row>>> = parts
+            .map(|rows| {
+                let mut by_key: HashMap<[u8; 32], VecDeque<Row>> = HashMap::new();
+                for row in rows {
+                    by_key.entry(self.key(&row)).or_default().push_back(row);
+                }
+                by_key
+            })
+            .collect();
+        let mut out = Vec::new();
+        for row in first {
+            let key = self.key(&row);
+            if !others
+                .iter()
+                .all(|o| o.get(&key).is_some_and(|q| !q.is_empty()))
+            {
+                continue;
+            }
+            let mut aligned = vec![row];
+            for other in &mut others {
+                if let Some(partner) = other.get_mut(&key).and_then(VecDeque::pop_front) {
+                    aligned.push(partner);
                 }
             }
-            let mut row = aligned.swap_remove(0);
-            for (output, values) in self.outputs.iter().zip(merged) {
-                row.insert(output.as_str(), Value::List(values));
-            }
-            out.push(row);
+            out.push(self.merge.rows(aligned));
         }
         Ok(out)
     }
 
     fn columns_after(&self, received: &[String]) -> Vec<String> {
-        let mut out: Vec<String> = received
-            .iter()
-            .filter(|c| !self.columns.contains(c))
-            .cloned()
-            .collect();
-        out.extend(self.outputs.iter().cloned());
-        out
+        self.merge.columns_after(received)
     }
 }
 

@@ -95,6 +95,10 @@ impl Filter {
 impl Lifecycle for Filter {}
 
 impl Step for Filter {
+    fn keeps_rows(&self) -> bool {
+        false
+    }
+
     fn inputs(&self) -> Vec<String> {
         vec![self.column.clone()]
     }

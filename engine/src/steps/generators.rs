@@ -56,8 +56,14 @@ struct JsonlParams {
     path: String,
 }
 
+/// Rows read to learn a JSONL file's columns: the columns are the union of the keys of its
+/// first this many rows (in first-seen order); a key that first appears later is still read,
+/// but later steps cannot ask for it by name.
+pub const COLUMN_SCAN_ROWS: usize = 1000;
+
 /// `load_jsonl`: one JSON object per line. Parameters: `path` (relative to the pipeline file).
-/// Blank lines are skipped; a malformed line is an error naming the file and line.
+/// Blank lines are skipped, and a UTF-8 byte-order mark at the start is ignored; a malformed
+/// line is an error naming the file and line.
 pub struct LoadJsonl {
     path: PathBuf,
     columns: Vec<String>,
@@ -79,10 +85,17 @@ pub fn load_jsonl(params: &serde_json::Value, ctx: &BuildContext) -> StepResult<
     let p: JsonlParams = parse_params(params)?;
     let path = ctx.resolve(&p.path);
     let mut reader = JsonlReader::open(&path)?;
-    let columns = match reader.next_row(&path)? {
-        Some(row) => row.columns().map(str::to_owned).collect(),
-        None => Vec::new(),
-    };
+    let mut columns: Vec<String> = Vec::new();
+    for _ in 0..COLUMN_SCAN_ROWS {
+        let Some(row) = reader.next_row(&path)? else {
+            break;
+        };
+        for c in row.columns() {
+            if !columns.iter().any(|x| x == c) {
+                columns.push(c.to_owned());
+            }
+        }
+    }
     Ok(StepKind::Generator(Box::new(LoadJsonl {
         path,
         columns,
@@ -105,10 +118,14 @@ impl JsonlReader {
         for line in self.lines.by_ref() {
             self.line += 1;
             let line = line.map_err(|e| format!("{} line {}: {e}", path.display(), self.line))?;
+            let line = match self.line {
+                1 => line.strip_prefix('\u{feff}').unwrap_or(&line),
+                _ => &line,
+            };
             if line.trim().is_empty() {
                 continue;
             }
-            let json: serde_json::Value = serde_json::from_str(&line)
+            let json: serde_json::Value = serde_json::from_str(line)
                 .map_err(|e| format!("{} line {}: {e}", path.display(), self.line))?;
             return match json {
                 serde_json::Value::Object(map) => Ok(Some(Row::from_json_map(&map))),
@@ -214,11 +231,22 @@ pub fn load_csv(params: &serde_json::Value, ctx: &BuildContext) -> StepResult<St
         Some(c) => return Err(format!("delimiter '{c}' must be an ASCII character").into()),
     };
     let path = ctx.resolve(&p.path);
-    let columns = csv_reader(&path, delimiter).and_then(|mut r| {
+    let columns: Vec<String> = csv_reader(&path, delimiter).and_then(|mut r| {
         r.headers()
             .map(|h| h.iter().map(str::to_owned).collect())
             .map_err(|e| format!("{}: {e}", path.display()).into())
     })?;
+    for (i, c) in columns.iter().enumerate() {
+        if let Some(first) = columns[..i].iter().position(|x| x == c) {
+            return Err(format!(
+                "{}: the header names column '{c}' twice (columns {} and {}); rename one",
+                path.display(),
+                first + 1,
+                i + 1
+            )
+            .into());
+        }
+    }
     Ok(StepKind::Generator(Box::new(LoadCsv {
         path,
         delimiter,
@@ -393,15 +421,33 @@ mod tests {
     #[test]
     fn jsonl_errors_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
+        // Within the rows read for the columns, a malformed line is found when the step is built.
         std::fs::write(dir.path().join("bad.jsonl"), "{\"a\": 1}\n{\"a\": 2\n").unwrap();
-        let mut g = build(
+        let err = build(
             load_jsonl,
             serde_json::json!({"path": "bad.jsonl"}),
             dir.path(),
         )
-        .unwrap();
-        let err = g.generate(0, 10).unwrap_err().to_string();
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("bad.jsonl line 2"), "{err}");
+        // Beyond them, when the run reaches it.
+        let good: String = (0..COLUMN_SCAN_ROWS)
+            .map(|i| format!("{{\"a\": {i}}}\n"))
+            .collect();
+        std::fs::write(dir.path().join("late.jsonl"), format!("{good}{{\"a\": \n")).unwrap();
+        let mut g = build(
+            load_jsonl,
+            serde_json::json!({"path": "late.jsonl"}),
+            dir.path(),
+        )
+        .unwrap();
+        let err = g.generate(0, 2 * COLUMN_SCAN_ROWS).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("late.jsonl line {}", COLUMN_SCAN_ROWS + 1)),
+            "{err}"
+        );
         std::fs::write(dir.path().join("arr.jsonl"), "[1, 2]\n").unwrap();
         let err = build(
             load_jsonl,
@@ -457,5 +503,56 @@ mod tests {
         let mut g = build(load_csv, serde_json::json!({"path": "r.csv"}), dir.path()).unwrap();
         let err = g.generate(0, 10).unwrap_err().to_string();
         assert!(err.contains("r.csv") && err.contains("line: 3"), "{err}");
+    }
+
+    #[test]
+    fn jsonl_with_a_byte_order_mark_reads_its_first_row() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("bom.jsonl"),
+            "\u{feff}{\"a\": 1}\n{\"a\": 2}\n",
+        )
+        .unwrap();
+        let mut g = build(
+            load_jsonl,
+            serde_json::json!({"path": "bom.jsonl"}),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(g.outputs(), vec!["a"]);
+        let (rows, last) = g.generate(0, 10).unwrap();
+        assert!(last);
+        assert_eq!(rows, vec![Row::new().with("a", 1), Row::new().with("a", 2)]);
+    }
+
+    #[test]
+    fn jsonl_columns_are_those_of_the_first_rows_not_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("d.jsonl"),
+            "{\"a\": 1}\n{\"a\": 2, \"b\": \"x\"}\n",
+        )
+        .unwrap();
+        let g = build(
+            load_jsonl,
+            serde_json::json!({"path": "d.jsonl"}),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(g.outputs(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn csv_with_a_column_named_twice_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("dup.csv"), "a,a,b\n1,2,3\n").unwrap();
+        let err = build(load_csv, serde_json::json!({"path": "dup.csv"}), dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("dup.csv") && err.contains("'a' twice") && err.contains("columns 1 and 2"),
+            "{err}"
+        );
     }
 }

@@ -1,0 +1,362 @@
+//! Regressions of the hardening pass (164 bad inputs against the CLI), through the real binary:
+//! pipelines that must be refused before anything runs, inputs read as documented, and what a
+//! resumed run reports. Each test is named after what it guards.
+
+mod common;
+
+use common::distill::{distill, read_jsonl, run, stderr, stdout};
+use distill_testkit::mock_llm::{Behaviour, MockLlm};
+use std::path::Path;
+use std::process::Output;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// `distill run` of `yaml` must exit 3 naming every needle, and create no database.
+fn refused(dir: &Path, yaml: &str, needles: &[&str]) {
+    let file = write(dir, "p.yaml", yaml);
+    let out = run(dir, &["run", &file, "--db", "x.redb"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{yaml}\n{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "missing '{needle}' in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !dir.join("x.redb").exists(),
+        "a refused pipeline made a run"
+    );
+}
+
+fn inline(name: &str, rows: &str) -> String {
+    format!("  - {{name: {name}, type: inline, params: {{rows: {rows}}}}}\n")
+}
+
+#[test]
+fn step_names_are_a_closed_alphabet_unique_ignoring_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in [
+        "'../../escaped_leaf'",
+        "/tmp/x",
+        "'a/train'",
+        "'-dash'",
+        "'sp ace'",
+        "''",
+        &"n".repeat(65),
+    ] {
+        refused(
+            d,
+            &format!("name: p\nsteps:\n{}", inline(name, "[{x: 1}]")),
+            &["a step name is 1 to 64 letters, digits"],
+        );
+        assert!(!Path::new("/tmp/x").join("train").exists());
+    }
+    refused(
+        d,
+        &format!(
+            "name: p\nsteps:\n{}{}",
+            inline("leaf", "[{x: 1}]"),
+            inline("Leaf", "[{x: 2}]")
+        ),
+        &["'Leaf'", "differs from step 'leaf' only in case"],
+    );
+    let ok = write(
+        d,
+        "ok.yaml",
+        &format!("name: p\nsteps:\n{}", inline("A-z_0-9", "[{x: 1}]")),
+    );
+    assert!(run(d, &["run", &ok, "--db", "ok.redb"]).status.success());
+}
+
+#[test]
+fn sizes_beyond_their_bounds_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for size in ["18446744073709551615", "1000000000000", "100001", "0"] {
+        refused(
+            d,
+            &format!(
+                "name: p\nsteps:\n  - {{name: a, type: inline, batch_size: {size}, params: {{rows: [{{x: 1}}]}}}}\n"
+            ),
+            &["'a'", "batch size must be from 1 to 100000"],
+        );
+        refused(
+            d,
+            &format!(
+                "name: p\nsteps:\n{}  - {{name: b, type: keep_columns, after: [a], input_batch_size: {size}, params: {{columns: [x]}}}}\n",
+                inline("a", "[{x: 1}]")
+            ),
+            &["'b'", "batch size must be from 1 to 100000"],
+        );
+    }
+}
+
+#[test]
+fn a_batch_size_where_it_means_nothing_and_an_empty_pipeline_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    refused(
+        d,
+        &format!(
+            "name: p\nsteps:\n{}  - {{name: b, type: keep_columns, after: [a], batch_size: 5, params: {{columns: [x]}}}}\n",
+            inline("a", "[{x: 1}]")
+        ),
+        &["'b'", "only generators take `batch_size`"],
+    );
+    refused(
+        d,
+        "name: p\nsteps:\n  - {name: a, type: inline, input_batch_size: 5, params: {rows: [{x: 1}]}}\n",
+        &["'a'", "a generator has no input"],
+    );
+    refused(d, "name: p\nsteps: []\n", &["at least one step"]);
+}
+
+#[test]
+fn a_parameter_written_twice_or_params_that_are_not_a_mapping_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    refused(
+        d,
+        "name: p\nsteps:\n  - name: a\n    type: inline\n    params:\n      rows: [{x: 1}]\n      rows: [{x: 2}]\n",
+        &["p.yaml", "`rows` is written twice"],
+    );
+    refused(
+        d,
+        "name: p\nsteps:\n  - name: a\n    type: inline\n    params: [rows, 1]\n",
+        &["`params` must be a mapping", "not a list"],
+    );
+}
+
+#[test]
+fn a_csv_header_with_a_column_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("dup.csv"), "a,a,b\n1,2,3\n").unwrap();
+    refused(
+        d,
+        "name: p\nsteps:\n  - {name: a, type: load_csv, params: {path: dup.csv}}\n",
+        &["dup.csv", "'a' twice"],
+    );
+}
+
+#[test]
+fn jsonl_with_a_byte_order_mark_and_columns_after_the_first_row_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("d.jsonl"),
+        "\u{feff}{\"id\": 1}\n{\"id\": 2, \"late\": \"x\"}\n",
+    )
+    .unwrap();
+    let p = write(
+        d,
+        "p.yaml",
+        "name: p\nsteps:\n  - {name: load, type: load_jsonl, params: {path: d.jsonl}}\n  - {name: keep, type: keep_columns, after: [load], params: {columns: [id, late]}}\n",
+    );
+    let out = run(d, &["run", &p, "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        d,
+        &[
+            "export", "--db", "r.redb", "--out", "o", "--format", "jsonl",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        read_jsonl(&d.join("o/keep/train/data-00000.jsonl")),
+        vec![
+            serde_json::json!({"id": 1, "late": null}),
+            serde_json::json!({"id": 2, "late": "x"})
+        ]
+    );
+}
+
+#[test]
+fn combine_columns_refuses_branches_that_cannot_pair_by_position_and_pairs_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rows: Vec<String> = (0..6).map(|i| format!("{{id: {i}, x: {i}}}")).collect();
+    let source = format!(
+        "name: p\nsteps:\n{}  - {{name: a, type: format_text, after: [src], params: {{template: 'A{{{{ id }}}}', output: v}}}}\n  - {{name: odd, type: filter, after: [src], params: {{column: x, op: ne, value: 3}}}}\n  - {{name: b, type: format_text, after: [odd], params: {{template: 'B{{{{ id }}}}', output: v}}}}\n",
+        inline("src", &format!("[{}]", rows.join(", ")))
+    );
+    refused(
+        d,
+        &format!(
+            "{source}  - {{name: both, type: combine_columns, after: [a, b], params: {{columns: [v]}}}}\n"
+        ),
+        &["'both'", "by position", "'odd'", "on: [COLUMNS]"],
+    );
+    let p = write(
+        d,
+        "keyed.yaml",
+        &format!(
+            "{source}  - {{name: both, type: combine_columns, after: [a, b], params: {{columns: [v], on: [id]}}}}\n"
+        ),
+    );
+    let out = run(d, &["run", &p, "--db", "k.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        d,
+        &[
+            "export", "--db", "k.redb", "--out", "o", "--format", "jsonl",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let joined = read_jsonl(&d.join("o/both/train/data-00000.jsonl"));
+    let pairs: Vec<(u64, serde_json::Value)> = joined
+        .iter()
+        .map(|r| (r["id"].as_u64().unwrap(), r["merged_v"].clone()))
+        .collect();
+    let expected: Vec<(u64, serde_json::Value)> = [0, 1, 2, 4, 5]
+        .iter()
+        .map(|&i| (i, serde_json::json!([format!("A{i}"), format!("B{i}")])))
+        .collect();
+    assert_eq!(pairs, expected, "row 3 is filtered on one side: no pair");
+    // Two branches of one source through row-keeping steps still pair by position.
+    let p = write(
+        d,
+        "aligned.yaml",
+        &format!(
+            "name: p\nsteps:\n{}  - {{name: a, type: format_text, after: [src], params: {{template: 'A{{{{ id }}}}', output: v}}}}\n  - {{name: b, type: format_text, after: [src], params: {{template: 'B{{{{ id }}}}', output: v}}}}\n  - {{name: both, type: combine_columns, after: [a, b], params: {{columns: [v]}}}}\n",
+            inline("src", &format!("[{}]", rows.join(", ")))
+        ),
+    );
+    let out = run(d, &["run", &p, "--db", "a.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn failing_llm_pipeline(d: &Path, port: u16) -> String {
+    let rows: Vec<String> = (0..12).map(|i| format!("{{instruction: q{i}}}")).collect();
+    write(
+        d,
+        "llm.yaml",
+        &format!(
+            "name: llm\nsteps:\n{}  - {{name: answer, type: text_generation, after: [load], input_batch_size: 4, params: {{base_url: 'http://127.0.0.1:{port}/v1', model: m, max_attempts: 1, on_failure: fail}}}}\n",
+            inline("load", &format!("[{}]", rows.join(", ")))
+        ),
+    )
+}
+
+fn status_json(d: &Path, db: &str) -> serde_json::Value {
+    let out = run(d, &["status", "--db", db, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_failed_leaf_fixed_and_resumed_is_finished_without_its_old_error() {
+    // The endpoint answers 4 chats (batch 0), then fails: the run fails on batch 1.
+    let flaky = MockLlm::start(Behaviour {
+        fail_chats_after: Some(4),
+        ..Behaviour::default()
+    });
+    let port = flaky.port();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = failing_llm_pipeline(d, port);
+    // One worker: batches in order, so the failing one is known.
+    let first = run(d, &["run", &p, "--db", "r.redb", "--workers", "1"]);
+    assert_eq!(first.status.code(), Some(4), "{}", stderr(&first));
+    let failed = status_json(d, "r.redb");
+    let step = &failed["steps"][1];
+    assert_eq!(step["state"], "failed", "{failed}");
+    assert!(
+        step["error"].as_str().unwrap().contains("HTTP 500"),
+        "{failed}"
+    );
+    // Resumed unfixed, the same batch fails, and the message names the same number.
+    drop(flaky);
+    let down = MockLlm::start_on(
+        port,
+        Behaviour {
+            fail_chats_after: Some(0),
+            ..Behaviour::default()
+        },
+    );
+    let again = run(d, &["run", &p, "--db", "r.redb", "--workers", "1"]);
+    assert_eq!(again.status.code(), Some(4), "{}", stderr(&again));
+    let batch = |out: &Output| {
+        stderr(out)
+            .split("failed on batch ")
+            .nth(1)
+            .and_then(|t| t.split(':').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(batch(&first).as_deref(), Some("1"), "{}", stderr(&first));
+    assert_eq!(batch(&again), batch(&first), "{}", stderr(&again));
+    // Fixed: the endpoint answers again. The resumed run finishes the leaf, and nothing says
+    // it failed any more.
+    drop(down);
+    let _healthy = MockLlm::start_on(port, Behaviour::default());
+    let out = run(d, &["run", &p, "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fixed = status_json(d, "r.redb");
+    let step = &fixed["steps"][1];
+    assert_eq!(
+        (
+            step["state"].as_str(),
+            step["error"].is_null(),
+            fixed["status"].as_str()
+        ),
+        (Some("finished"), true, Some("finished")),
+        "{fixed}"
+    );
+    let out = run(d, &["export", "--db", "r.redb", "--out", "o"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("o/distiset.json")).unwrap()).unwrap();
+    assert_eq!(meta["leaves"][0]["status"], "finished", "{meta}");
+    assert_eq!(meta["leaves"][0]["rows"], 12, "{meta}");
+    assert!(meta["leaves"][0]["error"].is_null(), "{meta}");
+    let card = std::fs::read_to_string(d.join("o/README.md")).unwrap();
+    assert!(
+        !card.contains("failed") && !card.contains("HTTP 500"),
+        "{card}"
+    );
+}
+
+#[test]
+fn a_missing_pipeline_file_is_named_once_and_workers_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(d, &["info", "nope.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert!(err.contains("nope.yaml"), "{err}");
+    let ok = write(
+        d,
+        "ok.yaml",
+        &format!("name: p\nsteps:\n{}", inline("a", "[{x: 1}]")),
+    );
+    let out = run(d, &["run", &ok, "--db", "r.redb", "--workers", "100000"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!d.join("r.redb").exists());
+}
+
+#[test]
+fn status_watch_json_prints_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ok = write(
+        d,
+        "ok.yaml",
+        &format!("name: p\nsteps:\n{}", inline("a", "[{x: 1}]")),
+    );
+    assert!(run(d, &["run", &ok, "--db", "r.redb"]).status.success());
+    let out = distill(d)
+        .args(["status", "--db", "r.redb", "--json", "--watch"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one object per line: {text}");
+    let s: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(s["status"], "finished");
+}
