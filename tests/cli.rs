@@ -107,7 +107,7 @@ fn quickstart_runs_end_to_end_and_exports_what_the_data_says() {
     assert_eq!(steps.len(), 9);
     let pairs_step = steps.iter().find(|s| s["step"] == "pairs").unwrap();
     assert_eq!(pairs_step["rows"], expected.len() as u64);
-    assert_eq!(pairs_step["state"], "unloaded");
+    assert_eq!(pairs_step["state"], "finished");
     let out = run(dir.path(), &["status", "--db", "run.redb"]);
     assert!(stdout(&out).contains("finished"), "{}", stdout(&out));
 }

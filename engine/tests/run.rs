@@ -166,12 +166,25 @@ fn stages_load_late_and_unload_before_the_next_stage() {
     let first_second = entries.iter().position(|e| e == "process second").unwrap();
     assert!(j.position("process reverse") < first_second);
     assert!(j.position("load first") < j.position("process first"));
-    // Every step ends unloaded, in the log too.
+    // Every step ends unloaded (the log says so) and its record says it finished.
     let reader = RunReader::open(&db).unwrap();
     let snap = reader.snapshot().unwrap();
+    let unloads: Vec<String> = snap
+        .log_from(0)
+        .unwrap()
+        .filter_map(|e| match e.unwrap().event {
+            distill_storage::Event::Step {
+                step,
+                state: StepState::Unloaded,
+                ..
+            } => Some(step),
+            _ => None,
+        })
+        .collect();
     for (name, record) in snap.steps().unwrap() {
-        assert_eq!(record.state, StepState::Unloaded, "{name}");
+        assert_eq!(record.state, StepState::Finished, "{name}");
         assert!(record.done, "{name}");
+        assert!(unloads.contains(&name), "{name} was never unloaded");
     }
     assert_eq!(snap.run_state().unwrap().status, RunStatus::Finished);
     let outs: Vec<i64> = leaf_rows(&db, "second")
@@ -203,7 +216,7 @@ fn resume_never_processes_a_committed_batch_again() {
     let reader = RunReader::open(&db).unwrap();
     let snap = reader.snapshot().unwrap();
     let record = snap.step("double").unwrap().unwrap();
-    assert_eq!(record.state, StepState::Unloaded);
+    assert_eq!(record.state, StepState::Failed);
     assert!(record.error.unwrap().contains("planned failure"));
     assert_eq!(snap.run_state().unwrap().status, RunStatus::Failed);
     let committed = record.batches as usize;
