@@ -208,7 +208,7 @@ fn another_pipeline_on_an_existing_run_is_refused_with_advice() {
     assert!(run(d, &["run", &one, "--db", "r.redb"]).status.success());
     let out = run(d, &["run", &two, "--db", "r.redb"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("different pipeline") && stderr(&out).contains("--db"));
+    assert!(stderr(&out).contains("another pipeline") && stderr(&out).contains("--db"));
 }
 
 #[test]

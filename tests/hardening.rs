@@ -360,3 +360,168 @@ fn status_watch_json_prints_json_lines() {
     let s: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
     assert_eq!(s["status"], "finished");
 }
+
+/// Batch events per step in the log of `db` (read with the storage crate).
+fn batch_events(db: &Path) -> std::collections::BTreeMap<String, usize> {
+    let reader = distill_storage::RunReader::open(db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for entry in snap.log_from(0).unwrap() {
+        if let distill_storage::Event::Batch { step, .. } = entry.unwrap().event {
+            *counts.entry(step).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn three_steps(d: &Path, second: &str) -> String {
+    write(
+        d,
+        "p.yaml",
+        &format!(
+            "name: edit\nsteps:\n  - {{name: load, type: load_jsonl, batch_size: 10, params: {{path: data.jsonl}}}}\n  - {{name: first, type: format_text, after: [load], input_batch_size: 10, params: {{template: 'Q: {{{{ text }}}}', output: q}}}}\n  - {{name: second, type: format_text, after: [first], input_batch_size: 10, params: {{template: '{second}', output: a}}}}\n"
+        ),
+    )
+}
+
+fn leaf(d: &Path, db: &str, out: &str) -> Vec<serde_json::Value> {
+    let o = run(
+        d,
+        &["export", "--db", db, "--out", out, "--format", "jsonl"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    read_jsonl(&d.join(out).join("second/train/data-00000.jsonl"))
+}
+
+#[test]
+fn a_fixed_pipeline_keeps_the_steps_before_the_edit_and_recomputes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data: String = (0..95)
+        .map(|i| format!("{{\"id\": {i}, \"text\": \"row {i}\"}}\n"))
+        .collect();
+    std::fs::write(d.join("data.jsonl"), data).unwrap();
+    let p = three_steps(d, "A: {{ q }}");
+    assert!(run(d, &["run", &p, "--db", "r.redb"]).status.success());
+    let before = batch_events(&d.join("r.redb"));
+
+    // The user fixes the template of the last step.
+    let p = three_steps(d, "Answer: {{ q }}");
+    let dry = run(d, &["run", &p, "--db", "r.redb", "--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let text = stdout(&dry);
+    for needle in [
+        "load: kept (10 batches)",
+        "first: kept (10 batches)",
+        "second: changed, 10 batches dropped",
+        "nothing changed",
+    ] {
+        assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
+    }
+    assert_eq!(
+        batch_events(&d.join("r.redb")),
+        before,
+        "the dry run changed the log"
+    );
+
+    let out = run(d, &["run", &p, "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("load: kept") && err.contains("second: changed"),
+        "{err}"
+    );
+    let after = batch_events(&d.join("r.redb"));
+    assert_eq!(after["load"], before["load"], "load was recomputed");
+    assert_eq!(after["first"], before["first"], "first was recomputed");
+    assert_eq!(after["second"], 2 * before["second"]);
+    // The output is exactly a fresh run's of the fixed pipeline.
+    assert!(run(d, &["run", &p, "--db", "fresh.redb"]).status.success());
+    let fixed = leaf(d, "r.redb", "o1");
+    assert_eq!(fixed, leaf(d, "fresh.redb", "o2"));
+    assert_eq!(fixed.len(), 95);
+    assert_eq!(fixed[3]["a"], "Answer: Q: row 3");
+}
+
+#[test]
+fn an_input_file_changed_under_a_run_is_refused_or_recomputed_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rows = |first: usize| -> String {
+        (first..first + 40)
+            .map(|i| format!("{{\"id\": {i}, \"text\": \"row {i}\"}}\n"))
+            .collect()
+    };
+    std::fs::write(d.join("data.jsonl"), rows(1)).unwrap();
+    let p = three_steps(d, "A: {{ q }}");
+    assert!(run(d, &["run", &p, "--db", "r.redb"]).status.success());
+    // A row inserted at the top: resuming at the old offsets would duplicate a row.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(d.join("data.jsonl"), rows(0)).unwrap();
+    let out = run(d, &["run", &p, "--db", "r.redb"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    for needle in ["'load'", "input changed", "--new", "--allow-changed-inputs"] {
+        assert!(err.contains(needle), "missing '{needle}' in: {err}");
+    }
+    let out = run(d, &["run", &p, "--db", "r.redb", "--allow-changed-inputs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("load: its input changed"),
+        "{}",
+        stderr(&out)
+    );
+    let ids: Vec<u64> = leaf(d, "r.redb", "o")
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (0..40).collect::<Vec<u64>>(),
+        "every row once, none twice"
+    );
+    // And then the same input resumes as before.
+    assert!(run(d, &["run", &p, "--db", "r.redb"]).status.success());
+}
+
+#[test]
+fn a_change_of_operational_settings_resumes_as_if_nothing_changed() {
+    let server = MockLlm::start(Behaviour::default());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let llm = |concurrency: u32, timeout: u32| {
+        write(
+            d,
+            "llm.yaml",
+            &format!(
+                "name: llm\nsteps:\n{}  - {{name: answer, type: text_generation, after: [load], params: {{base_url: '{}', model: m, concurrency: {concurrency}, timeout_secs: {timeout}, max_attempts: 3}}}}\n",
+                inline(
+                    "load",
+                    "[{instruction: a}, {instruction: b}, {instruction: c}]"
+                ),
+                server.base_url()
+            ),
+        )
+    };
+    assert!(
+        run(d, &["run", &llm(4, 30), "--db", "r.redb"])
+            .status
+            .success()
+    );
+    let asked = server.count();
+    let before = batch_events(&d.join("r.redb"));
+    let out = run(d, &["run", &llm(1, 60), "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed only in settings that change no row"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        batch_events(&d.join("r.redb")),
+        before,
+        "nothing recomputed"
+    );
+    // The finished task is not even loaded again: no request at all.
+    assert_eq!(server.count(), asked);
+}

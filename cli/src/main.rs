@@ -10,7 +10,7 @@ mod status;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use distill::hub::{HubAccess, PushOptions, Round};
-use distill::{ErrorKind, ExportFormat, PushSpec, RunOptions};
+use distill::{ErrorKind, ExportFormat, PlanMode, PushSpec, RunOptions};
 use output::{errln, outln};
 use signals::Signals;
 use std::path::{Path, PathBuf};
@@ -66,6 +66,14 @@ enum Command {
         /// answers already paid for are reused).
         #[arg(long)]
         new: bool,
+        /// Print what the run would keep and drop of the database's progress, and change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// When a generator's input file changed since the run read it, recompute from that
+        /// generator on instead of refusing.
+        #[arg(long)]
+        allow_changed_inputs: bool,
     },
     /// Show a pipeline's steps, edges, columns and stages.
     Info {
@@ -227,7 +235,19 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             db,
             workers,
             new,
-        } => run(&pipeline, db, usize::from(workers), new),
+            dry_run,
+            allow_changed_inputs,
+        } => {
+            let mut options = RunOptions::new(db);
+            options.workers = usize::from(workers);
+            options.new_run = new;
+            options.allow_changed_inputs = allow_changed_inputs;
+            if dry_run {
+                plan(&pipeline, &options)
+            } else {
+                run(&pipeline, options)
+            }
+        }
         Command::Info { pipeline } => info(&pipeline),
         Command::Export { db, out, format } => export(&db, &out, format),
         Command::Status { db, json, watch } => status::print(&db, json, watch),
@@ -319,11 +339,32 @@ fn push(db: PathBuf, spec: PushSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(path: &Path, db: PathBuf, workers: usize, new_run: bool) -> anyhow::Result<()> {
+fn plan(path: &Path, options: &RunOptions) -> anyhow::Result<()> {
     let pipeline = distill::load_pipeline(path)?;
-    let mut options = RunOptions::new(db);
-    options.workers = workers;
-    options.new_run = new_run;
+    let plan = distill::plan(&pipeline, options).map_err(distill::Error::from)?;
+    let what = match plan.mode {
+        PlanMode::Fresh => "a new run database: every step starts from nothing",
+        PlanMode::Restart => {
+            "a new run (--new): every step starts from nothing, paid LLM answers are kept"
+        }
+        PlanMode::Resume => "the same pipeline: the run resumes with everything committed",
+        PlanMode::Changed if !plan.drops() => {
+            "the pipeline changed only in settings that change no row: the run resumes with everything committed"
+        }
+        PlanMode::Changed => "a changed pipeline: the run keeps what is still valid",
+    };
+    outln!(
+        "{}: {what} (dry run: nothing changed)",
+        options.db.display()
+    )?;
+    for step in &plan.steps {
+        outln!("  {step}")?;
+    }
+    Ok(())
+}
+
+fn run(path: &Path, mut options: RunOptions) -> anyhow::Result<()> {
+    let pipeline = distill::load_pipeline(path)?;
     options.stop = stop_on_signals("finishing in-flight batches")?;
     let bars = Arc::new(progress::Bars::new(&pipeline));
     options.observer = Some(bars.clone());

@@ -1,7 +1,7 @@
 //! Progress per step: bars on a terminal, plain lines otherwise.
 
 use crate::output::errln;
-use distill::{Observer, Pipeline, RunEvent};
+use distill::{Observer, Pipeline, PlanMode, RunEvent};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -52,6 +52,15 @@ impl Bars {
 impl Observer for Bars {
     fn on_event(&self, event: &RunEvent) {
         match event {
+            RunEvent::Planned(plan) if plan.mode == PlanMode::Changed && plan.drops() => {
+                errln!("the pipeline changed: keeping what is still valid");
+                for step in &plan.steps {
+                    errln!("  {step}");
+                }
+            }
+            RunEvent::Planned(plan) if plan.mode == PlanMode::Changed => {
+                errln!("the pipeline changed only in settings that change no row");
+            }
             RunEvent::Started { resumed: true } => errln!("resuming from the run database"),
             RunEvent::StageStarted { stage, steps } if self.multi.is_none() => {
                 errln!("stage {stage}: {}", steps.join(", "));

@@ -29,7 +29,8 @@ pub use status::{Status, status};
 pub use distill_distiset::{Distiset, ExportFormat, LeafExport, LeafStatus, export};
 pub use distill_engine::{
     BuildContext, ErrorKind, LogOptions, Node, NodeKind, Observer, OnError, Pipeline, PipelineSpec,
-    PushSpec, Registry, RunEvent, RunOptions, StepSpec, step, task,
+    PlanMode, PushSpec, Registry, ResumePlan, RunEvent, RunOptions, StepAction, StepPlan, StepSpec,
+    plan, step, task,
 };
 pub use distill_hub as hub;
 pub use distill_storage::{Row, RunStatus, StepState, Value};

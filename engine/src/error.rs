@@ -136,17 +136,29 @@ pub enum Error {
         /// The step's error.
         source: StepError,
     },
-    /// The run database holds another pipeline.
+    /// The run database holds another pipeline (by name).
     #[error(
-        "run database {db} holds a different pipeline (signature {found}, this pipeline is {expected}); use a new --db file, or --new to start a new run in it that keeps its request cache"
+        "run database {db} holds another pipeline ({found}, this one is {expected}); use a new --db file, or --new to start a new run in it that keeps its request cache"
     )]
     PipelineMismatch {
         /// The database.
         db: PathBuf,
-        /// Signature stored in the database.
+        /// The pipeline stored in the database.
         found: String,
-        /// Signature of the pipeline given.
+        /// The pipeline given.
         expected: String,
+    },
+    /// A generator's input changed since the run read from it.
+    #[error(
+        "step '{step}': its input changed since the run started (then: {then}; now: {now}); resuming would mix rows of two inputs. Run with --new to start over (paid LLM answers are kept), or with --allow-changed-inputs to recompute from this step on"
+    )]
+    InputChanged {
+        /// The generator.
+        step: String,
+        /// The fingerprint recorded by the run.
+        then: String,
+        /// The fingerprint now.
+        now: String,
     },
     /// The run was stopped on request; it can be resumed.
     #[error("run stopped on request; run the same command again to resume")]
@@ -189,7 +201,7 @@ impl Error {
             Error::StepFailed { .. } | Error::LoadFailed { .. } | Error::AlreadyLoaded { .. } => {
                 ErrorKind::StepFailed
             }
-            Error::PipelineMismatch { .. } => ErrorKind::Other,
+            Error::PipelineMismatch { .. } | Error::InputChanged { .. } => ErrorKind::Other,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Io { .. } | Error::Threads { .. } => ErrorKind::Io,
             Error::Internal { .. } => ErrorKind::Bug,

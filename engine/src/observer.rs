@@ -4,6 +4,8 @@
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RunEvent {
+    /// The database was opened: what the run keeps of its earlier progress.
+    Planned(crate::resume::ResumePlan),
     /// The run started; `resumed` when the database already held progress.
     Started {
         /// Whether earlier progress was found.

@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use crate::lifecycle::StepSlot;
 use crate::registry::Registry;
+use crate::signature::step_signatures;
 use crate::spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, StepSpec};
 use crate::step::{BuildContext, NodeKind, StepKind};
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +58,8 @@ pub struct Pipeline {
     spec: PipelineSpec,
     nodes: Vec<Node>,
     stages: Vec<Vec<usize>>,
+    signatures: BTreeMap<String, String>,
+    registry: Registry,
 }
 
 impl Pipeline {
@@ -123,10 +126,23 @@ impl Pipeline {
             stages[nodes[i].stage].push(i);
         }
         Ok(Self {
+            signatures: step_signatures(&spec, registry),
+            registry: registry.clone(),
             spec,
             nodes,
             stages,
         })
+    }
+
+    /// Each step's signature (see [`step_signatures`]), by name.
+    pub fn step_signatures(&self) -> &BTreeMap<String, String> {
+        &self.signatures
+    }
+
+    /// The registry the pipeline was built with (it signs other versions of the pipeline the
+    /// same way).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The pipeline as written.

@@ -12,6 +12,7 @@ pub type Constructor =
 #[derive(Clone)]
 pub struct Registry {
     constructors: BTreeMap<String, Constructor>,
+    operational: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Registry {
@@ -29,6 +30,7 @@ impl Registry {
     pub fn empty() -> Self {
         Self {
             constructors: BTreeMap::new(),
+            operational: BTreeMap::new(),
         }
     }
 
@@ -43,6 +45,21 @@ impl Registry {
     ) {
         self.constructors
             .insert(name.to_owned(), Arc::new(constructor));
+    }
+
+    /// Declares the parameters of step type `name` that change how it runs but never a row it
+    /// makes (endpoints, concurrency, limits, timeouts): they are left out of its step
+    /// signature, so changing them resumes a run as if nothing changed.
+    pub fn set_operational(&mut self, name: &str, params: &[&str]) {
+        self.operational.insert(
+            name.to_owned(),
+            params.iter().map(|p| (*p).to_owned()).collect(),
+        );
+    }
+
+    /// The operational parameters of step type `name` (see [`Registry::set_operational`]).
+    pub fn operational(&self, name: &str) -> &[String] {
+        self.operational.get(name).map_or(&[], Vec::as_slice)
     }
 
     /// The constructor of `name`.

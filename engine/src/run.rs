@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::lifecycle::{Listener, LoadGuard};
 use crate::observer::{Observer, RunEvent};
 use crate::pipeline::Pipeline;
+use crate::resume::{self, PlanMode, ResumePlan, StepAction};
 use crate::scheduler::{Committed, StageRunner};
 use crate::worker::{LogTaskContext, StepInfo};
 use distill_storage::{
@@ -29,6 +30,9 @@ pub struct RunOptions {
     /// Start a new run in an existing database instead of resuming: its progress is dropped,
     /// its request cache kept, so a changed pipeline is not charged again for the same requests.
     pub new_run: bool,
+    /// When a generator's input changed since the run read from it, recompute from that
+    /// generator on (instead of refusing to resume).
+    pub allow_changed_inputs: bool,
 }
 
 impl RunOptions {
@@ -41,6 +45,7 @@ impl RunOptions {
             observer: None,
             log: LogOptions::default(),
             new_run: false,
+            allow_changed_inputs: false,
         }
     }
 }
@@ -54,9 +59,31 @@ pub struct RunSummary {
     pub leaves: Vec<(String, u64)>,
 }
 
-/// Runs `pipeline` on the database in `options`, resuming it when it holds the same pipeline.
+/// Runs `pipeline` on the database in `options`, resuming what it holds (see
+/// [`RunSession::open`]).
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary> {
     RunSession::open(pipeline, options)?.run()
+}
+
+/// What a run of `pipeline` on `options.db` would keep and drop, without changing anything:
+/// `distill run --dry-run`.
+pub fn plan(pipeline: &Pipeline, options: &RunOptions) -> Result<ResumePlan> {
+    if options.new_run || !options.db.exists() {
+        let mode = if options.db.exists() {
+            PlanMode::Restart
+        } else {
+            PlanMode::Fresh
+        };
+        return Ok(resume::fresh(pipeline, mode));
+    }
+    let reader = distill_storage::RunReader::open(&options.db)?;
+    let (plan, _) = resume::plan(
+        pipeline,
+        &reader.snapshot()?,
+        &options.db,
+        options.allow_changed_inputs,
+    )?;
+    Ok(plan)
 }
 
 /// A run with its database open: what [`run`] does in two steps, so that consumers of the log
@@ -66,30 +93,61 @@ pub struct RunSession<'a> {
     options: &'a RunOptions,
     log: Arc<RunLog>,
     committer: Arc<GroupCommitter>,
+    plan: ResumePlan,
 }
 
 impl<'a> RunSession<'a> {
     /// Opens (or creates) the run database of `options` for `pipeline`: a new run with
-    /// `new_run`, else the same pipeline's run to resume; another pipeline is refused.
+    /// `new_run`; else the run in it, resumed: all of it for the same pipeline, for a changed
+    /// one the committed batches of every step whose signature is unchanged (see
+    /// [`plan`] for what would be kept without changing anything).
     pub fn open(pipeline: &'a Pipeline, options: &'a RunOptions) -> Result<Self> {
-        let signature = pipeline.signature();
         let new_run = NewRun {
-            signature: signature.clone(),
+            signature: pipeline.signature(),
             pipeline: pipeline.spec().to_yaml(),
             created_by: concat!("distill ", env!("CARGO_PKG_VERSION")).into(),
         };
         let (log, created) =
             RunLog::open_or_create_with(&options.db, new_run.clone(), options.log)?;
-        if options.new_run && !created {
-            log.restart(new_run)?;
+        let plan = if created || options.new_run {
+            if !created {
+                log.restart(new_run)?;
+            }
+            let records = resume::fresh_records(pipeline)?;
+            log.commit(
+                records
+                    .into_iter()
+                    .fold(Progress::new(), |unit, (k, v)| unit.record(k, v)),
+            )?;
+            let mode = if created {
+                PlanMode::Fresh
+            } else {
+                PlanMode::Restart
+            };
+            resume::fresh(pipeline, mode)
+        } else {
+            let (plan, change) = resume::plan(
+                pipeline,
+                &log.snapshot()?,
+                &options.db,
+                options.allow_changed_inputs,
+            )?;
+            if let Some(change) = change {
+                log.rebase(change)?;
+            }
+            plan
+        };
+        if plan.mode == PlanMode::Changed {
+            for step in plan
+                .steps
+                .iter()
+                .filter(|s| s.action != StepAction::New || s.batches > 0)
+            {
+                tracing::info!("{step}");
+            }
         }
-        let meta = log.meta()?;
-        if meta.signature != signature {
-            return Err(Error::PipelineMismatch {
-                db: options.db.clone(),
-                found: meta.signature,
-                expected: signature,
-            });
+        if let Some(observer) = &options.observer {
+            observer.on_event(&RunEvent::Planned(plan.clone()));
         }
         let log = Arc::new(log);
         let committer = Arc::new(GroupCommitter::start(log.clone()));
@@ -98,7 +156,13 @@ impl<'a> RunSession<'a> {
             options,
             log,
             committer,
+            plan,
         })
+    }
+
+    /// What the run keeps of the database's earlier progress.
+    pub fn plan(&self) -> &ResumePlan {
+        &self.plan
     }
 
     /// The open run log.

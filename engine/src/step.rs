@@ -36,6 +36,13 @@ pub trait Generator: Lifecycle {
 
     /// Returns up to `count` rows starting at row `offset`, and whether no row follows them.
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)>;
+
+    /// A short text that changes when the generator's input changes (a file's size and
+    /// modification time, say), read without reading the input; `None` when the parameters
+    /// are the whole input (inline rows). A run refuses to resume when it changed.
+    fn fingerprint(&self) -> StepResult<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Transforms one batch of rows into output rows (any number: filter and expand change it).

@@ -264,7 +264,7 @@ fn mark_policy_keeps_going_with_the_error_in_the_rows() {
 }
 
 #[test]
-fn a_different_pipeline_on_the_same_database_is_refused() {
+fn a_pipeline_of_another_name_on_the_same_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("run.redb");
     run(
@@ -272,13 +272,107 @@ fn a_different_pipeline_on_the_same_database_is_refused() {
         &RunOptions::new(&db),
     )
     .unwrap();
-    let err = run(
-        &build(chain(6, 5, 5), &Probe::default()),
-        &RunOptions::new(&db),
-    )
-    .unwrap_err();
+    let mut other = chain(6, 5, 5);
+    other.name = "other".into();
+    let err = run(&build(other, &Probe::default()), &RunOptions::new(&db)).unwrap_err();
     assert!(matches!(err, Error::PipelineMismatch { .. }), "{err:?}");
     assert!(err.to_string().contains("new --db"), "{err}");
+}
+
+/// `chain` with a template step after `double`.
+fn chain_with_template(template: &str) -> PipelineSpec {
+    chain(40, 5, 5).step(
+        StepSpec::new("fmt", "format_text")
+            .after("double")
+            .input_batch_size(5)
+            .param("template", template)
+            .param("output", "t"),
+    )
+}
+
+/// Batch events in the log of `db`, per step.
+fn batch_events(db: &std::path::Path) -> std::collections::BTreeMap<String, usize> {
+    let reader = RunReader::open(db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for entry in snap.log_from(0).unwrap() {
+        if let distill_storage::Event::Batch { step, .. } = entry.unwrap().event {
+            *counts.entry(step).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn an_edited_step_is_recomputed_and_the_steps_before_it_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let probe = Probe::default();
+    run(
+        &build(chain_with_template("a{{ out }}"), &probe),
+        &RunOptions::new(&db),
+    )
+    .unwrap();
+    let calls = probe.calls.load(Ordering::SeqCst);
+    let before = batch_events(&db);
+    assert_eq!(before.get("double"), Some(&8));
+
+    let edited = build(chain_with_template("b{{ out }}"), &probe);
+    let plan = distill_engine::plan(&edited, &RunOptions::new(&db)).unwrap();
+    let actions: Vec<(&str, &distill_engine::StepAction)> = plan
+        .steps
+        .iter()
+        .map(|s| (s.step.as_str(), &s.action))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("gen", &distill_engine::StepAction::Keep),
+            ("double", &distill_engine::StepAction::Keep),
+            ("fmt", &distill_engine::StepAction::DropChanged),
+        ]
+    );
+    // The plan changed nothing.
+    assert_eq!(batch_events(&db), before);
+
+    run(&edited, &RunOptions::new(&db)).unwrap();
+    // Kept steps were not processed again: no new batches in the log, no calls.
+    let after = batch_events(&db);
+    assert_eq!(after.get("gen"), before.get("gen"));
+    assert_eq!(after.get("double"), before.get("double"));
+    assert_eq!(after.get("fmt"), Some(&(2 * before["fmt"])));
+    assert_eq!(
+        probe.calls.load(Ordering::SeqCst),
+        calls,
+        "double ran again"
+    );
+    // The output is a fresh run's of the edited pipeline.
+    let fresh = dir.path().join("fresh.redb");
+    run(
+        &build(chain_with_template("b{{ out }}"), &Probe::default()),
+        &RunOptions::new(&fresh),
+    )
+    .unwrap();
+    assert_eq!(leaf_rows(&db, "fmt"), leaf_rows(&fresh, "fmt"));
+    assert!(
+        leaf_rows(&db, "fmt")
+            .iter()
+            .all(|r| r.get("t").unwrap().to_string().starts_with('b'))
+    );
+
+    // An upstream change drops everything after it.
+    let mut upstream = chain_with_template("b{{ out }}");
+    upstream.steps[0] = upstream.steps[0].clone().param("count", 41);
+    let plan = distill_engine::plan(&build(upstream, &probe), &RunOptions::new(&db)).unwrap();
+    let actions: Vec<&distill_engine::StepAction> = plan.steps.iter().map(|s| &s.action).collect();
+    assert_eq!(
+        actions,
+        vec![
+            &distill_engine::StepAction::DropChanged,
+            &distill_engine::StepAction::DropUpstream("gen".into()),
+            &distill_engine::StepAction::DropUpstream("double".into()),
+        ]
+    );
 }
 
 #[test]

@@ -26,7 +26,8 @@ pub use settings::{Generation, LlmParams, OnFailure};
 
 use distill_engine::Registry;
 
-/// Registers the LLM tasks in `registry`.
+/// Registers the LLM tasks in `registry`, with their operational parameters
+/// ([`LlmParams::OPERATIONAL`]: changing them keeps a run's answers).
 pub fn register(registry: &mut Registry) {
     registry.register("text_generation", tasks::generation::text_generation);
     registry.register("chat_generation", tasks::generation::chat_generation);
@@ -35,4 +36,12 @@ pub fn register(registry: &mut Registry) {
         "structured_generation",
         tasks::structured::structured_generation,
     );
+    for task in [
+        "text_generation",
+        "chat_generation",
+        "judge",
+        "structured_generation",
+    ] {
+        registry.set_operational(task, LlmParams::OPERATIONAL);
+    }
 }

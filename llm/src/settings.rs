@@ -97,6 +97,20 @@ fn one() -> u32 {
 }
 
 impl LlmParams {
+    /// The parameters that change how requests are made but never an answer: where they go,
+    /// with which key, how many at once, how fast, how long they may take and how often they
+    /// are tried. They are outside a task's step signature.
+    pub const OPERATIONAL: &[&str] = &[
+        "base_url",
+        "base_urls",
+        "api_key_env",
+        "concurrency",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "timeout_secs",
+        "max_attempts",
+    ];
+
     /// Parses the connection parameters from a task's parameters, leaving out the task's
     /// `own` keys (which it reads itself), and checks them.
     pub fn from_params(params: &serde_json::Value, own: &[&str]) -> Result<Self> {

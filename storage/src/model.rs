@@ -198,6 +198,13 @@ pub enum Event {
         /// The new offset.
         offset: u64,
     },
+    /// The run moved to a changed pipeline, keeping the batches of the steps not dropped.
+    Changed {
+        /// The new pipeline signature.
+        signature: String,
+        /// The steps whose batches were dropped.
+        dropped: Vec<String>,
+    },
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -16,6 +16,21 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+/// A changed pipeline for [`RunLog::rebase`]: the new identity, and what of the old run goes.
+#[derive(Debug, Clone, Default)]
+pub struct Rebase {
+    /// The new pipeline signature.
+    pub signature: String,
+    /// The new canonical pipeline definition.
+    pub pipeline: String,
+    /// Steps whose batches and records are removed.
+    pub drop_steps: Vec<String>,
+    /// Cursors removed.
+    pub drop_cursors: Vec<String>,
+    /// Records set (`Some`) or removed (`None`).
+    pub records: Vec<(String, Option<Vec<u8>>)>,
+}
+
 /// What a new run database records about its pipeline.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -242,6 +257,82 @@ impl RunLog {
         }
         txn.commit().map_err(|e| map(&self.path, "commit", e))?;
         state.steps.clear();
+        state.next_log += 1;
+        Ok(())
+    }
+
+    /// Moves the run to a changed pipeline, keeping what is still valid: the metadata takes the
+    /// new signature and pipeline (the creation time stays, so the run stays the same run), and
+    /// everything of the steps in `change.drop_steps` goes (their batches and records), with
+    /// the cursors and records named; the request cache and the log are kept, and the log
+    /// announces the change. One transaction: after a crash, the run is either unchanged or
+    /// wholly moved.
+    pub fn rebase(&self, change: Rebase) -> Result<()> {
+        let mut state = self.lock();
+        if let Some(cause) = &state.poisoned {
+            return Err(Error::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        let txn = self.begin_write()?;
+        {
+            let t = |e: redb::TableError| map(&self.path, "rebase", e);
+            let e = |e: redb::StorageError| map(&self.path, "rebase", e);
+            let mut meta: RunMeta = {
+                let table = txn.open_table(META).map_err(t)?;
+                let bytes =
+                    table
+                        .get(KEY_META)
+                        .map_err(e)?
+                        .ok_or_else(|| Error::NotARunDatabase {
+                            path: self.path.clone(),
+                            reason: "no run metadata".into(),
+                        })?;
+                decode(bytes.value(), "run metadata")?
+            };
+            meta.signature = change.signature.clone();
+            meta.pipeline = change.pipeline;
+            meta.format_version = FORMAT_VERSION;
+            txn.open_table(META)
+                .map_err(t)?
+                .insert(KEY_META, encode(&meta, "run metadata")?.as_slice())
+                .map_err(e)?;
+            let mut batches = txn.open_table(BATCHES).map_err(t)?;
+            let mut steps = txn.open_table(STEPS).map_err(t)?;
+            for step in &change.drop_steps {
+                batches
+                    .retain_in((step.as_str(), 0)..=(step.as_str(), u64::MAX), |_, _| false)
+                    .map_err(e)?;
+                steps.remove(step.as_str()).map_err(e)?;
+            }
+            let mut cursors = txn.open_table(CURSORS).map_err(t)?;
+            for cursor in &change.drop_cursors {
+                cursors.remove(cursor.as_str()).map_err(e)?;
+            }
+            let mut records = txn.open_table(RECORDS).map_err(t)?;
+            for (key, value) in &change.records {
+                match value {
+                    Some(bytes) => records.insert(key.as_str(), bytes.as_slice()).map_err(e)?,
+                    None => records.remove(key.as_str()).map_err(e)?,
+                };
+            }
+            let entry = LogEntry {
+                seq: state.next_log,
+                at_ms: now_ms(),
+                event: Event::Changed {
+                    signature: change.signature,
+                    dropped: change.drop_steps.clone(),
+                },
+            };
+            txn.open_table(LOG)
+                .map_err(t)?
+                .insert(state.next_log, encode(&entry, "log entry")?.as_slice())
+                .map_err(e)?;
+        }
+        txn.commit().map_err(|e| map(&self.path, "commit", e))?;
+        for step in &change.drop_steps {
+            state.steps.remove(step);
+        }
         state.next_log += 1;
         Ok(())
     }

@@ -171,9 +171,28 @@ impl Lifecycle for LoadJsonl {
     }
 }
 
+/// A file's size and modification time, as a fingerprint.
+fn file_fingerprint(path: &Path) -> StepResult<Option<String>> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok(Some(format!(
+        "{} bytes, modified at {modified} ns",
+        meta.len()
+    )))
+}
+
 impl Generator for LoadJsonl {
     fn outputs(&self) -> Vec<String> {
         self.columns.clone()
+    }
+
+    fn fingerprint(&self) -> StepResult<Option<String>> {
+        file_fingerprint(&self.path)
     }
 
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
@@ -318,6 +337,10 @@ impl Lifecycle for LoadCsv {
 impl Generator for LoadCsv {
     fn outputs(&self) -> Vec<String> {
         self.columns.clone()
+    }
+
+    fn fingerprint(&self) -> StepResult<Option<String>> {
+        file_fingerprint(&self.path)
     }
 
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
