@@ -310,8 +310,10 @@ fn topological_order(spec: &PipelineSpec, preds: &[Vec<usize>]) -> Result<Vec<us
     }
     // Walk back from a step left over until a step repeats: that walk is a cycle.
     let mut seen: Vec<usize> = Vec::new();
+    let mut on_walk = vec![false; n];
     let mut at = (0..n).find(|&i| missing[i] > 0).unwrap_or(0);
-    while !seen.contains(&at) {
+    while !on_walk[at] {
+        on_walk[at] = true;
         seen.push(at);
         at = preds[at]
             .iter()

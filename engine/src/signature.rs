@@ -10,45 +10,70 @@
 use crate::canonical::canonical_json;
 use crate::registry::Registry;
 use crate::spec::{PipelineSpec, StepSpec};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-/// The signature of every step of `spec`, by name. Steps are taken in an order where each
-/// comes after its predecessors; a predecessor that does not exist (or a cycle) contributes
-/// its name instead, so a broken stored pipeline still gets signatures (which then match
-/// nothing of a valid one).
+/// The signature of every step of `spec`, by name. Steps are signed after their
+/// predecessors (Kahn's order, so a pipeline of any length is signed without deep recursion);
+/// a predecessor that does not exist, or a step on a cycle, contributes its name instead, so a
+/// broken stored pipeline still gets signatures (which then match nothing of a valid one).
 pub fn step_signatures(spec: &PipelineSpec, registry: &Registry) -> BTreeMap<String, String> {
-    let by_name: BTreeMap<&str, &StepSpec> =
-        spec.steps.iter().map(|s| (s.name.as_str(), s)).collect();
-    let mut signatures: BTreeMap<String, String> = BTreeMap::new();
-    let mut visiting: Vec<&str> = Vec::new();
-    for step in &spec.steps {
-        sign(step, &by_name, registry, &mut signatures, &mut visiting);
+    let index: HashMap<&str, usize> = spec
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let n = spec.steps.len();
+    let mut succs: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut missing = vec![0usize; n];
+    for (i, step) in spec.steps.iter().enumerate() {
+        for pred in &step.after {
+            if let Some(&p) = index.get(pred.as_str()) {
+                succs[p].push(i);
+                missing[i] += 1;
+            }
+        }
     }
-    signatures
+    let mut ready: Vec<usize> = (0..n).filter(|&i| missing[i] == 0).collect();
+    let mut signed: Vec<Option<String>> = vec![None; n];
+    while let Some(i) = ready.pop() {
+        signed[i] = Some(sign(&spec.steps[i], &index, &signed, registry));
+        for &j in &succs[i] {
+            missing[j] -= 1;
+            if missing[j] == 0 {
+                ready.push(j);
+            }
+        }
+    }
+    // Steps on a cycle: signed with what is known.
+    for i in 0..n {
+        if signed[i].is_none() {
+            signed[i] = Some(sign(&spec.steps[i], &index, &signed, registry));
+        }
+    }
+    spec.steps
+        .iter()
+        .zip(signed)
+        .map(|(step, sig)| (step.name.clone(), sig.unwrap_or_default()))
+        .collect()
 }
 
-fn sign<'a>(
-    step: &'a StepSpec,
-    by_name: &BTreeMap<&'a str, &'a StepSpec>,
+fn sign(
+    step: &StepSpec,
+    index: &HashMap<&str, usize>,
+    signed: &[Option<String>],
     registry: &Registry,
-    signatures: &mut BTreeMap<String, String>,
-    visiting: &mut Vec<&'a str>,
 ) -> String {
-    if let Some(done) = signatures.get(&step.name) {
-        return done.clone();
-    }
-    visiting.push(&step.name);
-    let mut after = Vec::with_capacity(step.after.len());
-    for pred in &step.after {
-        let known = by_name.get(pred.as_str()).copied();
-        after.push(match known {
-            Some(p) if !visiting.contains(&p.name.as_str()) => {
-                sign(p, by_name, registry, signatures, visiting)
-            }
-            _ => format!("missing:{pred}"),
-        });
-    }
-    visiting.pop();
+    let after: Vec<String> = step
+        .after
+        .iter()
+        .map(|pred| {
+            index
+                .get(pred.as_str())
+                .and_then(|&p| signed[p].clone())
+                .unwrap_or_else(|| format!("missing:{pred}"))
+        })
+        .collect();
     let mut params = step.params.clone();
     if let Some(map) = params.as_object_mut() {
         for key in registry.operational(&step.kind) {
@@ -65,11 +90,9 @@ fn sign<'a>(
         "input_batch_size": step.input_batch_size,
         "after": after,
     });
-    let signature = blake3::hash(canonical_json(&identity).to_string().as_bytes())
+    blake3::hash(canonical_json(&identity).to_string().as_bytes())
         .to_hex()
-        .to_string();
-    signatures.insert(step.name.clone(), signature.clone());
-    signature
+        .to_string()
 }
 
 #[cfg(test)]
