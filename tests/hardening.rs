@@ -525,3 +525,57 @@ fn a_change_of_operational_settings_resumes_as_if_nothing_changed() {
     // The finished task is not even loaded again: no request at all.
     assert_eq!(server.count(), asked);
 }
+
+#[test]
+fn integers_beyond_i64_stay_exact_and_beyond_u64_are_refused_with_column_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lines = [
+        r#"{"id": 1, "hash": 18446744073709551615}"#,
+        r#"{"id": 2, "hash": 7}"#,
+        r#"{"id": 3, "hash": 9223372036854775808}"#,
+    ];
+    write(d, "big.jsonl", &(lines.join("\n") + "\n"));
+    let yaml = "name: big\nsteps:\n  - {name: load, type: load_jsonl, params: {path: big.jsonl}}\n";
+    write(d, "p.yaml", yaml);
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        d,
+        &[
+            "export", "--db", "r.redb", "--out", "js", "--format", "jsonl",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(d.join("js/load/train/data-00000.jsonl")).unwrap();
+    assert!(text.contains("18446744073709551615") && text.contains("9223372036854775808"));
+    let out = run(d, &["export", "--db", "r.redb", "--out", "pq"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let check = std::process::Command::new(common::python::python())
+        .args([
+            "-c",
+            "import sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); \
+             print(t.schema.field('hash').type, t.column('hash').to_pylist())",
+        ])
+        .arg(d.join("pq/load/train/data-00000.parquet"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).trim(),
+        "uint64 [18446744073709551615, 7, 9223372036854775808]",
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // One digit more is beyond every 64-bit type: refused, naming the column and the line.
+    write(
+        d,
+        "big.jsonl",
+        &(lines.join("\n") + "\n{\"id\": 4, \"hash\": 184467440737095516150}\n"),
+    );
+    let out = run(d, &["run", "p.yaml", "--db", "new.redb"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    for needle in ["line 4", "'hash'", "184467440737095516150", "64-bit"] {
+        assert!(err.contains(needle), "missing '{needle}' in: {err}");
+    }
+}

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::schema::{Inferred, Ty};
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, UInt64Builder,
 };
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{NullBuffer, OffsetBuffer};
@@ -23,7 +23,8 @@ pub fn data_type(ty: &Ty) -> DataType {
     match ty {
         Ty::Null | Ty::Str | Ty::Json => DataType::Utf8,
         Ty::Bool => DataType::Boolean,
-        Ty::Int => DataType::Int64,
+        Ty::Int | Ty::NonNegInt => DataType::Int64,
+        Ty::UInt => DataType::UInt64,
         Ty::Float => DataType::Float64,
         Ty::Bytes => DataType::Binary,
         Ty::List(inner) => DataType::List(Arc::new(Field::new("item", data_type(inner), true))),
@@ -156,10 +157,17 @@ fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
             }
             Arc::new(b.finish())
         }
-        Ty::Int => {
+        Ty::Int | Ty::NonNegInt => {
             let mut b = Int64Builder::new();
             for v in values {
                 b.append_option(v.as_int());
+            }
+            Arc::new(b.finish())
+        }
+        Ty::UInt => {
+            let mut b = UInt64Builder::new();
+            for v in values {
+                b.append_option(v.as_u64());
             }
             Arc::new(b.finish())
         }

@@ -2,7 +2,9 @@
 //!
 //! Rules, applied value by value down each column:
 //! - null goes with anything: the column is nullable and takes the other values' type;
-//! - int and float make float;
+//! - ints are Int64, unless one is beyond `i64::MAX` and none is negative: then UInt64 (a
+//!   column holding both a negative int and one beyond `i64::MAX` has no integer type: text);
+//! - ints and floats make float;
 //! - lists merge their items' types; maps become structs with the union of their fields
 //!   (a field missing from a row is null);
 //! - any other mix (say a string and an int, or a list and a map) makes the column text:
@@ -33,6 +35,10 @@ pub enum Ty {
     Struct(Vec<(String, Ty)>),
     /// Mixed kinds: text, with non-strings as JSON.
     Json,
+    /// 64-bit integers, none negative so far (written as Int64 like [`Ty::Int`]).
+    NonNegInt,
+    /// Unsigned 64-bit integers: none negative, at least one beyond `i64::MAX`.
+    UInt,
 }
 
 impl Ty {
@@ -41,7 +47,9 @@ impl Ty {
         match value {
             Value::Null => Ty::Null,
             Value::Bool(_) => Ty::Bool,
-            Value::Int(_) => Ty::Int,
+            Value::Int(i) if *i < 0 => Ty::Int,
+            Value::Int(_) => Ty::NonNegInt,
+            Value::UInt(_) => Ty::UInt,
             Value::Float(_) => Ty::Float,
             Value::Str(_) => Ty::Str,
             Value::Bytes(_) => Ty::Bytes,
@@ -59,7 +67,10 @@ impl Ty {
         match (self, other) {
             (Ty::Null, t) => t.clone(),
             (t, Ty::Null) => t,
-            (Ty::Int, Ty::Float) | (Ty::Float, Ty::Int) => Ty::Float,
+            (Ty::Int | Ty::NonNegInt | Ty::UInt, Ty::Float)
+            | (Ty::Float, Ty::Int | Ty::NonNegInt | Ty::UInt) => Ty::Float,
+            (Ty::Int, Ty::NonNegInt) | (Ty::NonNegInt, Ty::Int) => Ty::Int,
+            (Ty::NonNegInt, Ty::UInt) | (Ty::UInt, Ty::NonNegInt) => Ty::UInt,
             (Ty::List(a), Ty::List(b)) => Ty::List(Box::new(a.merge(b))),
             (Ty::Struct(mut fields), Ty::Struct(more)) => {
                 for (name, ty) in more {
@@ -109,8 +120,22 @@ mod tests {
     }
 
     #[test]
+    fn integers_beyond_i64_make_uint64_unless_a_negative_one_is_there() {
+        let big = Value::UInt(u64::MAX);
+        assert_eq!(infer(vec![Value::Int(3), big.clone()]), Ty::UInt);
+        assert_eq!(
+            infer(vec![big.clone(), Value::Null, Value::Int(0)]),
+            Ty::UInt
+        );
+        assert_eq!(infer(vec![Value::Int(-3), big.clone()]), Ty::Json);
+        assert_eq!(infer(vec![big, Value::Float(0.5)]), Ty::Float);
+        assert_eq!(infer(vec![Value::Int(2), Value::Int(-1)]), Ty::Int);
+    }
+
+    #[test]
     fn rules() {
-        assert_eq!(infer(vec![Value::Null, Value::Int(1)]), Ty::Int);
+        assert_eq!(infer(vec![Value::Null, Value::Int(-1)]), Ty::Int);
+        assert_eq!(infer(vec![Value::Null, Value::Int(1)]), Ty::NonNegInt);
         assert_eq!(infer(vec![Value::Int(1), Value::Float(0.5)]), Ty::Float);
         assert_eq!(infer(vec![Value::from("a"), Value::Int(1)]), Ty::Json);
         assert_eq!(infer(vec![Value::Null]), Ty::Null);
@@ -125,7 +150,7 @@ mod tests {
         let b = Value::Map(Row::new().with("y", "s").with("x", Value::Null));
         assert_eq!(
             infer(vec![a, b]),
-            Ty::Struct(vec![("x".into(), Ty::Int), ("y".into(), Ty::Str)])
+            Ty::Struct(vec![("x".into(), Ty::NonNegInt), ("y".into(), Ty::Str)])
         );
         assert_eq!(
             infer(vec![Value::from(vec![1]), Value::Map(Row::new())]),

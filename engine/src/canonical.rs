@@ -38,6 +38,10 @@ pub fn hash_value(hasher: &mut blake3::Hasher, value: &Value) {
             hasher.update(&[2]);
             hasher.update(&i.to_le_bytes());
         }
+        Value::UInt(u) => {
+            hasher.update(&[8]);
+            hasher.update(&u.to_le_bytes());
+        }
         Value::Float(f) => {
             hasher.update(&[3]);
             hasher.update(&f.to_bits().to_le_bytes());

@@ -153,7 +153,7 @@ mod tests {
         let second = build_shards("leaf", 1, [Ok(nulls)], &first[0].schema).unwrap();
         assert_eq!(
             second[0].schema.columns,
-            vec![("score".into(), Ty::Int), ("why".into(), Ty::Str)]
+            vec![("score".into(), Ty::NonNegInt), ("why".into(), Ty::Str)]
         );
         // Alone, the second shard would have been a text column of nulls without `why`.
         let alone = build_shards("leaf", 1, [Ok(batch(1, 0))], &Inferred::default());

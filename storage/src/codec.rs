@@ -8,7 +8,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Version of the on-disk format written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first format.
+/// - 2: values may hold unsigned integers beyond `i64::MAX` (`Value::UInt`). Version 1 files
+///   read unchanged; a writer opening one marks it 2, so an older build refuses it rather than
+///   misread a value it does not know.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Encodes a record.
 pub(crate) fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {

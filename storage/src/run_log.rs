@@ -340,7 +340,9 @@ impl RunLog {
     /// Checks the format and loads what the writer checks units against.
     fn load_state(&self) -> Result<()> {
         let snapshot = self.snapshot()?;
-        snapshot.check_format()?;
+        if snapshot.check_format()? < FORMAT_VERSION {
+            self.upgrade_format()?;
+        }
         let mut state = WriterState {
             next_log: snapshot.log_len()?,
             ..WriterState::default()
@@ -351,6 +353,17 @@ impl RunLog {
         drop(snapshot);
         *self.lock() = state;
         Ok(())
+    }
+
+    /// Marks an older file with this build's format version before anything new is written to
+    /// it (every older format reads unchanged; see [`FORMAT_VERSION`]).
+    fn upgrade_format(&self) -> Result<()> {
+        let txn = self.begin_write()?;
+        txn.open_table(META)
+            .map_err(|e| map(&self.path, "upgrade format", e))?
+            .insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())
+            .map_err(|e| map(&self.path, "upgrade format", e))?;
+        txn.commit().map_err(|e| map(&self.path, "commit", e))
     }
 
     /// Opens the run database at `path`, creating it when the file is missing or empty.

@@ -43,7 +43,7 @@ impl Snapshot {
     }
 
     /// Checks that this is a run database this build can read.
-    pub(crate) fn check_format(&self) -> Result<()> {
+    pub(crate) fn check_format(&self) -> Result<u32> {
         let meta = self.table(META)?;
         let raw = meta.get(KEY_FORMAT).map_err(self.err("read format"))?;
         let Some(raw) = raw else {
@@ -64,7 +64,7 @@ impl Snapshot {
                 supported: FORMAT_VERSION,
             });
         }
-        Ok(())
+        Ok(found)
     }
 
     fn meta_record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {

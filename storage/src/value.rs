@@ -23,6 +23,9 @@ pub enum Value {
     Map(Row),
     /// Raw bytes.
     Bytes(Vec<u8>),
+    /// An unsigned integer beyond `i64::MAX` (smaller ones are [`Value::Int`], so each number
+    /// has one form). Last, so that databases written before it keep their encoding.
+    UInt(u64),
 }
 
 /// An ordered map of column names to values. Columns keep the order in which they were added.
@@ -150,6 +153,12 @@ impl From<u32> for Value {
         Value::Int(v.into())
     }
 }
+impl From<u64> for Value {
+    /// An `Int` when it fits, else a `UInt`.
+    fn from(v: u64) -> Self {
+        i64::try_from(v).map_or(Value::UInt(v), Value::Int)
+    }
+}
 impl From<f64> for Value {
     fn from(v: f64) -> Self {
         Value::Float(v)
@@ -198,10 +207,20 @@ impl Value {
         }
     }
 
-    /// The number as a float, if this is an int or a float.
+    /// The integer, if this is an int or a uint that is not negative.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::Int(i) => u64::try_from(*i).ok(),
+            Value::UInt(u) => Some(*u),
+            _ => None,
+        }
+    }
+
+    /// The number as a float, if this is an int, a uint or a float.
     pub fn as_f64(&self) -> Option<f64> {
         match self {
             Value::Int(i) => Some(*i as f64),
+            Value::UInt(u) => Some(*u as f64),
             Value::Float(f) => Some(*f),
             _ => None,
         }
@@ -226,6 +245,7 @@ impl Value {
             Value::Null => "null",
             Value::Bool(_) => "bool",
             Value::Int(_) => "int",
+            Value::UInt(_) => "uint",
             Value::Float(_) => "float",
             Value::Str(_) => "string",
             Value::List(_) => "list",
@@ -241,6 +261,7 @@ impl Value {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
+            Value::UInt(u) => J::from(*u),
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::List(items) => J::Array(items.iter().map(Value::to_json).collect()),
@@ -249,15 +270,18 @@ impl Value {
         }
     }
 
-    /// Converts from JSON. Integers that fit i64 stay integers; other numbers become floats.
+    /// Converts from JSON. Integers stay integers (`Int`, or `UInt` beyond `i64::MAX`); other
+    /// numbers are floats. (JSON integers beyond `u64` arrive here already as floats: readers of
+    /// JSON text refuse them first, see `big_integer` in the engine's JSONL reader.)
     pub fn from_json(json: &serde_json::Value) -> Value {
         use serde_json::Value as J;
         match json {
             J::Null => Value::Null,
             J::Bool(b) => Value::Bool(*b),
-            J::Number(n) => match n.as_i64() {
-                Some(i) => Value::Int(i),
-                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            J::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Value::Int(i),
+                (None, Some(u)) => Value::UInt(u),
+                _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
             J::String(s) => Value::Str(s.clone()),
             J::Array(items) => Value::List(items.iter().map(Value::from_json).collect()),
@@ -327,6 +351,17 @@ mod tests {
         };
         assert_eq!(row.columns().collect::<Vec<_>>(), ["z", "a"]);
         assert_eq!(value.to_json(), json);
+    }
+
+    #[test]
+    fn integers_beyond_i64_stay_exact_integers() {
+        let json: serde_json::Value = serde_json::from_str("18446744073709551615").unwrap();
+        let value = Value::from_json(&json);
+        assert_eq!(value, Value::UInt(u64::MAX));
+        assert_eq!(value.to_json(), json);
+        assert_eq!(Value::from(5_u64), Value::Int(5));
+        assert_eq!(Value::from(u64::MAX).as_u64(), Some(u64::MAX));
+        assert_eq!(Value::Int(-1).as_u64(), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use distill_storage::{
     Batch, Error, Event, GroupCommitter, NewRun, Progress, Row, RunLog, RunReader, RunState,
     RunStatus, StepState, Value,
 };
+use redb::ReadableDatabase;
 use std::sync::Arc;
 
 fn new_run() -> NewRun {
@@ -390,25 +391,41 @@ fn redb_file_without_our_tables_is_not_a_run_database() {
     assert!(err.to_string().contains("meta"), "{err}");
 }
 
+const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+
+fn raw_db(path: &std::path::Path) -> redb::Database {
+    redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+        .open(path)
+        .unwrap()
+}
+
+/// Overwrites the stored format version, as an older or newer build would have written it.
+fn set_format_version(path: &std::path::Path, version: u32) {
+    let db = raw_db(path);
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(META).unwrap();
+        t.insert("format_version", version.to_le_bytes().as_slice())
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+fn stored_format_version(path: &std::path::Path) -> u32 {
+    let db = raw_db(path);
+    let txn = db.begin_read().unwrap();
+    let t = txn.open_table(META).unwrap();
+    let raw = t.get("format_version").unwrap().unwrap();
+    u32::from_le_bytes(raw.value().try_into().unwrap())
+}
+
 #[test]
 fn newer_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.redb");
     drop(RunLog::create(&path, new_run()).unwrap());
-    {
-        let db = redb::Database::builder()
-            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
-            .open(&path)
-            .unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
-            let mut t = txn.open_table(def).unwrap();
-            t.insert("format_version", 99u32.to_le_bytes().as_slice())
-                .unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    set_format_version(&path, 99);
     let err = RunLog::open(&path).err().unwrap();
     assert!(
         matches!(err, Error::NewerFormat { found: 99, .. }),
@@ -416,6 +433,44 @@ fn newer_format_version_is_refused() {
     );
     let err = RunReader::open(&path).err().unwrap();
     assert!(matches!(err, Error::NewerFormat { .. }), "{err:?}");
+}
+
+#[test]
+fn a_version_1_file_reads_unchanged_and_a_writer_marks_it_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.redb");
+    {
+        let log = RunLog::create(&path, new_run()).unwrap();
+        log.commit(Progress::new().batch(batch("a", 0, 3, false)))
+            .unwrap();
+    }
+    set_format_version(&path, 1);
+    {
+        let reader = RunReader::open(&path).unwrap();
+        let snap = reader.snapshot().unwrap();
+        let rows: usize = snap
+            .batches("a", 0)
+            .unwrap()
+            .map(|b| b.unwrap().rows.len())
+            .sum();
+        assert_eq!(rows, 3);
+    }
+    assert_eq!(stored_format_version(&path), 1, "readers never write");
+    let log = RunLog::open(&path).unwrap();
+    log.commit(Progress::new().batch(Batch {
+        rows: vec![Row::new().with("big", Value::UInt(u64::MAX))],
+        ..batch("a", 1, 0, true)
+    }))
+    .unwrap();
+    drop(log);
+    assert_eq!(
+        stored_format_version(&path),
+        distill_storage::FORMAT_VERSION
+    );
+    let reader = RunReader::open(&path).unwrap();
+    let snap = reader.snapshot().unwrap();
+    let last = snap.batches("a", 1).unwrap().next().unwrap().unwrap();
+    assert_eq!(last.rows[0].get("big"), Some(&Value::UInt(u64::MAX)));
 }
 
 #[test]

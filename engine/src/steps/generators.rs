@@ -3,6 +3,7 @@
 //! File generators stream: `load` opens the file, each `generate` reads the next rows, and a
 //! call at another offset (a resumed run) reopens the file and skips to it.
 
+use super::json_integers;
 use crate::step::{BuildContext, Generator, Lifecycle, StepKind, StepResult, parse_params};
 use distill_storage::{Row, Value};
 use serde::Deserialize;
@@ -128,7 +129,22 @@ impl JsonlReader {
             let json: serde_json::Value = serde_json::from_str(line)
                 .map_err(|e| format!("{} line {}: {e}", path.display(), self.line))?;
             return match json {
-                serde_json::Value::Object(map) => Ok(Some(Row::from_json_map(&map))),
+                serde_json::Value::Object(map) => {
+                    let row = Row::from_json_map(&map);
+                    if json_integers::may_hold_one(&row) {
+                        if let Some((column, literal)) = json_integers::find(line) {
+                            return Err(format!(
+                                "{} line {}: column '{column}' holds the integer {literal}, \
+                                 beyond the 64-bit range; write it as a string (or a float, \
+                                 rounded)",
+                                path.display(),
+                                self.line
+                            )
+                            .into());
+                        }
+                    }
+                    Ok(Some(row))
+                }
                 other => Err(format!(
                     "{} line {}: expected a JSON object, found {}",
                     path.display(),

@@ -6,6 +6,7 @@ mod filter;
 mod format_text;
 mod generators;
 mod global;
+mod json_integers;
 
 use crate::registry::Registry;
 
