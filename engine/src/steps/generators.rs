@@ -131,17 +131,17 @@ impl JsonlReader {
             return match json {
                 serde_json::Value::Object(map) => {
                     let row = Row::from_json_map(&map);
-                    if json_integers::may_hold_one(&row) {
-                        if let Some((column, literal)) = json_integers::find(line) {
-                            return Err(format!(
-                                "{} line {}: column '{column}' holds the integer {literal}, \
+                    if json_integers::may_hold_one(&row)
+                        && let Some((column, literal)) = json_integers::find(line)
+                    {
+                        return Err(format!(
+                            "{} line {}: column '{column}' holds the integer {literal}, \
                                  beyond the 64-bit range; write it as a string (or a float, \
                                  rounded)",
-                                path.display(),
-                                self.line
-                            )
-                            .into());
-                        }
+                            path.display(),
+                            self.line
+                        )
+                        .into());
                     }
                     Ok(Some(row))
                 }
