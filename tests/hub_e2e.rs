@@ -386,3 +386,77 @@ fn a_run_whose_push_fails_finishes_with_exit_5_and_distill_push_catches_up() {
         "{status}"
     );
 }
+
+/// The Hub's data files of `config`: path to bytes.
+fn config_files(hub: &MockHub, config: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    hub.files(REPO)
+        .into_iter()
+        .filter(|(path, _)| path.starts_with(&format!("{config}/train/")))
+        .collect()
+}
+
+#[test]
+fn a_changed_leaf_replaces_its_shards_on_the_hub_and_a_kept_leaf_keeps_them() {
+    let llm = MockLlm::start(Behaviour::default());
+    let hub = hub();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &llm, true);
+    let mut first = distill(d);
+    first.args(["run", "p.yaml", "--db", "r.redb"]);
+    with_hub(&mut first, &hub, TOKEN);
+    let out = first.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let generated = config_files(&hub, "generate");
+    let quoted = config_files(&hub, "quote");
+    assert!(!generated.is_empty() && !quoted.is_empty());
+    let asked = llm.count();
+    // Edit the `quote` leaf: its batches are dropped and recomputed; `generate` is kept.
+    let yaml = std::fs::read_to_string(d.join("p.yaml")).unwrap();
+    let edited = yaml.replace(r#"'"{{ instruction }}"'"#, r#"'<{{ instruction }}>'"#);
+    assert_ne!(edited, yaml);
+    std::fs::write(d.join("p.yaml"), edited).unwrap();
+    let mut second = distill(d);
+    second.args(["run", "p.yaml", "--db", "r.redb"]);
+    with_hub(&mut second, &hub, TOKEN);
+    let out = second.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        llm.count() <= asked + 1,
+        "at most an endpoint check: no answer asked again"
+    );
+    assert_eq!(
+        config_files(&hub, "generate"),
+        generated,
+        "the kept leaf's shards are the same files"
+    );
+    let requoted = config_files(&hub, "quote");
+    assert!(!requoted.is_empty());
+    assert!(
+        requoted.keys().all(|path| !quoted.contains_key(path)),
+        "the changed leaf's old shards are replaced: {:?} then {:?}",
+        quoted.keys(),
+        requoted.keys()
+    );
+    assert_every_row_once(&hub);
+    let local = d.join("requoted");
+    std::fs::create_dir(&local).unwrap();
+    for (i, bytes) in requoted.values().enumerate() {
+        std::fs::write(local.join(format!("{i}.parquet")), bytes).unwrap();
+    }
+    let check = Command::new(python())
+        .args([
+            "-c",
+            "import sys, pyarrow.parquet as pq; \
+             print(sorted(pq.read_table(sys.argv[1]).column('quoted').to_pylist())[:2])",
+        ])
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&check).trim(),
+        "['<write line 0>', '<write line 100>']",
+        "the new template's rows are pushed: {}",
+        stderr(&check)
+    );
+}

@@ -48,7 +48,7 @@ pub use lifecycle::{LoadGuard, LoadState, StepSlot};
 pub use observer::{Observer, RunEvent};
 pub use pipeline::{Node, Pipeline};
 pub use registry::{Constructor, Registry};
-pub use resume::{PlanMode, ResumePlan, StepAction, StepPlan};
+pub use resume::{PlanMode, ResumePlan, StepAction, StepPlan, step_epoch};
 pub use run::{RunOptions, RunSession, RunSummary, plan, run};
 pub use signature::step_signatures;
 pub use spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, PushSpec, StepSpec};

@@ -18,6 +18,17 @@ use std::path::Path;
 const SIGNATURE_RECORD: &str = "sig:";
 /// Prefix of the records holding each generator's input fingerprint.
 const INPUT_RECORD: &str = "input:";
+/// Prefix of the records marking when a step's batches were last dropped (see [`step_epoch`]).
+const EPOCH_RECORD: &str = "epoch:";
+
+/// When `step`'s committed batches were last dropped by a changed pipeline, as an opaque
+/// token (`None`: never, in this run). Consumers of a step's batches (the Hub pusher) start
+/// that step over when it changes.
+pub fn step_epoch(snapshot: &Snapshot, step: &str) -> Result<Option<String>> {
+    Ok(snapshot
+        .record(&format!("{EPOCH_RECORD}{step}"))?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+}
 
 /// What a run does with what the database holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -284,6 +295,16 @@ pub(crate) fn plan(
         }
     }
     let mut records = step_records(pipeline, &inputs);
+    // The log's length is unique to this change: each dropped step gets a new epoch.
+    let epoch = format!("log{}", snapshot.log_len()?);
+    for step in &dropped {
+        records.push((
+            format!("{EPOCH_RECORD}{step}"),
+            new_sigs
+                .contains_key(step)
+                .then(|| epoch.clone().into_bytes()),
+        ));
+    }
     for step in old.steps.iter().filter(|s| !new_sigs.contains_key(&s.name)) {
         records.push((format!("{SIGNATURE_RECORD}{}", step.name), None));
         records.push((format!("{INPUT_RECORD}{}", step.name), None));

@@ -30,6 +30,10 @@ pub struct PushStatus {
     pub revision: String,
     /// The run the pushed shards belong to.
     pub run_tag: String,
+    /// Each leaf's tag, in its shards' names: the run's, or a new one once a changed pipeline
+    /// dropped the leaf's batches (its shards on the Hub are then replaced; see [`leaf_tag`]).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     /// Rows on the Hub, per leaf.
     pub rows: BTreeMap<String, u64>,
     /// Batches on the Hub, per leaf (the consumer offsets).
@@ -71,11 +75,21 @@ pub fn offset_name(repo: &str, leaf: &str) -> String {
     format!("hub:{repo}:{leaf}")
 }
 
-/// A short id of the run in `meta` (a new run in the same database gets a new one).
+/// A short id of the run in `meta` (a new run in the same database gets a new one; a changed
+/// pipeline resumed in it keeps it).
 pub fn run_tag(meta: &RunMeta) -> String {
+    leaf_tag(meta, None)
+}
+
+/// A short id of a leaf's batches: the run's tag until a changed pipeline drops them, then one
+/// per `epoch` (see [`distill_engine::step_epoch`]).
+pub fn leaf_tag(meta: &RunMeta, epoch: Option<&str>) -> String {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(meta.signature.as_bytes());
+    hasher.update(b"distill run");
     hasher.update(&meta.created_ms.to_le_bytes());
+    if let Some(epoch) = epoch {
+        hasher.update(epoch.as_bytes());
+    }
     hasher.finalize().to_hex()[..8].to_owned()
 }
 
@@ -110,7 +124,7 @@ pub struct Pusher {
     last_push: Instant,
     status: PushStatus,
     max_commit_rows: u64,
-    /// The run's pipeline, parsed once per run (tag).
+    /// The run's pipeline, parsed once per pipeline signature.
     pipeline: Option<(String, Arc<PipelineSpec>)>,
 }
 
@@ -193,15 +207,16 @@ impl Pusher {
             };
         }
         let pipeline = match &self.pipeline {
-            Some((parsed_for, pipeline)) if *parsed_for == tag => pipeline.clone(),
+            Some((parsed_for, pipeline)) if *parsed_for == meta.signature => pipeline.clone(),
             _ => {
                 let parsed = PipelineSpec::from_yaml(&meta.pipeline, Path::new("(run database)"))?;
                 let parsed = Arc::new(parsed);
-                self.pipeline = Some((tag.clone(), parsed.clone()));
+                self.pipeline = Some((meta.signature.clone(), parsed.clone()));
                 parsed
             }
         };
         let leaves = pipeline.leaves();
+        let tags = self.follow_leaf_tags(snapshot, &meta, &leaves)?;
         let mut committed = BTreeMap::new();
         let mut pending_rows = 0;
         for leaf in &leaves {
@@ -227,7 +242,7 @@ impl Pusher {
         let on_hub = self
             .client
             .list_files(&self.spec.repo, &self.spec.revision)?;
-        self.reconcile(snapshot, &leaves, &on_hub, &tag, sink)?;
+        self.reconcile(snapshot, &leaves, &on_hub, &tags, sink)?;
 
         let mut shards: Vec<Shard> = Vec::new();
         let mut deleted = Vec::new();
@@ -254,19 +269,39 @@ impl Pusher {
                 more |= cut.last().is_some_and(|s| s.to < to);
                 shards.extend(cut);
             }
-            // Data files of other runs (an earlier run pushed to this repository) go.
+            // Data files of other runs (an earlier run pushed to this repository, or batches
+            // of this leaf dropped by a changed pipeline) go.
             deleted.extend(
                 on_hub
                     .iter()
-                    .filter(|p| is_data_file(p, leaf) && parse_shard_path(p, leaf, &tag).is_none())
+                    .filter(|p| {
+                        is_data_file(p, leaf) && parse_shard_path(p, leaf, &tags[leaf]).is_none()
+                    })
                     .cloned(),
             );
+        }
+        // So do the data files of leaves the pipeline no longer has.
+        let gone: Vec<String> = self
+            .status
+            .tags
+            .keys()
+            .filter(|leaf| !leaves.contains(leaf))
+            .cloned()
+            .collect();
+        for leaf in &gone {
+            deleted.extend(on_hub.iter().filter(|p| is_data_file(p, leaf)).cloned());
         }
         if shards.is_empty() && deleted.is_empty() && card_key == self.status.card_key {
             return Ok(Round::Idle);
         }
         let new_rows: u64 = shards.iter().map(|s| s.rows).sum();
         let mut after = self.status.clone();
+        for leaf in &gone {
+            after.tags.remove(leaf);
+            after.rows.remove(leaf);
+            after.batches.remove(leaf);
+            after.schemas.remove(leaf);
+        }
         for shard in &shards {
             *after.rows.entry(shard.leaf.clone()).or_default() += shard.rows;
             after.batches.insert(shard.leaf.clone(), shard.to);
@@ -280,7 +315,7 @@ impl Pusher {
             .iter()
             .filter(|s| s.rows > 0)
             .map(|s| UploadFile {
-                path: s.path(&tag),
+                path: s.path(&tags[&s.leaf]),
                 bytes: s.bytes.clone(),
             })
             .collect();
@@ -338,7 +373,7 @@ impl Pusher {
         snapshot: &Snapshot,
         leaves: &[String],
         on_hub: &[String],
-        tag: &str,
+        tags: &BTreeMap<String, String>,
         sink: Sink<'_>,
     ) -> Result<()> {
         let mut moved = false;
@@ -346,7 +381,7 @@ impl Pusher {
             let recorded = self.status.batches.get(leaf).copied().unwrap_or(0);
             let hub = on_hub
                 .iter()
-                .filter_map(|p| parse_shard_path(p, leaf, tag))
+                .filter_map(|p| parse_shard_path(p, leaf, &tags[leaf]))
                 .map(|(_, to)| to)
                 .max()
                 .unwrap_or(0);
@@ -376,6 +411,29 @@ impl Pusher {
             let _ = sink(self.record_unit(self.offsets_unit()));
         }
         Ok(())
+    }
+
+    /// Each leaf's tag now; a leaf whose tag changed (its batches were dropped by a changed
+    /// pipeline) starts over: nothing of it counts as pushed, and its old shards are replaced.
+    fn follow_leaf_tags(
+        &mut self,
+        snapshot: &Snapshot,
+        meta: &RunMeta,
+        leaves: &[String],
+    ) -> Result<BTreeMap<String, String>> {
+        let mut tags = BTreeMap::new();
+        for leaf in leaves {
+            let epoch = distill_engine::step_epoch(snapshot, leaf)?;
+            let tag = leaf_tag(meta, epoch.as_deref());
+            if self.status.tags.get(leaf) != Some(&tag) {
+                self.status.rows.insert(leaf.clone(), 0);
+                self.status.batches.insert(leaf.clone(), 0);
+                self.status.schemas.remove(leaf);
+                self.status.tags.insert(leaf.clone(), tag.clone());
+            }
+            tags.insert(leaf.clone(), tag);
+        }
+        Ok(tags)
     }
 
     fn offsets_unit(&self) -> Progress {
