@@ -12,6 +12,7 @@ use distill_storage::{Row, Value};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -54,6 +55,29 @@ pub fn write_parquet<W: Write + Send, E>(
 where
     Error: From<E>,
 {
+    let (out, written) = write_parquet_counted(out, schema, batches)?;
+    Ok((out, written.rows))
+}
+
+/// What [`write_parquet_counted`] wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Written {
+    /// Rows written.
+    pub rows: u64,
+    /// Per column, the non-finite floats (NaN, ±Infinity) written as JSON null: those inside
+    /// a text column of mixed kinds, which holds non-strings as JSON. Float columns keep them.
+    pub non_finite_as_null: BTreeMap<String, u64>,
+}
+
+/// [`write_parquet`], also counting the non-finite floats it could only write as null.
+pub fn write_parquet_counted<W: Write + Send, E>(
+    out: W,
+    schema: &Inferred,
+    batches: impl IntoIterator<Item = std::result::Result<Vec<Row>, E>>,
+) -> Result<(W, Written)>
+where
+    Error: From<E>,
+{
     let mut writer = LeafWriter::to(out, schema)?;
     let mut rows = 0;
     for batch in batches {
@@ -61,7 +85,21 @@ where
         rows += batch.len() as u64;
         writer.write(batch)?;
     }
-    Ok((writer.into_inner()?, rows))
+    let (out, lost) = writer.into_inner()?;
+    let non_finite_as_null = schema
+        .columns
+        .iter()
+        .zip(lost)
+        .filter(|(_, n)| *n > 0)
+        .map(|((name, _), n)| (name.clone(), n))
+        .collect();
+    Ok((
+        out,
+        Written {
+            rows,
+            non_finite_as_null,
+        },
+    ))
 }
 
 /// Writes Parquet row groups as rows arrive.
@@ -70,6 +108,8 @@ struct LeafWriter<W: Write + Send> {
     schema: Arc<Schema>,
     columns: Vec<(String, Ty)>,
     pending: Vec<Row>,
+    /// Per column, non-finite floats written as JSON null.
+    lost: Vec<u64>,
 }
 
 impl<W: Write + Send> LeafWriter<W> {
@@ -84,6 +124,7 @@ impl<W: Write + Send> LeafWriter<W> {
             writer,
             schema,
             columns: inferred.columns.clone(),
+            lost: vec![0; inferred.columns.len()],
             pending: Vec::with_capacity(ROWS_PER_GROUP),
         })
     }
@@ -107,12 +148,13 @@ impl<W: Write + Send> LeafWriter<W> {
         let arrays: Vec<ArrayRef> = self
             .columns
             .iter()
-            .map(|(name, ty)| {
+            .zip(self.lost.iter_mut())
+            .map(|((name, ty), lost)| {
                 let values: Vec<&Value> = rows
                     .iter()
                     .map(|r| r.get(name).unwrap_or(&Value::Null))
                     .collect();
-                build(ty, &values)
+                build(ty, &values, lost)
             })
             .collect();
         let batch = if arrays.is_empty() {
@@ -125,15 +167,17 @@ impl<W: Write + Send> LeafWriter<W> {
         Ok(())
     }
 
-    /// Writes what is pending and the footer; returns the output.
-    fn into_inner(mut self) -> Result<W> {
+    /// Writes what is pending and the footer; returns the output and the per-column counts
+    /// of non-finite floats written as null.
+    fn into_inner(mut self) -> Result<(W, Vec<u64>)> {
         self.flush()?;
-        Ok(self.writer.into_inner()?)
+        Ok((self.writer.into_inner()?, self.lost))
     }
 }
 
-/// Builds one Arrow array of type `ty` from values (nulls allowed anywhere).
-fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
+/// Builds one Arrow array of type `ty` from values (nulls allowed anywhere); counts in `lost`
+/// the non-finite floats that text written as JSON can only hold as null.
+fn build(ty: &Ty, values: &[&Value], lost: &mut u64) -> ArrayRef {
     match ty {
         Ty::Null | Ty::Str | Ty::Json => {
             let mut b = StringBuilder::new();
@@ -141,7 +185,10 @@ fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
                 match v {
                     Value::Null => b.append_null(),
                     Value::Str(s) => b.append_value(s),
-                    other => b.append_value(other.to_json().to_string()),
+                    other => {
+                        *lost += crate::schema::non_finite(other);
+                        b.append_value(other.to_json().to_string())
+                    }
                 }
             }
             Arc::new(b.finish())
@@ -201,7 +248,7 @@ fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
             Arc::new(ListArray::new(
                 field,
                 OffsetBuffer::from_lengths(lengths),
-                build(inner, &items),
+                build(inner, &items, lost),
                 Some(NullBuffer::from(valid)),
             ))
         }
@@ -217,7 +264,7 @@ fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
                             _ => &Value::Null,
                         })
                         .collect();
-                    build(t, &column)
+                    build(t, &column, lost)
                 })
                 .collect();
             if fields.is_empty() {

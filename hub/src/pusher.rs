@@ -411,6 +411,7 @@ impl Pusher {
                 batches: after.batches.get(leaf).copied().unwrap_or(0),
                 error: record.error.clone(),
                 files: Vec::new(),
+                non_finite_as_null: BTreeMap::new(),
             })
             .collect();
         dataset_card(&Distiset {
@@ -422,6 +423,7 @@ impl Pusher {
             snapshot_log: snapshot.log_len().unwrap_or(0),
             format: ExportFormat::Parquet,
             leaves,
+            files: Vec::new(),
         })
     }
 }
