@@ -104,7 +104,7 @@ fn an_earlier_export_beside_user_files_is_refused_and_nothing_is_touched() {
     let before = tree(&ds);
     for format in ["parquet", "jsonl"] {
         let out = export(d, &db, "ds", &["--format", format]);
-        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         let err = stderr(&out);
         for foreign in ["precious.txt", "NOTES.md", ".git/", "gen/train/mine/"] {
             assert!(err.contains(foreign), "{foreign} not named: {err}");
@@ -116,7 +116,7 @@ fn an_earlier_export_beside_user_files_is_refused_and_nothing_is_touched() {
     std::fs::create_dir(d.join("other")).unwrap();
     std::fs::write(d.join("other/keep.csv"), b"a,b\n").unwrap();
     let out = export(d, &db, "other", &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("keep.csv"), "{}", stderr(&out));
     assert_eq!(names(&d.join("other")), ["keep.csv"]);
 }
@@ -132,7 +132,7 @@ fn the_run_database_inside_out_is_refused_and_kept() {
         let out = export(d, &db, out_dir, &[]);
         assert_eq!(
             out.status.code(),
-            Some(2),
+            Some(1),
             "--out {out_dir}: {}",
             stderr(&out)
         );
@@ -150,7 +150,7 @@ fn the_run_database_inside_out_is_refused_and_kept() {
     std::fs::rename(&db, d.join("ds/p.redb")).unwrap();
     let db = d.join("ds/p.redb");
     let out = export(d, &db, "ds", &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("p.redb"), "{}", stderr(&out));
     let status = run(d, &["status", "--db", db.to_str().unwrap()]);
     assert!(
@@ -310,7 +310,7 @@ fn replacing_an_export_removes_the_files_it_no_longer_has_and_keeps_the_users() 
     json["files"] = serde_json::json!(["../beside.txt", "distiset.json"]);
     std::fs::write(ds.join("distiset.json"), json.to_string()).unwrap();
     let out = export(d, &ac, "ds", &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("../beside.txt"), "{}", stderr(&out));
     assert!(d.join("beside.txt").exists());
 }

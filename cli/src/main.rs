@@ -19,9 +19,6 @@ use std::sync::{Arc, OnceLock};
 
 /// Exit code of any error not listed below.
 const EXIT_ERROR: u8 = 1;
-/// Exit code of a bad command line: clap's own usage errors, and an `export --out` that cannot
-/// take an export (it holds files no export wrote, or the run database).
-const EXIT_USAGE: u8 = 2;
 /// Exit code of an invalid pipeline (bad YAML, unknown step, missing column...).
 const EXIT_INVALID: u8 = 3;
 /// Exit code of a run whose step failed (committed work is kept; fix and re-run to resume).
@@ -207,11 +204,6 @@ fn init_logging(level: Option<&str>) {
 fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<PushBehind>().is_some() {
         return EXIT_PUSH_BEHIND;
-    }
-    if let Some(distill::Error::Distiset(e)) = err.downcast_ref::<distill::Error>()
-        && e.is_bad_out()
-    {
-        return EXIT_USAGE;
     }
     let kind = err
         .downcast_ref::<distill::Error>()

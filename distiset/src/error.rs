@@ -69,6 +69,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Io { .. } => ErrorKind::Io,
+            // Exit code 1, as for any file problem (not 2: the command line is well formed;
+            // the same command works once the entries are moved away).
             Error::NotAnExport { .. }
             | Error::OutNotADirectory { .. }
             | Error::DatabaseInsideOut { .. } => ErrorKind::Other,
@@ -77,20 +79,6 @@ impl Error {
             Error::Pipeline(e) => e.kind(),
             Error::Storage(_) => ErrorKind::Storage,
         }
-    }
-}
-
-impl Error {
-    /// Whether the output directory given cannot take an export (it holds foreign entries, is
-    /// not a directory, or holds the run database): the command line must change, nothing
-    /// failed. The `distill` command exits with its usage code (2) for these.
-    pub fn is_bad_out(&self) -> bool {
-        matches!(
-            self,
-            Error::NotAnExport { .. }
-                | Error::OutNotADirectory { .. }
-                | Error::DatabaseInsideOut { .. }
-        )
     }
 }
 
