@@ -112,6 +112,16 @@ fn an_earlier_export_beside_user_files_is_refused_and_nothing_is_touched() {
         assert!(!err.contains("pipeline.yaml"), "own file named: {err}");
         assert_eq!(tree(&ds), before, "a refused export changed the directory");
     }
+    // A file by the staging directory's name is not taken for one.
+    let only_staging_name = d.join("odd");
+    std::fs::create_dir(&only_staging_name).unwrap();
+    std::fs::write(only_staging_name.join(STAGING), b"a file, not staging").unwrap();
+    let out = export(d, &db, "odd", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(only_staging_name.join(STAGING)).unwrap(),
+        b"a file, not staging"
+    );
     // A directory without distiset.json that is not empty is refused too.
     std::fs::create_dir(d.join("other")).unwrap();
     std::fs::write(d.join("other/keep.csv"), b"a,b\n").unwrap();

@@ -30,6 +30,9 @@ pub fn write(snapshot: &Snapshot, step: &str, file: &Path) -> Result<(u64, BTree
             rows += 1;
         }
     }
-    w.flush().map_err(io)?;
+    w.into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
     Ok((rows, lost))
 }

@@ -230,12 +230,16 @@ fn parquet_file(
         source,
     })?;
     let rows = snapshot.batches(step, 0)?.map(|b| b.map(|b| b.rows));
-    let (_, written) = write_parquet_counted(out, &inferred, rows).map_err(|e| match e {
+    let (out, written) = write_parquet_counted(out, &inferred, rows).map_err(|e| match e {
         Error::Parquet { path: None, source } => Error::Parquet {
             path: Some(file.to_path_buf()),
             source,
         },
         other => other,
+    })?;
+    out.sync_all().map_err(|source| Error::Io {
+        path: file.to_path_buf(),
+        source,
     })?;
     Ok((written.rows, written.non_finite_as_null))
 }
@@ -247,9 +251,14 @@ fn create_dir(dir: &Path) -> Result<()> {
     })
 }
 
+/// Writes `bytes` to `path` and syncs it: it is renamed into place next, and a rename must not
+/// reach the disk before the data does.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let mut file = std::fs::File::create(path).map_err(io)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(io)?;
+    file.sync_all().map_err(io)
 }

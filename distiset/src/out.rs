@@ -9,7 +9,8 @@
 //!   leaves' data files) and in the manifest of a staging directory an interrupted export left.
 //!   Anything else in `DIR` (a file, a directory holding no export file, a symlink where an
 //!   export directory would be) is foreign: the export is refused, naming it, and nothing is
-//!   touched.
+//!   touched. `DIR/.distill-export-tmp/` (a directory, not a symlink) is the staging directory,
+//!   reserved.
 //! - The run database may not lie inside `DIR` at all (it would be foreign anyway; the message
 //!   says so plainly).
 //! - The new export is written to `DIR/.distill-export-tmp/` (removed on every failure), then
@@ -126,6 +127,7 @@ impl OutDir {
                 ),
             });
         }
+        // Only a real directory gets here (anything else by that name is foreign).
         match std::fs::symlink_metadata(&staging) {
             Ok(_) => std::fs::remove_dir_all(&staging).map_err(io(&staging))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -152,7 +154,7 @@ impl OutDir {
                 continue;
             };
             let path = format!("{rel}{name}");
-            if rel.is_empty() && name == STAGING {
+            if rel.is_empty() && name == STAGING && kind.is_dir() {
                 continue;
             }
             if kind.is_dir() {
@@ -205,7 +207,12 @@ impl OutDir {
             }
             self.remove_empty_parents(old);
         }
-        self.move_file(staging, MANIFEST)
+        self.move_file(staging, MANIFEST)?;
+        // Make the renames durable too (best effort: not every file system syncs directories).
+        if let Ok(dir) = std::fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
     }
 
     fn move_file(&self, staging: &Path, file: &str) -> Result<()> {
