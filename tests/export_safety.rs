@@ -471,4 +471,22 @@ fn non_finite_floats_are_floats_in_parquet_and_counted_nulls_in_jsonl() {
         "{}",
         stderr(&check)
     );
+    // `datasets` reads the JSONL export's nulls as missing values of a float column.
+    let script = "import sys, datasets\n\
+        ds = datasets.load_dataset(sys.argv[1], 'gen', split='train')\n\
+        assert ds.features['x'].dtype == 'float64', ds.features\n\
+        assert ds['x'] == [1.5, None, None, None, -2.0], ds['x']\n\
+        print('ok')\n";
+    let check = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(d.join("js"))
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_DATASETS_CACHE", d.join("hf-cache"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success() && stdout(&check).contains("ok"),
+        "{}",
+        stderr(&check)
+    );
 }
