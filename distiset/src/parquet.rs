@@ -281,3 +281,28 @@ fn build(ty: &Ty, values: &[&Value], lost: &mut u64) -> ArrayRef {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_floats_in_a_text_column_are_counted_and_float_columns_keep_them() {
+        let rows = vec![
+            Row::new()
+                .with("f", f64::NAN)
+                .with("mixed", vec![f64::INFINITY, 1.0]),
+            Row::new().with("f", 1.0).with("mixed", "text"),
+        ];
+        let mut inferred = Inferred::default();
+        rows.iter().for_each(|r| inferred.add(r));
+        assert_eq!(inferred.columns[1].1, Ty::Json);
+        let (_, written) =
+            write_parquet_counted(Vec::new(), &inferred, [Ok::<_, Error>(rows)]).unwrap();
+        assert_eq!(written.rows, 2);
+        assert_eq!(
+            written.non_finite_as_null,
+            BTreeMap::from([("mixed".to_owned(), 1)])
+        );
+    }
+}
