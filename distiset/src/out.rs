@@ -66,9 +66,13 @@ impl OutDir {
             let path = path.to_path_buf();
             move |source| Error::Io { path, source }
         };
-        let dir = resolve(out).map_err(io(out))?;
-        let mut created = Vec::new();
-        match std::fs::metadata(&dir) {
+        let mut this = OutDir {
+            dir: resolve(out).map_err(io(out))?,
+            created: Vec::new(),
+            owned: BTreeSet::new(),
+            done: false,
+        };
+        match std::fs::metadata(&this.dir) {
             Ok(m) if !m.is_dir() => {
                 return Err(Error::OutNotADirectory {
                     path: out.to_path_buf(),
@@ -76,22 +80,17 @@ impl OutDir {
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut p = dir.as_path();
+                // Recorded before creating, so that a failure halfway removes what was made.
+                let mut p = this.dir.as_path();
                 while !p.exists() {
-                    created.push(p.to_path_buf());
+                    this.created.push(p.to_path_buf());
                     p = p.parent().unwrap_or(Path::new("/"));
                 }
-                created.reverse();
-                std::fs::create_dir_all(&dir).map_err(io(out))?;
+                this.created.reverse();
+                std::fs::create_dir_all(&this.dir).map_err(io(out))?;
             }
             Err(e) => return Err(io(out)(e)),
         }
-        let mut this = OutDir {
-            dir,
-            created,
-            owned: BTreeSet::new(),
-            done: false,
-        };
         let db = std::fs::canonicalize(db).map_err(io(db))?;
         if db.starts_with(&this.dir) {
             return Err(Error::DatabaseInsideOut {
