@@ -293,6 +293,13 @@ fn export(db: &Path, out: &Path, format: Format) -> anyhow::Result<()> {
             leaf.status,
             leaf.files.join(", ")
         )?;
+        for (column, n) in &leaf.non_finite_as_null {
+            errln!(
+                "warning: {}: {n} NaN or infinite value{} in column '{column}' written as null (JSON has no such numbers; Parquet float columns keep them)",
+                leaf.name,
+                if *n == 1 { "" } else { "s" }
+            );
+        }
     }
     Ok(())
 }

@@ -65,6 +65,21 @@ pub fn dataset_card(d: &Distiset) -> String {
                 .replace('\n', " ")
         ));
     }
+    let nulled: Vec<String> = d
+        .leaves
+        .iter()
+        .flat_map(|l| {
+            l.non_finite_as_null
+                .iter()
+                .map(move |(column, n)| format!("{}.{column}: {n}", l.name))
+        })
+        .collect();
+    if !nulled.is_empty() {
+        text.push_str(&format!(
+            "\nNon-finite floats (NaN, ±Infinity) written as null, since JSON has no such numbers (config.column: count): {}.\n",
+            nulled.join(", ")
+        ));
+    }
     text.push_str(&format!(
         "\nLoad a config with `datasets.load_dataset(\"PATH\", \"{}\")`. The pipeline is in `pipeline.yaml`; this metadata is also in `distiset.json`.\n",
         d.leaves.first().map_or("", |l| l.name.as_str())

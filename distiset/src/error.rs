@@ -23,11 +23,32 @@ pub enum Error {
         /// The library's error.
         source: parquet::errors::ParquetError,
     },
-    /// The output directory holds something other than a distill export.
-    #[error("{path} exists and is not a distill export; choose another --out")]
+    /// The output directory holds something an earlier distill export did not write; nothing
+    /// in it was touched.
+    #[error(
+        "--out {path} is not a distill export: {detail}; export replaces only its own files, so choose an empty or new --out (or move those entries away)"
+    )]
     NotAnExport {
         /// The directory.
         path: PathBuf,
+        /// What in it is foreign (named), or why its `distiset.json` is not trusted.
+        detail: String,
+    },
+    /// `--out` names something that is not a directory.
+    #[error("--out {path} exists and is not a directory")]
+    OutNotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The run database lies inside the output directory.
+    #[error(
+        "the run database {db} is inside --out {out}; export never writes where the database is: choose an --out outside it"
+    )]
+    DatabaseInsideOut {
+        /// The database.
+        db: PathBuf,
+        /// The output directory.
+        out: PathBuf,
     },
     /// No leaf has a committed batch yet.
     #[error("nothing to export: {detail}")]
@@ -47,7 +68,12 @@ impl Error {
     /// The error's kind, in the engine's classification.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { .. } | Error::NotAnExport { .. } => ErrorKind::Io,
+            Error::Io { .. } => ErrorKind::Io,
+            // Exit code 1, as for any file problem (not 2: the command line is well formed;
+            // the same command works once the entries are moved away).
+            Error::NotAnExport { .. }
+            | Error::OutNotADirectory { .. }
+            | Error::DatabaseInsideOut { .. } => ErrorKind::Other,
             Error::Parquet { .. } => ErrorKind::Io,
             Error::NothingToExport { .. } => ErrorKind::Other,
             Error::Pipeline(e) => e.kind(),

@@ -2,26 +2,30 @@
 //! snapshot of the run log (also while the run goes on, from another process).
 //!
 //! Layout: `DIR/README.md` (dataset card, configs in its front matter), `DIR/CONFIG/train/*.parquet`
-//! (or `.jsonl`), `DIR/pipeline.yaml`, `DIR/distiset.json` (run and leaf status). The export is
-//! built in a temporary directory beside `DIR` and renamed into place. Column types follow the
-//! rules of [`Inferred`]; [`write_parquet`] is the one Parquet writer (the Hub's shards use it).
+//! (or `.jsonl`), `DIR/pipeline.yaml`, `DIR/distiset.json` (run and leaf status, and every file
+//! the export wrote). The export is built in `DIR/.distill-export-tmp/` and moved into place
+//! file by file; it replaces only the files of an earlier export and refuses a directory that
+//! holds anything else (see the `out` module's rules). Column types follow the rules of
+//! [`Inferred`]; [`write_parquet`] is the one Parquet writer (the Hub's shards use it).
 #![deny(missing_docs)]
 
 mod card;
 mod error;
 mod jsonl;
+mod out;
 mod parquet;
 mod schema;
 
 pub use card::dataset_card;
 pub use error::{Error, Result};
-pub use parquet::{ROWS_PER_GROUP, arrow_schema, write_parquet};
+pub use parquet::{ROWS_PER_GROUP, Written, arrow_schema, write_parquet, write_parquet_counted};
 pub use schema::{Inferred, Ty};
 
 use distill_engine::PipelineSpec;
 use distill_storage::{RunReader, RunStatus, Snapshot, StepRecord, StepState};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// File format of the data files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -102,6 +106,11 @@ pub struct LeafExport {
     pub error: Option<String>,
     /// Data files, relative to the export directory.
     pub files: Vec<String>,
+    /// Per column, the non-finite floats (NaN, ±Infinity) written as null: all of them in
+    /// JSON Lines (JSON has no such numbers), in Parquet only those inside a text column of
+    /// mixed kinds (float columns keep them as floats).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub non_finite_as_null: BTreeMap<String, u64>,
 }
 
 /// What was exported, also written as `distiset.json`.
@@ -123,9 +132,13 @@ pub struct Distiset {
     pub format: ExportFormat,
     /// One per leaf.
     pub leaves: Vec<LeafExport>,
+    /// Every file the export wrote (this one included), relative to the export directory and
+    /// `/`-separated: what a later export into the same directory replaces, and all it touches.
+    pub files: Vec<String>,
 }
 
-/// Exports the run in `db` to `out` (replacing an earlier distill export there).
+/// Exports the run in `db` to `out`, which must be missing, empty, or hold only the files of
+/// earlier distill exports (those are replaced; anything else is refused and left untouched).
 pub fn export(db: &Path, out: &Path, format: ExportFormat) -> Result<Distiset> {
     let reader = RunReader::open(db)?;
     let snapshot = reader.snapshot()?;
@@ -141,6 +154,7 @@ pub fn export(db: &Path, out: &Path, format: ExportFormat) -> Result<Distiset> {
         snapshot_log: snapshot.log_len()?,
         format,
         leaves: Vec::new(),
+        files: Vec::new(),
     };
     for leaf in spec.leaves() {
         let record = snapshot.step(&leaf)?.unwrap_or_default();
@@ -151,6 +165,7 @@ pub fn export(db: &Path, out: &Path, format: ExportFormat) -> Result<Distiset> {
             batches: record.batches,
             error: record.error,
             files: Vec::new(),
+            non_finite_as_null: BTreeMap::new(),
         });
     }
     if distiset.leaves.iter().all(|l| l.batches == 0) {
@@ -162,37 +177,48 @@ pub fn export(db: &Path, out: &Path, format: ExportFormat) -> Result<Distiset> {
             ),
         });
     }
-    let staging = sibling(out, ".distill-export-tmp");
-    let _ = std::fs::remove_dir_all(&staging);
-    write_all(&snapshot, &staging, &meta.pipeline, &mut distiset)?;
-    replace_dir(&staging, out)?;
+    let mut out = out::OutDir::prepare(out, db)?;
+    let staging = out::Staging::create(&out)?;
+    write_all(&snapshot, &staging.path, &meta.pipeline, &mut distiset)?;
+    out.commit(&staging.path, &distiset.files)?;
+    drop(staging);
+    out.finish();
     Ok(distiset)
 }
 
+/// Writes the whole export into `dir`, `distiset.json` last (it lists every file).
 fn write_all(snapshot: &Snapshot, dir: &Path, pipeline: &str, d: &mut Distiset) -> Result<()> {
-    create_dir(dir)?;
     write_file(&dir.join("pipeline.yaml"), pipeline.as_bytes())?;
+    d.files.push("pipeline.yaml".into());
     for leaf in &mut d.leaves {
         let split = dir.join(&leaf.name).join("train");
         create_dir(&split)?;
         let name = format!("data-00000.{}", d.format.extension());
         let file = split.join(&name);
-        leaf.rows = match d.format {
+        (leaf.rows, leaf.non_finite_as_null) = match d.format {
             ExportFormat::Jsonl => jsonl::write(snapshot, &leaf.name, &file)?,
             ExportFormat::Parquet => parquet_file(snapshot, &leaf.name, &file)?,
         };
         leaf.files.push(format!("{}/train/{name}", leaf.name));
+        d.files.extend(leaf.files.iter().cloned());
     }
+    write_file(&dir.join("README.md"), dataset_card(d).as_bytes())?;
+    d.files.push("README.md".into());
+    d.files.push(out::MANIFEST.into());
+    let manifest = dir.join(out::MANIFEST);
     let json = serde_json::to_vec_pretty(&*d).map_err(|e| Error::Io {
-        path: dir.join("distiset.json"),
+        path: manifest.clone(),
         source: e.into(),
     })?;
-    write_file(&dir.join("distiset.json"), &json)?;
-    write_file(&dir.join("README.md"), dataset_card(d).as_bytes())
+    write_file(&manifest, &json)
 }
 
 /// Two passes over the same snapshot: infer the column types, then write the rows.
-fn parquet_file(snapshot: &Snapshot, step: &str, file: &Path) -> Result<u64> {
+fn parquet_file(
+    snapshot: &Snapshot,
+    step: &str,
+    file: &Path,
+) -> Result<(u64, BTreeMap<String, u64>)> {
     let mut inferred = Inferred::default();
     for batch in snapshot.batches(step, 0)? {
         for row in &batch?.rows {
@@ -204,45 +230,18 @@ fn parquet_file(snapshot: &Snapshot, step: &str, file: &Path) -> Result<u64> {
         source,
     })?;
     let rows = snapshot.batches(step, 0)?.map(|b| b.map(|b| b.rows));
-    let (_, count) = write_parquet(out, &inferred, rows).map_err(|e| match e {
+    let (out, written) = write_parquet_counted(out, &inferred, rows).map_err(|e| match e {
         Error::Parquet { path: None, source } => Error::Parquet {
             path: Some(file.to_path_buf()),
             source,
         },
         other => other,
     })?;
-    Ok(count)
-}
-
-fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    let mut name = out.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    out.with_file_name(name)
-}
-
-/// Puts `staging` at `out`; an earlier distill export there is replaced, anything else refused.
-fn replace_dir(staging: &Path, out: &Path) -> Result<()> {
-    let io = |source| Error::Io {
-        path: out.to_path_buf(),
+    out.sync_all().map_err(|source| Error::Io {
+        path: file.to_path_buf(),
         source,
-    };
-    if out.exists() {
-        let ours = out.join("distiset.json").exists();
-        let empty = std::fs::read_dir(out).map_err(io)?.next().is_none();
-        if !ours && !empty {
-            let _ = std::fs::remove_dir_all(staging);
-            return Err(Error::NotAnExport {
-                path: out.to_path_buf(),
-            });
-        }
-        let old = sibling(out, ".distill-export-old");
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(out, &old).map_err(io)?;
-        std::fs::rename(staging, out).map_err(io)?;
-        let _ = std::fs::remove_dir_all(&old);
-        return Ok(());
-    }
-    std::fs::rename(staging, out).map_err(io)
+    })?;
+    Ok((written.rows, written.non_finite_as_null))
 }
 
 fn create_dir(dir: &Path) -> Result<()> {
@@ -252,9 +251,14 @@ fn create_dir(dir: &Path) -> Result<()> {
     })
 }
 
+/// Writes `bytes` to `path` and syncs it: it is renamed into place next, and a rename must not
+/// reach the disk before the data does.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let mut file = std::fs::File::create(path).map_err(io)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(io)?;
+    file.sync_all().map_err(io)
 }

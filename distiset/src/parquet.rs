@@ -12,6 +12,7 @@ use distill_storage::{Row, Value};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -55,6 +56,29 @@ pub fn write_parquet<W: Write + Send, E>(
 where
     Error: From<E>,
 {
+    let (out, written) = write_parquet_counted(out, schema, batches)?;
+    Ok((out, written.rows))
+}
+
+/// What [`write_parquet_counted`] wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Written {
+    /// Rows written.
+    pub rows: u64,
+    /// Per column, the non-finite floats (NaN, ±Infinity) written as JSON null: those inside
+    /// a text column of mixed kinds, which holds non-strings as JSON. Float columns keep them.
+    pub non_finite_as_null: BTreeMap<String, u64>,
+}
+
+/// [`write_parquet`], also counting the non-finite floats it could only write as null.
+pub fn write_parquet_counted<W: Write + Send, E>(
+    out: W,
+    schema: &Inferred,
+    batches: impl IntoIterator<Item = std::result::Result<Vec<Row>, E>>,
+) -> Result<(W, Written)>
+where
+    Error: From<E>,
+{
     let mut writer = LeafWriter::to(out, schema)?;
     let mut rows = 0;
     for batch in batches {
@@ -62,7 +86,21 @@ where
         rows += batch.len() as u64;
         writer.write(batch)?;
     }
-    Ok((writer.into_inner()?, rows))
+    let (out, lost) = writer.into_inner()?;
+    let non_finite_as_null = schema
+        .columns
+        .iter()
+        .zip(lost)
+        .filter(|(_, n)| *n > 0)
+        .map(|((name, _), n)| (name.clone(), n))
+        .collect();
+    Ok((
+        out,
+        Written {
+            rows,
+            non_finite_as_null,
+        },
+    ))
 }
 
 /// Writes Parquet row groups as rows arrive.
@@ -71,6 +109,8 @@ struct LeafWriter<W: Write + Send> {
     schema: Arc<Schema>,
     columns: Vec<(String, Ty)>,
     pending: Vec<Row>,
+    /// Per column, non-finite floats written as JSON null.
+    lost: Vec<u64>,
 }
 
 impl<W: Write + Send> LeafWriter<W> {
@@ -85,6 +125,7 @@ impl<W: Write + Send> LeafWriter<W> {
             writer,
             schema,
             columns: inferred.columns.clone(),
+            lost: vec![0; inferred.columns.len()],
             pending: Vec::with_capacity(ROWS_PER_GROUP),
         })
     }
@@ -108,12 +149,13 @@ impl<W: Write + Send> LeafWriter<W> {
         let arrays: Vec<ArrayRef> = self
             .columns
             .iter()
-            .map(|(name, ty)| {
+            .zip(self.lost.iter_mut())
+            .map(|((name, ty), lost)| {
                 let values: Vec<&Value> = rows
                     .iter()
                     .map(|r| r.get(name).unwrap_or(&Value::Null))
                     .collect();
-                build(ty, &values)
+                build(ty, &values, lost)
             })
             .collect();
         let batch = if arrays.is_empty() {
@@ -126,15 +168,17 @@ impl<W: Write + Send> LeafWriter<W> {
         Ok(())
     }
 
-    /// Writes what is pending and the footer; returns the output.
-    fn into_inner(mut self) -> Result<W> {
+    /// Writes what is pending and the footer; returns the output and the per-column counts
+    /// of non-finite floats written as null.
+    fn into_inner(mut self) -> Result<(W, Vec<u64>)> {
         self.flush()?;
-        Ok(self.writer.into_inner()?)
+        Ok((self.writer.into_inner()?, self.lost))
     }
 }
 
-/// Builds one Arrow array of type `ty` from values (nulls allowed anywhere).
-fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
+/// Builds one Arrow array of type `ty` from values (nulls allowed anywhere); counts in `lost`
+/// the non-finite floats that text written as JSON can only hold as null.
+fn build(ty: &Ty, values: &[&Value], lost: &mut u64) -> ArrayRef {
     match ty {
         Ty::Null | Ty::Str | Ty::Json => {
             let mut b = StringBuilder::new();
@@ -142,7 +186,10 @@ fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
                 match v {
                     Value::Null => b.append_null(),
                     Value::Str(s) => b.append_value(s),
-                    other => b.append_value(other.to_json().to_string()),
+                    other => {
+                        *lost += crate::schema::non_finite(other);
+                        b.append_value(other.to_json().to_string())
+                    }
                 }
             }
             Arc::new(b.finish())
@@ -209,7 +256,7 @@ fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
             Arc::new(ListArray::new(
                 field,
                 OffsetBuffer::from_lengths(lengths),
-                build(inner, &items),
+                build(inner, &items, lost),
                 Some(NullBuffer::from(valid)),
             ))
         }
@@ -225,7 +272,7 @@ fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
                             _ => &Value::Null,
                         })
                         .collect();
-                    build(t, &column)
+                    build(t, &column, lost)
                 })
                 .collect();
             if fields.is_empty() {
@@ -240,5 +287,30 @@ fn build(ty: &Ty, values: &[&Value]) -> ArrayRef {
                 Some(NullBuffer::from(valid)),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_floats_in_a_text_column_are_counted_and_float_columns_keep_them() {
+        let rows = vec![
+            Row::new()
+                .with("f", f64::NAN)
+                .with("mixed", vec![f64::INFINITY, 1.0]),
+            Row::new().with("f", 1.0).with("mixed", "text"),
+        ];
+        let mut inferred = Inferred::default();
+        rows.iter().for_each(|r| inferred.add(r));
+        assert_eq!(inferred.columns[1].1, Ty::Json);
+        let (_, written) =
+            write_parquet_counted(Vec::new(), &inferred, [Ok::<_, Error>(rows)]).unwrap();
+        assert_eq!(written.rows, 2);
+        assert_eq!(
+            written.non_finite_as_null,
+            BTreeMap::from([("mixed".to_owned(), 1)])
+        );
     }
 }

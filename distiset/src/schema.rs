@@ -87,6 +87,17 @@ impl Ty {
     }
 }
 
+/// How many non-finite floats (NaN, ±Infinity) `value` holds, at any depth: what JSON can
+/// only write as null.
+pub(crate) fn non_finite(value: &Value) -> u64 {
+    match value {
+        Value::Float(f) if !f.is_finite() => 1,
+        Value::List(items) => items.iter().map(non_finite).sum(),
+        Value::Map(row) => row.iter().map(|(_, v)| non_finite(v)).sum(),
+        _ => 0,
+    }
+}
+
 /// Column names in first-seen order and their types, over all `rows`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Inferred {

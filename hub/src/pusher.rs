@@ -469,6 +469,7 @@ impl Pusher {
                 batches: after.batches.get(leaf).copied().unwrap_or(0),
                 error: record.error.clone(),
                 files: Vec::new(),
+                non_finite_as_null: BTreeMap::new(),
             })
             .collect();
         dataset_card(&Distiset {
@@ -480,6 +481,7 @@ impl Pusher {
             snapshot_log: snapshot.log_len().unwrap_or(0),
             format: ExportFormat::Parquet,
             leaves,
+            files: Vec::new(),
         })
     }
 }

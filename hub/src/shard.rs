@@ -2,7 +2,7 @@
 //! range: the same batches always make the same file under the same name.
 
 use crate::error::{Error, Result};
-use distill_distiset::{Inferred, write_parquet};
+use distill_distiset::{Inferred, write_parquet_counted};
 use distill_storage::Batch;
 
 /// Most rows in one shard; a longer range of batches is cut into several shards.
@@ -108,10 +108,20 @@ fn write(leaf: &str, from: u64, batches: Vec<Batch>, earlier: &Inferred) -> Resu
         let rows = batches
             .into_iter()
             .map(|b| Ok::<_, distill_distiset::Error>(b.rows));
-        (bytes, _) = write_parquet(Vec::new(), &inferred, rows).map_err(|source| Error::Shard {
-            leaf: leaf.to_owned(),
-            source,
-        })?;
+        let written;
+        (bytes, written) =
+            write_parquet_counted(Vec::new(), &inferred, rows).map_err(|source| Error::Shard {
+                leaf: leaf.to_owned(),
+                source,
+            })?;
+        // Float columns keep NaN and infinities; only JSON text (a column of mixed kinds) cannot.
+        for (column, n) in &written.non_finite_as_null {
+            tracing::warn!(
+                leaf,
+                column = column.as_str(),
+                "shard of batches {from}..{to}: {n} NaN or infinite values written as null in a text column (JSON has no such numbers)"
+            );
+        }
     }
     Ok(Shard {
         leaf: leaf.to_owned(),
