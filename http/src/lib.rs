@@ -21,7 +21,7 @@ mod retry;
 
 pub use client::{DEFAULT_MAX_BODY, Http, Reply};
 pub use error::{Error, FailureKind, Result};
-pub use retry::{RetryPolicy, Stop};
+pub use retry::{MAX_RETRY_AFTER, RetryPolicy, Stop};
 
 /// The HTTP client library underneath, for building requests.
 pub use reqwest;

@@ -35,15 +35,20 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Longest `Retry-After` obeyed, whatever `max_delay` says (10 minutes): a server asking for
+/// an hour is retried after this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// Longest single wait between two looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(50);
 
 impl RetryPolicy {
     /// Backoff before retry number `retries + 1`: `Retry-After` when given, else exponential
-    /// with jitter between half and all of it; never more than `max_delay`.
+    /// with jitter between half and all of it; never more than `max_delay` (nor a
+    /// `Retry-After` above [`MAX_RETRY_AFTER`]).
     pub fn delay(&self, retries: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(after) = retry_after {
-            return after.min(self.max_delay);
+            return after.min(self.max_delay).min(MAX_RETRY_AFTER);
         }
         let exp = self
             .base_delay
@@ -158,6 +163,14 @@ mod tests {
         assert_eq!(
             policy.delay(0, Some(Duration::from_secs(3600))),
             Duration::from_secs(2)
+        );
+        let patient = RetryPolicy {
+            max_delay: Duration::from_secs(86_400),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            patient.delay(0, Some(Duration::from_secs(3600))),
+            MAX_RETRY_AFTER
         );
     }
 

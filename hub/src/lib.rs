@@ -254,10 +254,28 @@ pub(crate) fn finish(
                 if !f.is_transient() || Instant::now() >= deadline || stop.load(Ordering::SeqCst) {
                     return Err(f);
                 }
-                std::thread::sleep(backoff(pusher.status().failures));
+                // The backoff (up to a minute) ends early on stop, and never past the deadline.
+                let wait = backoff(pusher.status().failures)
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                if !pause(stop, wait) {
+                    return Err(f);
+                }
             }
         }
     }
+}
+
+/// Sleeps `wait`, ending early (false) when `stop` is set.
+fn pause(stop: &AtomicBool, wait: Duration) -> bool {
+    let until = Instant::now() + wait;
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
+    }
+    false
 }
 
 /// Wait before the next round after `failures` failed ones: the shared retry policy's

@@ -6,9 +6,14 @@ use crate::limiter::EndpointPool;
 use distill_http::{Http, RetryPolicy};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 /// Largest answer body accepted (16 MiB): a larger one is refused, never read whole.
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// Time the endpoint check at load allows each endpoint's `GET /models` (tried once): a slow
+/// or silent endpoint fails the load in seconds, not after a request's full timeout.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A successful answer.
 #[derive(Debug, Clone)]
@@ -62,11 +67,14 @@ impl Client {
         })
     }
 
-    /// Checks every endpoint with `GET /models`: reachable, and the key accepted.
+    /// Checks every endpoint with `GET /models`: reachable, and the key accepted. One attempt
+    /// each, of at most [`CHECK_TIMEOUT`].
     pub fn check(&self) -> Result<()> {
         for endpoint in &self.endpoints {
             let url = format!("{endpoint}/models");
-            let request = self.authorised(self.http.client().get(&url));
+            let request = self
+                .authorised(self.http.client().get(&url))
+                .timeout(CHECK_TIMEOUT);
             let fail = |detail: String| Error::Endpoint {
                 endpoint: endpoint.clone(),
                 detail,
@@ -79,6 +87,12 @@ impl Client {
                 Err(e) => match e.status() {
                     Some(status) => {
                         return Err(fail(format!("answered HTTP {status} to GET /models")));
+                    }
+                    None if e.to_string().contains("timed out") => {
+                        return Err(fail(format!(
+                            "did not answer GET /models within {} s",
+                            CHECK_TIMEOUT.as_secs()
+                        )));
                     }
                     None => return Err(fail(format!("is unreachable: {e}"))),
                 },

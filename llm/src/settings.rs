@@ -83,6 +83,42 @@ pub struct LlmParams {
     pub on_failure: OnFailure,
 }
 
+/// Most requests in flight per endpoint.
+pub const MAX_CONCURRENCY: u64 = 1024;
+/// Most generations per input row.
+pub const MAX_GENERATIONS: u64 = 1024;
+/// Most attempts per request.
+pub const MAX_ATTEMPTS: u64 = 100;
+/// Most seconds allowed for one request (one day).
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+/// Largest `generation.max_tokens` accepted (far above any model's context).
+pub const MAX_TOKENS: u64 = 10_000_000;
+
+/// `value` of `name` within `min..=max`, or a parameter error naming it.
+fn bounded(name: &str, value: u64, min: u64, max: u64) -> Result<()> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(Error::params(if max == u64::MAX {
+        format!("`{name}` must be at least {min}, not {value}")
+    } else {
+        format!("`{name}` must be from {min} to {max}, not {value}")
+    }))
+}
+
+/// `url` (the parameter `name`) must be an http or https URL with a host.
+fn check_url(name: &str, url: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::params(format!("{name}: `{url}` {why}")));
+    match distill_http::reqwest::Url::parse(url) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            bad("is not an http(s) URL (e.g. http://127.0.0.1:8080/v1)")
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => bad("has no host"),
+        Ok(_) => Ok(()),
+        Err(e) => bad(&format!("is not a URL ({e}); e.g. http://127.0.0.1:8080/v1")),
+    }
+}
+
 fn default_concurrency() -> usize {
     16
 }
@@ -124,18 +160,45 @@ impl LlmParams {
         Ok(parsed)
     }
 
-    /// Checks values that serde cannot.
+    /// Checks values that serde cannot: every bound names its parameter.
     pub fn validate(&self) -> Result<()> {
-        if self.endpoints().is_empty() {
+        let endpoints = self.endpoints();
+        if endpoints.is_empty() {
             return Err(Error::params("set `base_url` or `base_urls`"));
         }
-        if self.concurrency == 0 || self.num_generations == 0 || self.max_attempts == 0 {
-            return Err(Error::params(
-                "`concurrency`, `num_generations` and `max_attempts` must be at least 1",
-            ));
+        for (i, url) in endpoints.iter().enumerate() {
+            let name = match (&self.base_url, i) {
+                (Some(_), 0) => "`base_url`".to_owned(),
+                (Some(_), i) => format!("`base_urls[{}]`", i - 1),
+                (None, i) => format!("`base_urls[{i}]`"),
+            };
+            check_url(&name, url)?;
         }
-        if self.timeout_secs.is_nan() || self.timeout_secs <= 0.0 {
-            return Err(Error::params("`timeout_secs` must be positive"));
+        bounded("concurrency", self.concurrency as u64, 1, MAX_CONCURRENCY)?;
+        bounded(
+            "num_generations",
+            u64::from(self.num_generations),
+            1,
+            MAX_GENERATIONS,
+        )?;
+        bounded("max_attempts", u64::from(self.max_attempts), 1, MAX_ATTEMPTS)?;
+        if let Some(rpm) = self.requests_per_minute {
+            bounded("requests_per_minute", u64::from(rpm), 1, u64::MAX)?;
+        }
+        if let Some(tpm) = self.tokens_per_minute {
+            bounded("tokens_per_minute", tpm, 1, u64::MAX)?;
+        }
+        if let Some(max) = self.generation.max_tokens {
+            bounded("generation.max_tokens", max, 1, MAX_TOKENS)?;
+        }
+        if !(self.timeout_secs.is_finite()
+            && self.timeout_secs > 0.0
+            && self.timeout_secs <= MAX_TIMEOUT_SECS)
+        {
+            return Err(Error::params(format!(
+                "`timeout_secs` must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS} (one day), not {}",
+                self.timeout_secs
+            )));
         }
         Ok(())
     }

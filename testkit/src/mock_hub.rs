@@ -48,6 +48,8 @@ pub struct Faults {
     pub fail_uploads: u32,
     /// The next N commits answer 500 without applying.
     pub fail_commits: u32,
+    /// The next N commits answer 200 with `{"ok": true}` (no commit id) without applying.
+    pub commits_without_oid: u32,
     /// The next N commits hang (never answer, connection held) without applying.
     pub hang_commits: u32,
     /// The next N commits are applied, then the answer is delayed by `delay` (a client killed
@@ -1127,6 +1129,10 @@ fn commit(shared: &Shared, base: &str, id: &str, rev: &str, request: &Request) -
     if state.faults.fail_commits > 0 {
         state.faults.fail_commits -= 1;
         return Outcome::Answer(error(500, None, "scripted commit failure"));
+    }
+    if state.faults.commits_without_oid > 0 {
+        state.faults.commits_without_oid -= 1;
+        return Outcome::Answer(ok(serde_json::json!({"ok": true})));
     }
     if state.faults.hang_commits > 0 {
         state.faults.hang_commits -= 1;

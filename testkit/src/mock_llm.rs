@@ -30,6 +30,28 @@ pub struct Behaviour {
     pub api_key: Option<String>,
     /// Chat requests after the first N answer 500 (the endpoint check still passes).
     pub fail_chats_after: Option<u64>,
+    /// What a chat request that gets through answers (a good completion by default).
+    pub answer: AnswerKind,
+    /// Every `GET /models` (the endpoint check) waits this long before answering.
+    pub models_latency: Duration,
+}
+
+/// The body of a 200 answer to a chat request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// A good completion (see the module's doc).
+    #[default]
+    Good,
+    /// `{"id": ..., "object": "chat.completion"}`: no `choices`.
+    NoChoices,
+    /// `{"error": {"message": "model overloaded"}}` with status 200.
+    ErrorBody,
+    /// A choice whose `content` is null.
+    NullContent,
+    /// A choice whose `content` is "".
+    EmptyContent,
+    /// A good completion padded with this many bytes of whitespace.
+    Huge(usize),
 }
 
 /// One request as the server saw it.
@@ -46,7 +68,7 @@ pub struct Received {
 }
 
 struct Shared {
-    behaviour: Behaviour,
+    behaviour: Mutex<Behaviour>,
     count: AtomicU64,
     chats: AtomicU64,
     in_flight: AtomicU64,
@@ -70,7 +92,7 @@ impl MockLlm {
     pub fn start_on(port: u16, behaviour: Behaviour) -> MockLlm {
         let (listener, _) = http::Server::bind(port);
         let shared = Arc::new(Shared {
-            behaviour,
+            behaviour: Mutex::new(behaviour),
             count: AtomicU64::new(0),
             chats: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -93,6 +115,13 @@ impl MockLlm {
     /// The port.
     pub fn port(&self) -> u16 {
         self.server.port()
+    }
+
+    /// Replaces the behaviour for the requests to come.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        if let Ok(mut b) = self.shared.behaviour.lock() {
+            *b = behaviour;
+        }
     }
 
     /// Requests received so far.
@@ -157,7 +186,11 @@ fn every(n: Option<u64>, count: u64) -> bool {
 
 /// The answer to one request: status, body and `Retry-After`, or `None` for a hang.
 fn respond(shared: &Shared, request: &Request) -> Option<(u16, String, Option<u64>)> {
-    let b = &shared.behaviour;
+    let b = shared
+        .behaviour
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
     let body = String::from_utf8_lossy(&request.body);
     let (path, body) = (&request.target, body.as_ref());
     let count = shared.count.fetch_add(1, Ordering::SeqCst) + 1;
@@ -171,6 +204,7 @@ fn respond(shared: &Shared, request: &Request) -> Option<(u16, String, Option<u6
     let (status, text, retry_after) = if !authorised {
         (401, error_json("invalid api key"), None)
     } else if path.ends_with("/models") {
+        std::thread::sleep(b.models_latency);
         (
             200,
             r#"{"object":"list","data":[{"id":"mock-model","object":"model"}]}"#.to_owned(),
@@ -190,12 +224,30 @@ fn respond(shared: &Shared, request: &Request) -> Option<(u16, String, Option<u6
         (500, error_json("internal error"), None)
     } else {
         match completion(body) {
-            Some(json) => (200, json, None),
+            Some(json) => (200, shaped(&b.answer, json), None),
             None => (400, error_json("bad request body"), None),
         }
     };
     log(shared, path, body, status);
     Some((status, text, retry_after))
+}
+
+/// A good completion's JSON reshaped as `kind` asks.
+fn shaped(kind: &AnswerKind, good: String) -> String {
+    let mut json: serde_json::Value = serde_json::from_str(&good).unwrap_or_default();
+    match kind {
+        AnswerKind::Good => return good,
+        AnswerKind::Huge(pad) => return format!("{good}{}", " ".repeat(*pad)),
+        AnswerKind::NoChoices => {
+            json.as_object_mut().map(|o| o.remove("choices"));
+        }
+        AnswerKind::ErrorBody => {
+            json = serde_json::json!({"error": {"message": "model overloaded", "type": "mock"}});
+        }
+        AnswerKind::NullContent => json["choices"][0]["message"]["content"] = serde_json::Value::Null,
+        AnswerKind::EmptyContent => json["choices"][0]["message"]["content"] = "".into(),
+    }
+    json.to_string()
 }
 
 fn log(shared: &Shared, path: &str, body: &str, status: u16) {
