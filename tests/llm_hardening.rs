@@ -53,7 +53,9 @@ fn counter(status: &serde_json::Value, step: &str, name: &str) -> u64 {
 fn export(d: &Path, out: &str) -> Vec<serde_json::Value> {
     let o = run(
         d,
-        &["export", "--db", "r.redb", "--out", out, "--format", "jsonl"],
+        &[
+            "export", "--db", "r.redb", "--out", out, "--format", "jsonl",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     read_jsonl(&d.join(out).join("generate/train/data-00000.jsonl"))
@@ -102,7 +104,10 @@ fn unusable_200_answers_are_failures_with_their_reason_and_asked_again_later() {
         let reader = RunReader::open(d.join("r.redb")).unwrap();
         let snap = reader.snapshot().unwrap();
         for body in chat_requests(&server) {
-            assert!(snap.cached(&cache_key(&body, 0)).unwrap().is_none(), "{kind:?}");
+            assert!(
+                snap.cached(&cache_key(&body, 0)).unwrap().is_none(),
+                "{kind:?}"
+            );
         }
         drop((snap, reader));
         // The endpoint is fixed; the step is recomputed (another batch size): each row is
@@ -136,10 +141,18 @@ fn llm_parameters_out_of_bounds_are_refused_at_build_with_exit_3() {
         (", requests_per_minute: 0", url, "requests_per_minute"),
         (", tokens_per_minute: 0", url, "tokens_per_minute"),
         (", generation: {max_tokens: 0}", url, "max_tokens"),
-        (", generation: {max_tokens: 100000000000}", url, "max_tokens"),
+        (
+            ", generation: {max_tokens: 100000000000}",
+            url,
+            "max_tokens",
+        ),
         ("", "not a url", "base_url"),
         ("", "ftp://127.0.0.1/v1", "base_url"),
-        (", base_urls: ['http://127.0.0.1:9/v1', 'nope']", url, "base_urls[0]"),
+        (
+            ", base_urls: ['http://127.0.0.1:9/v1', 'nope']",
+            url,
+            "base_urls[1]",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -158,7 +171,11 @@ fn llm_parameters_out_of_bounds_are_refused_at_build_with_exit_3() {
     std::fs::write(d.join("p.yaml"), yaml).unwrap();
     let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("max_invalid_retries"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("max_invalid_retries"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -171,7 +188,7 @@ fn ctrl_c_during_a_long_retry_after_stops_the_run_with_exit_130() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_pipeline(d, &server.base_url(), 1, "");
-    let mut child = distill(d)
+    let child = distill(d)
         .args(["run", "p.yaml", "--db", "r.redb"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -179,7 +196,10 @@ fn ctrl_c_during_a_long_retry_after_stops_the_run_with_exit_130() {
         .unwrap();
     let started = Instant::now();
     while chat_requests(&server).is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(30), "no chat request");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no chat request"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // The 429 is answered; distill now waits for its Retry-After.
@@ -218,7 +238,10 @@ fn a_silent_endpoint_check_fails_the_load_in_seconds() {
         started.elapsed()
     );
     assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(err.contains("did not answer GET /models within 5 s"), "{err}");
+    assert!(
+        err.contains("did not answer GET /models within 5 s"),
+        "{err}"
+    );
     assert!(chat_requests(&server).is_empty());
 }
 
@@ -285,10 +308,7 @@ fn a_commit_answer_without_a_commit_id_is_not_recorded_as_pushed() {
     assert!(err.contains("no commit id"), "{err}");
     assert!(hub.commits(REPO).is_empty());
     let status = stdout(&run(d, &["status", "--db", "r.redb"]));
-    assert!(
-        status.contains(&format!("{ROWS} rows to push")),
-        "{status}"
-    );
+    assert!(status.contains(&format!("{ROWS} rows to push")), "{status}");
     // A Hub that answers properly: `distill push` pushes what was never confirmed.
     hub.set_faults(Faults::default());
     let out = distill(d)

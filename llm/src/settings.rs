@@ -115,7 +115,9 @@ fn check_url(name: &str, url: &str) -> Result<()> {
         }
         Ok(u) if u.host_str().is_none_or(str::is_empty) => bad("has no host"),
         Ok(_) => Ok(()),
-        Err(e) => bad(&format!("is not a URL ({e}); e.g. http://127.0.0.1:8080/v1")),
+        Err(e) => bad(&format!(
+            "is not a URL ({e}); e.g. http://127.0.0.1:8080/v1"
+        )),
     }
 }
 
@@ -181,7 +183,12 @@ impl LlmParams {
             1,
             MAX_GENERATIONS,
         )?;
-        bounded("max_attempts", u64::from(self.max_attempts), 1, MAX_ATTEMPTS)?;
+        bounded(
+            "max_attempts",
+            u64::from(self.max_attempts),
+            1,
+            MAX_ATTEMPTS,
+        )?;
         if let Some(rpm) = self.requests_per_minute {
             bounded("requests_per_minute", u64::from(rpm), 1, u64::MAX)?;
         }

@@ -244,7 +244,9 @@ fn shaped(kind: &AnswerKind, good: String) -> String {
         AnswerKind::ErrorBody => {
             json = serde_json::json!({"error": {"message": "model overloaded", "type": "mock"}});
         }
-        AnswerKind::NullContent => json["choices"][0]["message"]["content"] = serde_json::Value::Null,
+        AnswerKind::NullContent => {
+            json["choices"][0]["message"]["content"] = serde_json::Value::Null
+        }
         AnswerKind::EmptyContent => json["choices"][0]["message"]["content"] = "".into(),
     }
     json.to_string()
