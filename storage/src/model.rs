@@ -96,6 +96,9 @@ pub enum RunStatus {
     Finished,
     /// A step failed and the run stopped.
     Failed,
+    /// Its process died while running it (found by the next open, when no writer held the
+    /// file); resumes like a stopped run. Last, so that older files keep their encoding.
+    Interrupted,
 }
 
 impl RunStatus {
@@ -107,6 +110,7 @@ impl RunStatus {
             RunStatus::Stopped => "stopped",
             RunStatus::Finished => "finished",
             RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
         }
     }
 }

@@ -38,8 +38,9 @@ impl RunReader {
         let db = match open() {
             Err(Error::NeedsRecovery { .. }) => {
                 // The last writer died. When no writer is live, recover the file the way a
-                // resumed run would (a writer open rolls back to the last commit), then read.
-                drop(RunLog::open(path)?);
+                // resumed run would (a writer open rolls back to the last commit), say that
+                // the run was interrupted, then read.
+                RunLog::open(path)?.mark_interrupted()?;
                 open()?
             }
             other => other?,

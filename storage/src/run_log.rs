@@ -2,7 +2,7 @@
 
 use crate::codec::{FORMAT_VERSION, decode, encode};
 use crate::error::{Error, Result};
-use crate::model::{Event, LogEntry, RunMeta, RunState, StepRecord, StepState, now_ms};
+use crate::model::{Event, LogEntry, RunMeta, RunState, RunStatus, StepRecord, StepState, now_ms};
 use crate::progress::Progress;
 use crate::redb_errors::map;
 use crate::schema::{
@@ -353,6 +353,18 @@ impl RunLog {
         drop(snapshot);
         *self.lock() = state;
         Ok(())
+    }
+
+    /// Records that the run's process died: a run left `running` by a writer that is gone
+    /// (this handle is the only writer) becomes `interrupted`. Nothing else changes.
+    pub fn mark_interrupted(&self) -> Result<()> {
+        let mut state = self.snapshot()?.run_state()?;
+        if state.status != RunStatus::Running {
+            return Ok(());
+        }
+        state.status = RunStatus::Interrupted;
+        state.updated_ms = now_ms();
+        self.commit(Progress::new().run(state)).map(|_| ())
     }
 
     /// Marks an older file with this build's format version before anything new is written to
