@@ -16,7 +16,7 @@ use std::time::Duration;
 /// How the server behaves.
 #[derive(Debug, Clone, Default)]
 pub struct Behaviour {
-    /// Time taken by every answer.
+    /// Time taken by every chat answer (the endpoint check takes `models_latency`).
     pub latency: Duration,
     /// Every Nth request (1-based) answers 500.
     pub fail_every: Option<u64>,
@@ -200,7 +200,9 @@ fn respond(shared: &Shared, request: &Request) -> Option<(u16, String, Option<u6
             .iter()
             .any(|(n, v)| n == "authorization" && *v == format!("Bearer {key}"))
     });
-    std::thread::sleep(b.latency);
+    if path.ends_with("/chat/completions") {
+        std::thread::sleep(b.latency);
+    }
     let (status, text, retry_after) = if !authorised {
         (401, error_json("invalid api key"), None)
     } else if path.ends_with("/models") {
