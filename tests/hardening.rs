@@ -642,3 +642,45 @@ fn a_run_whose_process_died_is_interrupted_and_status_watch_ends() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["status"], "finished", "{status}");
 }
+
+#[test]
+fn a_damaged_database_is_a_clear_error_for_export_and_run_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data: String = (0..3000)
+        .map(|i| {
+            format!(
+                "{{\"id\": {i}, \"text\": \"{}\"}}\n",
+                format!("row {i} ").repeat(20)
+            )
+        })
+        .collect();
+    write(d, "d.jsonl", &data);
+    write(
+        d,
+        "p.yaml",
+        "name: d\nsteps:\n  - {name: load, type: load_jsonl, batch_size: 100, params: {path: d.jsonl}}\n  - {name: fmt, type: format_text, after: [load], params: {template: '{{ text }}!', output: t}}\n",
+    );
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Overwrite 3000 bytes every 200 kB past the header, as a failing disk would.
+    let mut bytes = std::fs::read(d.join("r.redb")).unwrap();
+    let len = bytes.len();
+    for start in (65536..len).step_by(200_000) {
+        let end = (start + 3000).min(len);
+        bytes[start..end].fill(0xff);
+    }
+    std::fs::write(d.join("r.redb"), &bytes).unwrap();
+    for args in [
+        &["export", "--db", "r.redb", "--out", "out"][..],
+        &["run", "p.yaml", "--db", "r.redb"][..],
+    ] {
+        let out = run(d, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("r.redb is damaged"), "{args:?}: {err}");
+        assert!(err.contains("restore a copy"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!d.join("out").exists(), "a failed export leaves nothing");
+}

@@ -33,7 +33,9 @@ pub enum Error {
         supported: u32,
     },
     /// The file is damaged (truncated, overwritten...).
-    #[error("run database {path} is damaged: {detail}")]
+    #[error(
+        "run database {path} is damaged: {detail}; it cannot be read: restore a copy, or start anew with another --db"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,

@@ -29,6 +29,7 @@
 mod codec;
 mod committer;
 mod error;
+mod guard;
 mod model;
 mod progress;
 mod reader;

@@ -12,7 +12,6 @@ use crate::snapshot::Snapshot;
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 use std::ops::Range;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -124,13 +123,7 @@ pub(crate) fn guarded_open<T>(
     path: &Path,
     open: impl FnOnce() -> Result<T, redb::DatabaseError>,
 ) -> Result<T> {
-    match catch_unwind(AssertUnwindSafe(open)) {
-        Ok(result) => result.map_err(|e| map(path, "open", e)),
-        Err(_) => Err(Error::Corrupt {
-            path: path.to_path_buf(),
-            detail: "redb could not read the file".into(),
-        }),
-    }
+    crate::guard::guarded(path, || open().map_err(|e| map(path, "open", e)))
 }
 
 impl RunLog {

@@ -2,6 +2,7 @@
 
 use crate::codec::{FORMAT_VERSION, decode};
 use crate::error::{Error, Result};
+use crate::guard::{as_damage, guarded};
 use crate::model::{Batch, LogEntry, RunMeta, RunState, StepRecord};
 use crate::redb_errors::map;
 use crate::schema::{
@@ -44,27 +45,29 @@ impl Snapshot {
 
     /// Checks that this is a run database this build can read.
     pub(crate) fn check_format(&self) -> Result<u32> {
-        let meta = self.table(META)?;
-        let raw = meta.get(KEY_FORMAT).map_err(self.err("read format"))?;
-        let Some(raw) = raw else {
-            return Err(Error::NotARunDatabase {
+        guarded(&self.path, || {
+            let meta = self.table(META)?;
+            let raw = meta.get(KEY_FORMAT).map_err(self.err("read format"))?;
+            let Some(raw) = raw else {
+                return Err(Error::NotARunDatabase {
+                    path: self.path.clone(),
+                    reason: "no format version".into(),
+                });
+            };
+            let bytes: [u8; 4] = raw.value().try_into().map_err(|_| Error::Corrupt {
                 path: self.path.clone(),
-                reason: "no format version".into(),
-            });
-        };
-        let bytes: [u8; 4] = raw.value().try_into().map_err(|_| Error::Corrupt {
-            path: self.path.clone(),
-            detail: "format version is not 4 bytes".into(),
-        })?;
-        let found = u32::from_le_bytes(bytes);
-        if found > FORMAT_VERSION {
-            return Err(Error::NewerFormat {
-                path: self.path.clone(),
-                found,
-                supported: FORMAT_VERSION,
-            });
-        }
-        Ok(found)
+                detail: "format version is not 4 bytes".into(),
+            })?;
+            let found = u32::from_le_bytes(bytes);
+            if found > FORMAT_VERSION {
+                return Err(Error::NewerFormat {
+                    path: self.path.clone(),
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Ok(found)
+        })
     }
 
     fn meta_record<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
@@ -79,143 +82,171 @@ impl Snapshot {
 
     /// The run's metadata.
     pub fn meta(&self) -> Result<RunMeta> {
-        self.meta_record(KEY_META)
+        guarded(&self.path, || self.meta_record(KEY_META))
     }
 
     /// The run's status and stage.
     pub fn run_state(&self) -> Result<RunState> {
-        self.meta_record(KEY_STATE)
+        guarded(&self.path, || self.meta_record(KEY_STATE))
     }
 
     /// Every step the log knows of, by name.
     pub fn steps(&self) -> Result<Vec<(String, StepRecord)>> {
-        let table = self.table(STEPS)?;
-        let mut out = Vec::new();
-        for item in table.iter().map_err(self.err("read steps"))? {
-            let (k, v) = item.map_err(self.err("read steps"))?;
-            let name = k.value().to_owned();
-            let record = decode(v.value(), &format!("state of step '{name}'"))?;
-            out.push((name, record));
-        }
-        Ok(out)
+        guarded(&self.path, || {
+            let table = self.table(STEPS)?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(self.err("read steps"))? {
+                let (k, v) = item.map_err(self.err("read steps"))?;
+                let name = k.value().to_owned();
+                let record = decode(v.value(), &format!("state of step '{name}'"))?;
+                out.push((name, record));
+            }
+            Ok(out)
+        })
     }
 
     /// One step's record, if the log knows the step.
     pub fn step(&self, step: &str) -> Result<Option<StepRecord>> {
-        let table = self.table(STEPS)?;
-        let raw = table.get(step).map_err(self.err("read step"))?;
-        raw.map(|v| decode(v.value(), &format!("state of step '{step}'")))
-            .transpose()
+        guarded(&self.path, || {
+            let table = self.table(STEPS)?;
+            let raw = table.get(step).map_err(self.err("read step"))?;
+            raw.map(|v| decode(v.value(), &format!("state of step '{step}'")))
+                .transpose()
+        })
     }
 
     /// The step's batches from `from` on, in order, streamed.
     pub fn batches(&self, step: &str, from: u64) -> Result<BatchIter> {
-        let table = self.table(BATCHES)?;
-        let range = table
-            .range((step, from)..=(step, u64::MAX))
-            .map_err(self.err("read batches"))?;
-        Ok(BatchIter {
-            range,
-            path: self.path.clone(),
+        guarded(&self.path, || {
+            let table = self.table(BATCHES)?;
+            let range = table
+                .range((step, from)..=(step, u64::MAX))
+                .map_err(self.err("read batches"))?;
+            Ok(BatchIter {
+                range,
+                path: self.path.clone(),
+            })
         })
     }
 
     /// One batch of a step.
     pub fn batch(&self, step: &str, seq: u64) -> Result<Option<Batch>> {
-        self.batches(step, seq)?
-            .next()
-            .transpose()
-            .map(|b| b.filter(|b| b.seq == seq))
+        guarded(&self.path, || {
+            self.batches(step, seq)?
+                .next()
+                .transpose()
+                .map(|b| b.filter(|b| b.seq == seq))
+        })
     }
 
     /// A cursor's position.
     pub fn cursor(&self, name: &str) -> Result<Option<u64>> {
-        let table = self.table(CURSORS)?;
-        let raw = table.get(name).map_err(self.err("read cursor"))?;
-        Ok(raw.map(|v| v.value()))
+        guarded(&self.path, || {
+            let table = self.table(CURSORS)?;
+            let raw = table.get(name).map_err(self.err("read cursor"))?;
+            Ok(raw.map(|v| v.value()))
+        })
     }
 
     /// Every cursor, by name.
     pub fn cursors(&self) -> Result<Vec<(String, u64)>> {
-        let table = self.table(CURSORS)?;
-        let mut out = Vec::new();
-        for item in table.iter().map_err(self.err("read cursors"))? {
-            let (k, v) = item.map_err(self.err("read cursors"))?;
-            out.push((k.value().to_owned(), v.value()));
-        }
-        Ok(out)
+        guarded(&self.path, || {
+            let table = self.table(CURSORS)?;
+            let mut out = Vec::new();
+            for item in table.iter().map_err(self.err("read cursors"))? {
+                let (k, v) = item.map_err(self.err("read cursors"))?;
+                out.push((k.value().to_owned(), v.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// Log entries from `from` on, in order, streamed.
     pub fn log_from(&self, from: u64) -> Result<LogIter> {
-        let table = self.table(LOG)?;
-        let range = table.range(from..).map_err(self.err("read log"))?;
-        Ok(LogIter {
-            range,
-            path: self.path.clone(),
+        guarded(&self.path, || {
+            let table = self.table(LOG)?;
+            let range = table.range(from..).map_err(self.err("read log"))?;
+            Ok(LogIter {
+                range,
+                path: self.path.clone(),
+            })
         })
     }
 
     /// The last `count` log entries, newest first.
     pub fn log_tail(&self, count: usize) -> Result<Vec<LogEntry>> {
-        let table = self.table(LOG)?;
-        let range = table.range::<u64>(..).map_err(self.err("read log"))?;
-        range
-            .rev()
-            .take(count)
-            .map(|item| {
-                let (k, v) = item.map_err(self.err("read log"))?;
-                decode(v.value(), &format!("log entry {}", k.value()))
-            })
-            .collect()
+        guarded(&self.path, || {
+            let table = self.table(LOG)?;
+            let range = table.range::<u64>(..).map_err(self.err("read log"))?;
+            range
+                .rev()
+                .take(count)
+                .map(|item| {
+                    let (k, v) = item.map_err(self.err("read log"))?;
+                    decode(v.value(), &format!("log entry {}", k.value()))
+                })
+                .collect()
+        })
     }
 
     /// Number of log entries (the next entry's sequence number).
     pub fn log_len(&self) -> Result<u64> {
-        let table = self.table(LOG)?;
-        let last = table.last().map_err(self.err("read log"))?;
-        Ok(last.map_or(0, |(k, _)| k.value() + 1))
+        guarded(&self.path, || {
+            let table = self.table(LOG)?;
+            let last = table.last().map_err(self.err("read log"))?;
+            Ok(last.map_or(0, |(k, _)| k.value() + 1))
+        })
     }
 
     /// A consumer's offset.
     pub fn offset(&self, consumer: &str) -> Result<Option<u64>> {
-        let table = self.table(OFFSETS)?;
-        let raw = table.get(consumer).map_err(self.err("read offset"))?;
-        Ok(raw.map(|v| v.value()))
+        guarded(&self.path, || {
+            let table = self.table(OFFSETS)?;
+            let raw = table.get(consumer).map_err(self.err("read offset"))?;
+            Ok(raw.map(|v| v.value()))
+        })
     }
 
     /// A consumer's record.
     pub fn record(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let table = self.table(RECORDS)?;
-        let raw = table.get(key).map_err(self.err("read record"))?;
-        Ok(raw.map(|v| v.value().to_vec()))
+        guarded(&self.path, || {
+            let table = self.table(RECORDS)?;
+            let raw = table.get(key).map_err(self.err("read record"))?;
+            Ok(raw.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Every consumer record whose key starts with `prefix`, by key.
     pub fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let table = self.table(RECORDS)?;
-        let mut out = Vec::new();
-        for item in table.range(prefix..).map_err(self.err("read records"))? {
-            let (k, v) = item.map_err(self.err("read records"))?;
-            if !k.value().starts_with(prefix) {
-                break;
+        guarded(&self.path, || {
+            let table = self.table(RECORDS)?;
+            let mut out = Vec::new();
+            for item in table.range(prefix..).map_err(self.err("read records"))? {
+                let (k, v) = item.map_err(self.err("read records"))?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                out.push((k.value().to_owned(), v.value().to_vec()));
             }
-            out.push((k.value().to_owned(), v.value().to_vec()));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// A cached response.
     pub fn cached(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>> {
-        let table = self.table(CACHE)?;
-        let raw = table.get(key).map_err(self.err("read cache"))?;
-        Ok(raw.map(|v| v.value().to_vec()))
+        guarded(&self.path, || {
+            let table = self.table(CACHE)?;
+            let raw = table.get(key).map_err(self.err("read cache"))?;
+            Ok(raw.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Number of cached responses.
     pub fn cache_len(&self) -> Result<u64> {
-        let table = self.table(CACHE)?;
-        table.len().map_err(self.err("read cache"))
+        guarded(&self.path, || {
+            let table = self.table(CACHE)?;
+            table.len().map_err(self.err("read cache"))
+        })
     }
 }
 
@@ -228,6 +259,15 @@ pub struct BatchIter {
 impl Iterator for BatchIter {
     type Item = Result<Batch>;
     fn next(&mut self) -> Option<Self::Item> {
+        let path = self.path.clone();
+        guarded(&path, || Ok(self.next_batch()))
+            .unwrap_or_else(|e| Some(Err(e)))
+            .map(|item| item.map_err(|e| as_damage(&path, e)))
+    }
+}
+
+impl BatchIter {
+    fn next_batch(&mut self) -> Option<Result<Batch>> {
         let item = self.range.next()?;
         Some(
             item.map_err(|e| map(&self.path, "read batch", e))
@@ -255,10 +295,14 @@ pub struct LogIter {
 impl Iterator for LogIter {
     type Item = Result<LogEntry>;
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.range.next()?;
-        Some(
-            item.map_err(|e| map(&self.path, "read log", e))
-                .and_then(|(k, v)| decode(v.value(), &format!("log entry {}", k.value()))),
-        )
+        let path = self.path.clone();
+        guarded(&path, || {
+            Ok(self.range.next().map(|item| {
+                item.map_err(|e| map(&self.path, "read log", e))
+                    .and_then(|(k, v)| decode(v.value(), &format!("log entry {}", k.value())))
+            }))
+        })
+        .unwrap_or_else(|e| Some(Err(e)))
+        .map(|item| item.map_err(|e| as_damage(&path, e)))
     }
 }
