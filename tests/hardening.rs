@@ -644,7 +644,7 @@ fn a_run_whose_process_died_is_interrupted_and_status_watch_ends() {
 }
 
 #[test]
-fn a_damaged_database_is_a_clear_error_for_export_and_run_never_a_panic() {
+fn a_damaged_or_truncated_database_is_one_clear_error_for_export_and_run_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data: String = (0..3000)
@@ -670,17 +670,22 @@ fn a_damaged_database_is_a_clear_error_for_export_and_run_never_a_panic() {
         let end = (start + 3000).min(len);
         bytes[start..end].fill(0xff);
     }
+    let intact = std::fs::read(d.join("r.redb")).unwrap();
     std::fs::write(d.join("r.redb"), &bytes).unwrap();
-    for args in [
-        &["export", "--db", "r.redb", "--out", "out"][..],
-        &["run", "p.yaml", "--db", "r.redb"][..],
-    ] {
-        let out = run(d, args);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains("r.redb is damaged"), "{args:?}: {err}");
-        assert!(err.contains("restore a copy"), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    // And a copy cut 100 bytes short: export and run agree that it is damaged.
+    std::fs::write(d.join("cut.redb"), &intact[..intact.len() - 100]).unwrap();
+    for db in ["r.redb", "cut.redb"] {
+        for args in [
+            &["export", "--db", db, "--out", "out"][..],
+            &["run", "p.yaml", "--db", db][..],
+        ] {
+            let out = run(d, args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains(&format!("{db} is damaged")), "{args:?}: {err}");
+            assert!(err.contains("restore a copy"), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+        }
     }
     assert!(!d.join("out").exists(), "a failed export leaves nothing");
 }

@@ -19,9 +19,17 @@ pub fn map(path: &Path, context: &'static str, err: impl Into<redb::Error>) -> E
         },
         redb::Error::Io(io) => match io.kind() {
             ErrorKind::StorageFull => Error::DiskFull { path },
-            ErrorKind::InvalidData | ErrorKind::UnexpectedEof => Error::NotARunDatabase {
+            // At open, a file too short to hold redb's header is not a run database; once open,
+            // a page past the end means the file was cut short.
+            ErrorKind::InvalidData | ErrorKind::UnexpectedEof if context == "open" => {
+                Error::NotARunDatabase {
+                    path,
+                    reason: format!("not a redb database or truncated ({io})"),
+                }
+            }
+            ErrorKind::UnexpectedEof => Error::Corrupt {
                 path,
-                reason: format!("not a redb database or truncated ({io})"),
+                detail: format!("the file is truncated: {context} read past its end ({io})"),
             },
             _ => Error::Io { path, source: io },
         },
