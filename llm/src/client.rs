@@ -74,24 +74,26 @@ impl Client {
     pub fn check(&self) -> Result<()> {
         for endpoint in &self.endpoints {
             let url = format!("{endpoint}/models");
-            let request = self
-                .authorised(self.http.client().get(&url))
-                .timeout(CHECK_TIMEOUT);
+            let call = format!("GET {url}");
+            let attempt = || {
+                let request = self
+                    .authorised(self.http.client().get(&url))
+                    .timeout(CHECK_TIMEOUT);
+                self.http.once(&call, &[], request)
+            };
+            let timed_out = |e: &distill_http::Error| e.to_string().contains("timed out");
             let fail = |detail: String| Error::Endpoint {
                 endpoint: endpoint.clone(),
                 detail,
             };
             // A connection the server closed while idle in the pool fails at once with no
             // answer: such a failure is tried again, twice, on a new connection.
-            let mut outcome = self.http.once(&format!("GET {url}"), &[], request);
+            let mut outcome = attempt();
             for _ in 0..2 {
                 match &outcome {
-                    Err(e) if e.status().is_none() && !e.to_string().contains("timed out") => {
+                    Err(e) if e.status().is_none() && !timed_out(e) => {
                         std::thread::sleep(Duration::from_millis(200));
-                        let again = self
-                            .authorised(self.http.client().get(&url))
-                            .timeout(CHECK_TIMEOUT);
-                        outcome = self.http.once(&format!("GET {url}"), &[], again);
+                        outcome = attempt();
                     }
                     _ => break,
                 }
@@ -105,7 +107,7 @@ impl Client {
                     Some(status) => {
                         return Err(fail(format!("answered HTTP {status} to GET /models")));
                     }
-                    None if e.to_string().contains("timed out") => {
+                    None if timed_out(&e) => {
                         return Err(fail(format!(
                             "did not answer GET /models within {} s",
                             CHECK_TIMEOUT.as_secs()
