@@ -68,6 +68,21 @@ fn exit_0_ok_1_error_2_usage_3_invalid_4_step_failed() {
     let out = run(d, &["push", "--db", "ok.redb", "--repo", "not a repo"]);
     assert_eq!(code(&out), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("NAMESPACE/NAME"), "{}", stderr(&out));
+    // So is a wait beyond any sensible bound (it would overflow a clock).
+    let out = run(
+        d,
+        &[
+            "push",
+            "--db",
+            "ok.redb",
+            "--repo",
+            "a/b",
+            "--wait",
+            "18446744073709551615",
+        ],
+    );
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--wait"), "{}", stderr(&out));
 
     let bad = write(
         d,
@@ -209,19 +224,25 @@ fn signalled_run(d: &Path, p: &str, signal: &str) -> Option<Output> {
 }
 
 fn stops_cleanly_and_resumes_exactly(signal: &str, expected: i32) {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let rows = 60_000;
-    let p = slow_pipeline(d, rows);
-    let Some(out) = signalled_run(d, &p, signal) else {
-        return;
-    };
+    // A machine fast enough to finish the run before the signal gets a longer run; the test
+    // fails rather than pass without a signal having stopped anything.
+    for rows in [60_000, 240_000, 960_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = slow_pipeline(dir.path(), rows);
+        if let Some(out) = signalled_run(dir.path(), &p, signal) {
+            return check_stopped_then_resumed(dir.path(), &p, rows, out, expected);
+        }
+    }
+    panic!("every run finished before SIG{signal}");
+}
+
+fn check_stopped_then_resumed(d: &Path, p: &str, rows: usize, out: Output, expected: i32) {
     assert_eq!(code(&out), Some(expected), "{}", stderr(&out));
     assert!(stderr(&out).contains("stopping"), "{}", stderr(&out));
     let status = run(d, &["status", "--db", "r.redb", "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(s["status"], "stopped");
-    let out = run(d, &["run", &p, "--db", "r.redb"]);
+    let out = run(d, &["run", p, "--db", "r.redb"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
     let resumed = exported(d, "r.redb", "o");

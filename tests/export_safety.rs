@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::distill::{distill, read_jsonl, root, run, stderr, stdout};
+use common::distill::{distill, read_jsonl, run, stderr, stdout};
 use distill_storage::{Batch, NewRun, Progress, Row, RunLog};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -375,18 +375,29 @@ fn an_export_killed_while_moving_files_in_is_cleaned_up_by_the_next_one() {
 
 /// A run database written directly: one leaf `gen` whose rows hold NaN and infinities.
 fn non_finite_run(dir: &Path) -> PathBuf {
+    one_leaf_run(
+        dir,
+        "gen",
+        &[1.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -2.0],
+    )
+}
+
+/// A run database written through the storage API, whose one leaf `leaf` holds a row per
+/// value `x`.
+fn one_leaf_run(dir: &Path, leaf: &str, values: &[f64]) -> PathBuf {
     let db = dir.join("nan.redb");
-    let pipeline = "name: nan\nsteps:\n  - name: gen\n    type: inline\n    params: {rows: []}\n";
+    let pipeline = format!(
+        "name: nan\nsteps:\n  - name: '{leaf}'\n    type: inline\n    params: {{rows: []}}\n"
+    );
     let log = RunLog::create(
         &db,
         NewRun {
             signature: "nan".into(),
-            pipeline: pipeline.into(),
+            pipeline,
             created_by: "tests".into(),
         },
     )
     .unwrap();
-    let values = [1.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -2.0];
     let rows: Vec<Row> = values
         .iter()
         .enumerate()
@@ -398,7 +409,7 @@ fn non_finite_run(dir: &Path) -> PathBuf {
         })
         .collect();
     log.commit(Progress::new().batch(Batch {
-        step: "gen".into(),
+        step: leaf.into(),
         seq: 0,
         rows,
         last: true,
@@ -406,6 +417,22 @@ fn non_finite_run(dir: &Path) -> PathBuf {
     .unwrap();
     drop(log);
     db
+}
+
+#[test]
+fn a_leaf_name_stored_by_an_older_version_that_escapes_out_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("work")).unwrap();
+    let db = one_leaf_run(d, "../escaped_leaf", &[1.0]);
+    let out = export(d, &db, "work/out", &["--format", "jsonl"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("../escaped_leaf") && stderr(&out).contains("not a safe file name"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.join("work/escaped_leaf").exists() && !d.join("escaped_leaf").exists());
 }
 
 #[test]
@@ -446,13 +473,7 @@ fn non_finite_floats_are_floats_in_parquet_and_counted_nulls_in_jsonl() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
     assert!(stdout(&out).contains("gen: 5 rows"), "{}", stdout(&out));
-    let python = root().join("target/pyenv/bin/python");
-    if !python.exists() {
-        eprintln!(
-            "target/pyenv is missing (scripts/python-env.sh makes it): pyarrow check skipped"
-        );
-        return;
-    }
+    let python = common::python::python();
     let script = "import sys, math, pyarrow.parquet as pq\n\
         t = pq.read_table(sys.argv[1])\n\
         assert str(t.schema.field('x').type) == 'double', t.schema\n\

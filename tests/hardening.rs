@@ -375,11 +375,15 @@ fn batch_events(db: &Path) -> std::collections::BTreeMap<String, usize> {
 }
 
 fn three_steps(d: &Path, second: &str) -> String {
+    three_steps_with(d, "Q: {{ text }}", second)
+}
+
+fn three_steps_with(d: &Path, first: &str, second: &str) -> String {
     write(
         d,
         "p.yaml",
         &format!(
-            "name: edit\nsteps:\n  - {{name: load, type: load_jsonl, batch_size: 10, params: {{path: data.jsonl}}}}\n  - {{name: first, type: format_text, after: [load], input_batch_size: 10, params: {{template: 'Q: {{{{ text }}}}', output: q}}}}\n  - {{name: second, type: format_text, after: [first], input_batch_size: 10, params: {{template: '{second}', output: a}}}}\n"
+            "name: edit\nsteps:\n  - {{name: load, type: load_jsonl, batch_size: 10, params: {{path: data.jsonl}}}}\n  - {{name: first, type: format_text, after: [load], input_batch_size: 10, params: {{template: '{first}', output: q}}}}\n  - {{name: second, type: format_text, after: [first], input_batch_size: 10, params: {{template: '{second}', output: a}}}}\n"
         ),
     )
 }
@@ -441,6 +445,41 @@ fn a_fixed_pipeline_keeps_the_steps_before_the_edit_and_recomputes_the_rest() {
     assert_eq!(fixed, leaf(d, "fresh.redb", "o2"));
     assert_eq!(fixed.len(), 95);
     assert_eq!(fixed[3]["a"], "Answer: Q: row 3");
+}
+
+#[test]
+fn a_step_edited_in_the_middle_is_recomputed_with_everything_after_it_and_nothing_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data: String = (0..95)
+        .map(|i| format!("{{\"id\": {i}, \"text\": \"row {i}\"}}\n"))
+        .collect();
+    std::fs::write(d.join("data.jsonl"), data).unwrap();
+    let p = three_steps(d, "A: {{ q }}");
+    assert!(run(d, &["run", &p, "--db", "r.redb"]).status.success());
+    let before = batch_events(&d.join("r.redb"));
+
+    // The user fixes the template of the middle step: the last step depends on it.
+    let p = three_steps_with(d, "Question: {{ text }}", "A: {{ q }}");
+    let out = run(d, &["run", &p, "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for needle in [
+        "load: kept (10 batches)",
+        "first: changed, 10 batches dropped",
+        "second: after changed step 'first', 10 batches dropped",
+    ] {
+        assert!(err.contains(needle), "missing '{needle}' in:\n{err}");
+    }
+    let after = batch_events(&d.join("r.redb"));
+    assert_eq!(after["load"], before["load"], "load was recomputed");
+    assert_eq!(after["first"], 2 * before["first"]);
+    assert_eq!(after["second"], 2 * before["second"]);
+    assert!(run(d, &["run", &p, "--db", "fresh.redb"]).status.success());
+    let fixed = leaf(d, "r.redb", "o1");
+    assert_eq!(fixed, leaf(d, "fresh.redb", "o2"));
+    assert_eq!(fixed.len(), 95);
+    assert_eq!(fixed[3]["a"], "A: Question: row 3");
 }
 
 #[test]
@@ -644,7 +683,7 @@ fn a_run_whose_process_died_is_interrupted_and_status_watch_ends() {
 }
 
 #[test]
-fn a_damaged_or_truncated_database_is_one_clear_error_for_export_and_run_never_a_panic() {
+fn a_damaged_or_truncated_database_is_one_clear_error_for_export_run_and_status_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data: String = (0..3000)
@@ -672,13 +711,18 @@ fn a_damaged_or_truncated_database_is_one_clear_error_for_export_and_run_never_a
     }
     let intact = std::fs::read(d.join("r.redb")).unwrap();
     std::fs::write(d.join("r.redb"), &bytes).unwrap();
-    // And a copy cut 100 bytes short: export and run agree that it is damaged.
+    // And a copy cut 100 bytes short: export, run and status agree that it is damaged (the
+    // pages status reads are intact, but the file is shorter than its header says).
     std::fs::write(d.join("cut.redb"), &intact[..intact.len() - 100]).unwrap();
     for db in ["r.redb", "cut.redb"] {
-        for args in [
-            &["export", "--db", db, "--out", "out"][..],
-            &["run", "p.yaml", "--db", db][..],
-        ] {
+        let mut commands = vec![
+            vec!["export", "--db", db, "--out", "out"],
+            vec!["run", "p.yaml", "--db", db],
+        ];
+        if db == "cut.redb" {
+            commands.push(vec!["status", "--db", db]);
+        }
+        for args in &commands {
             let out = run(d, args);
             let err = stderr(&out);
             assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");

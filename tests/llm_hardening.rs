@@ -228,7 +228,7 @@ fn a_silent_endpoint_check_fails_the_load_in_seconds() {
     });
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_pipeline(d, &server.base_url(), 1, "");
+    write_pipeline(d, &server.base_url(), 1, ", check_timeout_secs: 2");
     let started = Instant::now();
     let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
     let err = stderr(&out);
@@ -239,7 +239,7 @@ fn a_silent_endpoint_check_fails_the_load_in_seconds() {
     );
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(
-        err.contains("did not answer GET /models within 5 s"),
+        err.contains("did not answer GET /models within 2 s"),
         "{err}"
     );
     assert!(chat_requests(&server).is_empty());
@@ -321,4 +321,68 @@ fn a_commit_answer_without_a_commit_id_is_not_recorded_as_pushed() {
     assert!(!hub.commits(REPO).is_empty());
     let status = stdout(&run(d, &["status", "--db", "r.redb"]));
     assert!(status.contains("up to date"), "{status}");
+}
+
+#[test]
+fn log_lines_show_retries_stages_and_cache_hits_and_never_the_key() {
+    const KEY: &str = "sk-logging-secret-4242";
+    let server = MockLlm::start(Behaviour {
+        fail_every: Some(2),
+        api_key: Some(KEY.into()),
+        ..Behaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // One batch whose requests go one at a time: the 500s fall on a known attempt of each.
+    write_pipeline(
+        d,
+        &server.base_url(),
+        ROWS,
+        ", api_key_env: LOG_TEST_KEY, concurrency: 1",
+    );
+    let logged = |args: &[&str], rust_log: Option<&str>| {
+        let mut command = distill(d);
+        command
+            .args(args)
+            .env("LOG_TEST_KEY", KEY)
+            .env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    // --log-level info: the stages and every retry, one line each.
+    let err = logged(
+        &["run", "p.yaml", "--db", "r.redb", "--log-level", "info"],
+        None,
+    );
+    assert!(err.lines().any(|l| l.contains("stage starting")), "{err}");
+    assert!(err.lines().any(|l| l.contains("stage finished")), "{err}");
+    let retries = err.lines().filter(|l| l.contains("retrying")).count();
+    assert!(retries >= 1, "{err}");
+    assert!(!err.contains(KEY), "{err}");
+    // RUST_LOG names a crate: the LLM tasks' cache hits per batch, and nothing else at debug.
+    let err = logged(
+        &["run", "p.yaml", "--db", "r.redb", "--new"],
+        Some("warn,distill_llm=debug"),
+    );
+    let answered: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("batch answered"))
+        .collect();
+    assert_eq!(answered.len(), 1, "{err}");
+    assert!(
+        answered[0].contains(&format!("requests={ROWS} cache_hits={ROWS}")),
+        "{err}"
+    );
+    assert!(!err.contains("stage starting"), "{err}");
+    assert!(!err.contains(KEY), "{err}");
+    // The default is warn: a run without retries says nothing.
+    let err = logged(&["run", "p.yaml", "--db", "r.redb", "--new"], None);
+    assert!(
+        !err.contains("batch answered") && !err.contains("stage starting"),
+        "{err}"
+    );
 }

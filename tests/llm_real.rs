@@ -64,6 +64,7 @@ fn params(json: serde_json::Value) -> LlmParams {
 
 #[test]
 fn the_endpoint_check_passes_and_a_wrong_base_url_fails_clearly() {
+    let _server = common::llm::one_at_a_time();
     let url = base_url();
     let mut runner = Runner::new(params(serde_json::json!({"base_url": url, "model": MODEL})));
     runner.load().expect("GET /models on the real server");
@@ -123,6 +124,7 @@ const INSTRUCTIONS: [&str; 3] = [
 /// same pipeline again with `--new` in the same database asks the server nothing.
 #[test]
 fn generation_and_judge_through_the_binary_then_a_new_run_is_served_by_the_cache() {
+    let _server = common::llm::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data: String = INSTRUCTIONS
@@ -243,6 +245,7 @@ steps:
 /// answer with it, so every answer parses and validates the first time.
 #[test]
 fn structured_generation_returns_json_that_matches_the_schema() {
+    let _server = common::llm::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let schema = serde_json::json!({

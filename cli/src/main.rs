@@ -110,16 +110,18 @@ enum Command {
         #[arg(long, default_value = PushSpec::DEFAULT_REVISION)]
         revision: String,
         /// For a live run: push once this many new rows are committed.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         every_rows: Option<u64>,
         /// For a live run: push new rows at least this often (seconds; default 60).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=PushSpec::MAX_SECS))]
         every_secs: Option<u64>,
         /// Seconds allowed for one Hub request.
-        #[arg(long, default_value_t = PushSpec::DEFAULT_TIMEOUT_SECS)]
+        #[arg(long, default_value_t = PushSpec::DEFAULT_TIMEOUT_SECS,
+              value_parser = clap::value_parser!(u64).range(1..=PushSpec::MAX_SECS))]
         timeout: u64,
         /// Seconds to keep retrying the last push before giving up.
-        #[arg(long, default_value_t = PushSpec::DEFAULT_FINAL_WAIT_SECS)]
+        #[arg(long, default_value_t = PushSpec::DEFAULT_FINAL_WAIT_SECS,
+              value_parser = clap::value_parser!(u64).range(0..=PushSpec::MAX_SECS))]
         wait: u64,
     },
     /// Show where a run stands (works while it runs, from another terminal).
@@ -265,7 +267,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             spec.private = !public;
             spec.revision = revision;
             spec.every_rows = every_rows;
-            spec.every_secs = every_secs.or(every_rows.is_none().then_some(60));
+            spec.every_secs = every_secs.or(every_rows
+                .is_none()
+                .then_some(PushSpec::DEFAULT_LIVE_EVERY_SECS));
             spec.timeout_secs = timeout;
             spec.final_wait_secs = wait;
             push(db, spec)

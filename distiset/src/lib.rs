@@ -156,7 +156,7 @@ pub fn export(db: &Path, out: &Path, format: ExportFormat) -> Result<Distiset> {
         leaves: Vec::new(),
         files: Vec::new(),
     };
-    for leaf in spec.leaves() {
+    for leaf in spec.safe_leaves()? {
         let record = snapshot.step(&leaf)?.unwrap_or_default();
         distiset.leaves.push(LeafExport {
             name: leaf,

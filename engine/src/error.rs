@@ -86,6 +86,14 @@ pub enum Error {
         /// What is wrong, naming the parameter.
         detail: String,
     },
+    /// A value (of a step's parameters, say) does not have the form expected.
+    #[error("{}{detail}", path.as_ref().map(|p| format!("`{p}`: ")).unwrap_or_default())]
+    BadValue {
+        /// Where the value is (`generation.seed`), when it is not the whole value.
+        path: Option<String>,
+        /// What is wrong.
+        detail: String,
+    },
     /// A step's place in the pipeline or its settings are wrong.
     #[error("step '{step}': {detail}")]
     BadStep {
@@ -190,17 +198,14 @@ impl Error {
             | Error::UnknownPredecessor { .. }
             | Error::Cycle { .. }
             | Error::BadParams { .. }
+            | Error::BadValue { .. }
             | Error::BadStep { .. }
             | Error::BadSection { .. }
             | Error::MissingColumn { .. } => ErrorKind::Invalid,
-            Error::StepFailed { source, .. } | Error::LoadFailed { source, .. }
-                if caused_by_storage(source.as_ref()) =>
-            {
-                ErrorKind::Storage
+            Error::StepFailed { source, .. } | Error::LoadFailed { source, .. } => {
+                cause_kind(source.as_ref()).unwrap_or(ErrorKind::StepFailed)
             }
-            Error::StepFailed { .. } | Error::LoadFailed { .. } | Error::AlreadyLoaded { .. } => {
-                ErrorKind::StepFailed
-            }
+            Error::AlreadyLoaded { .. } => ErrorKind::StepFailed,
             Error::PipelineMismatch { .. } | Error::InputChanged { .. } => ErrorKind::Other,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Io { .. } | Error::Threads { .. } => ErrorKind::Io,
@@ -210,17 +215,50 @@ impl Error {
     }
 }
 
-/// Whether a step's error comes from the run log (a read of the request cache that failed,
-/// say): then the step is not at fault, the database is.
-fn caused_by_storage(error: &(dyn std::error::Error + 'static)) -> bool {
+/// The kind a step's error declares for itself: a [`Classified`] error's kind, or
+/// [`ErrorKind::Storage`] for an error of the run log (a read of the request cache that
+/// failed, say: then the step is not at fault, the database is). `None`: the step failed.
+fn cause_kind(error: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     let mut at = Some(error);
     while let Some(e) = at {
+        if let Some(classified) = e.downcast_ref::<Classified>() {
+            return Some(classified.kind);
+        }
         if e.is::<distill_storage::Error>() {
-            return true;
+            return Some(ErrorKind::Storage);
         }
         at = e.source();
     }
-    false
+    None
+}
+
+/// A step's error that is not the step's failure (a budget reached, a bug, the run log), with
+/// its kind, so the run's error is classified by what happened rather than where. It shows
+/// as the error it wraps.
+#[derive(Debug)]
+pub struct Classified {
+    kind: ErrorKind,
+    error: StepError,
+}
+
+impl std::fmt::Display for Classified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for Classified {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// `error` as a step error of kind `kind` (see [`Classified`]).
+pub fn classified(kind: ErrorKind, error: impl Into<StepError>) -> StepError {
+    Box::new(Classified {
+        kind,
+        error: error.into(),
+    })
 }
 
 /// Result with the engine [`Error`].

@@ -43,7 +43,7 @@ mod worker;
 
 pub use canonical::{canonical_json, hash_value};
 pub use distill_storage::LogOptions;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Classified, Error, ErrorKind, Result, classified};
 pub use lifecycle::{LoadGuard, LoadState, StepSlot};
 pub use observer::{Observer, RunEvent};
 pub use pipeline::{Node, Pipeline};

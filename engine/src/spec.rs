@@ -74,6 +74,10 @@ impl PushSpec {
     pub const DEFAULT_TIMEOUT_SECS: u64 = 120;
     /// Seconds the end of a run keeps retrying its last push when not given.
     pub const DEFAULT_FINAL_WAIT_SECS: u64 = 300;
+    /// How often `distill push` on a live run pushes when given no cadence, in seconds.
+    pub const DEFAULT_LIVE_EVERY_SECS: u64 = 60;
+    /// Longest duration any of the section's times may be: a week, in seconds.
+    pub const MAX_SECS: u64 = 7 * 86_400;
 
     /// Checks a repository id: `NAMESPACE/NAME`, each part letters, digits, `-`, `_` or `.`.
     /// The message says what is expected.
@@ -104,13 +108,22 @@ impl PushSpec {
         if self.revision.trim().is_empty() {
             return Err(bad("`revision` is empty".into()));
         }
-        if self.every_rows == Some(0) || self.every_secs == Some(0) {
-            return Err(bad(
-                "`every_rows` and `every_secs` must be at least 1".into()
-            ));
+        if self.every_rows == Some(0) {
+            return Err(bad("`every_rows` must be at least 1".into()));
         }
-        if self.timeout_secs == 0 {
-            return Err(bad("`timeout_secs` must be at least 1".into()));
+        for (name, value, min) in [
+            ("every_secs", self.every_secs, 1),
+            ("timeout_secs", Some(self.timeout_secs), 1),
+            ("final_wait_secs", Some(self.final_wait_secs), 0),
+        ] {
+            if let Some(value) = value
+                && !(min..=Self::MAX_SECS).contains(&value)
+            {
+                return Err(bad(format!(
+                    "`{name}` must be from {min} to {} seconds (a week), not {value}",
+                    Self::MAX_SECS
+                )));
+            }
         }
         Ok(())
     }
@@ -269,6 +282,23 @@ impl PipelineSpec {
             .map(|s| s.name.clone())
             .collect()
     }
+
+    /// The leaves, refusing a name that is not a safe directory name: they become paths in
+    /// exports and on the Hub. Pipelines are checked when built; this guards the ones stored
+    /// by a distill that did not check names yet.
+    pub fn safe_leaves(&self) -> Result<Vec<String>> {
+        let leaves = self.leaves();
+        match leaves.iter().find(|l| !crate::pipeline::is_valid_name(l)) {
+            Some(leaf) => Err(Error::BadStep {
+                step: leaf.clone(),
+                detail: "this leaf's name (stored by an older distill) is not a safe file name \
+                         (letters, digits, _ and -), so its rows cannot be written under it; \
+                         rename the step and run the pipeline again"
+                    .into(),
+            }),
+            None => Ok(leaves),
+        }
+    }
 }
 
 impl StepSpec {
@@ -403,6 +433,21 @@ mod tests {
         let mut zero = PushSpec::new("acme/data");
         zero.every_rows = Some(0);
         assert!(zero.check().unwrap_err().to_string().contains("every_rows"));
+        let mut long = PushSpec::new("acme/data");
+        long.final_wait_secs = u64::MAX;
+        let err = long.check().unwrap_err().to_string();
+        assert!(
+            err.contains("final_wait_secs") && err.contains("a week"),
+            "{err}"
+        );
+        long.final_wait_secs = 0;
+        long.timeout_secs = PushSpec::MAX_SECS + 1;
+        assert!(
+            long.check()
+                .unwrap_err()
+                .to_string()
+                .contains("timeout_secs")
+        );
         let err = PipelineSpec::from_yaml(
             "name: x\nsteps: []\npush: {repo: a/b, every: 3}\n",
             Path::new("p.yaml"),

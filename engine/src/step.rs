@@ -252,5 +252,17 @@ pub fn parse_params<T: serde::de::DeserializeOwned>(params: &serde_json::Value) 
     } else {
         params.clone()
     };
-    Ok(serde_json::from_value(params)?)
+    Ok(from_json(params)?)
+}
+
+/// `value` deserialized as `T`; a wrong value's message names where it is (`generation.seed:
+/// invalid value ...`), which serde_json alone does not.
+pub fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> crate::Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        crate::Error::BadValue {
+            path: (path != ".").then_some(path),
+            detail: e.inner().to_string(),
+        }
+    })
 }

@@ -84,8 +84,12 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(v.into())
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        serde_json::Number::from_f64(v).map(Into::into).ok_or_else(|| {
+            E::custom(format!(
+                "{v} is not a number parameters can hold (no NaN or infinity): write null or a string"
+            ))
+        })
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
@@ -158,6 +162,20 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn nan_and_infinity_in_parameters_are_refused_not_turned_into_null() {
+        for literal in [".nan", ".inf", "-.inf"] {
+            let err = parse(&format!(
+                "name: p\nsteps:\n  - name: a\n    type: inline\n    params: {{rows: [{{x: {literal}}}]}}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.contains("no NaN or infinity") && err.contains("line"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

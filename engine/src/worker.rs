@@ -1,5 +1,6 @@
 //! What a worker does with one job: run the step on its input window, outside the scheduler.
 
+use crate::error::{ErrorKind, classified};
 use crate::fault::Fault;
 use crate::lifecycle::{StepSlot, panic_message};
 use crate::mapping;
@@ -77,6 +78,11 @@ impl From<distill_storage::Error> for JobError {
     }
 }
 
+/// A job given to a step of the wrong kind: the scheduler's mistake, not the step's.
+fn bug(detail: String) -> StepError {
+    classified(ErrorKind::Bug, detail)
+}
+
 /// Runs one job, catching a panic of the step.
 pub fn run_job(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError> {
     let outcome = catch_unwind(AssertUnwindSafe(|| execute(info, input, last)));
@@ -93,9 +99,10 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
         Input::Generate { offset } => {
             let mut step = info.slot.write();
             let StepKind::Generator(generator) = &mut *step else {
-                return Err(JobError::Failed(
-                    format!("a {} cannot generate rows", step.kind()).into(),
-                ));
+                return Err(JobError::Failed(bug(format!(
+                    "a {} cannot generate rows",
+                    step.kind()
+                ))));
             };
             let (mut rows, last) = generator.generate(offset, info.batch_size)?;
             mapping::after(&info.spec, &mut rows);
@@ -140,9 +147,10 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
             drop(snapshot);
             let step = info.slot.read();
             let StepKind::Global(global) = &*step else {
-                return Err(JobError::Failed(
-                    format!("a {} cannot process all rows at once", step.kind()).into(),
-                ));
+                return Err(JobError::Failed(bug(format!(
+                    "a {} cannot process all rows at once",
+                    step.kind()
+                ))));
             };
             let mut out = match parts.len() {
                 1 => global.process_all(parts.concat())?,
@@ -178,7 +186,7 @@ fn process_window(info: &StepInfo, mut parts: Vec<Vec<Row>>) -> StepResult<Vec<R
             info.task_context.flush();
             result?
         }
-        other => return Err(format!("a {} cannot process a window", other.kind()).into()),
+        other => return Err(bug(format!("a {} cannot process a window", other.kind()))),
     };
     mapping::after(&info.spec, &mut rows);
     Ok(rows)

@@ -120,9 +120,18 @@ impl Http {
             retry_after,
             status: None,
         };
+        let timeout = request
+            .try_clone()
+            .and_then(|r| r.build().ok())
+            .and_then(|r| r.timeout().copied())
+            .unwrap_or(self.policy.timeout);
         let response = request.send().map_err(|e| {
             if e.is_timeout() {
-                transient(format!("timed out after {:?}", self.policy.timeout), None)
+                Error::Timeout {
+                    call: call.to_owned(),
+                    after: timeout,
+                    note: String::new(),
+                }
             } else {
                 transient(plain(e), None)
             }

@@ -34,6 +34,16 @@ pub enum Error {
         /// The HTTP status (429, 5xx), or none when no answer came.
         status: Option<u16>,
     },
+    /// No answer came within the time allowed (transient: may succeed later).
+    #[error("{call}: timed out after {after:?}{note}")]
+    Timeout {
+        /// The call.
+        call: String,
+        /// The time allowed.
+        after: Duration,
+        /// Advice or context appended to the message.
+        note: String,
+    },
     /// HTTP 401 or 403.
     #[error("{call}: HTTP {status}: {detail}")]
     Auth {
@@ -80,7 +90,7 @@ impl Error {
     /// The failure's kind.
     pub fn kind(&self) -> FailureKind {
         match self {
-            Error::Transient { .. } => FailureKind::Transient,
+            Error::Transient { .. } | Error::Timeout { .. } => FailureKind::Transient,
             Error::Auth { .. } => FailureKind::Auth,
             Error::Refused { .. } | Error::Setup { .. } => FailureKind::Refused,
             Error::Protocol { .. } => FailureKind::Protocol,
@@ -91,6 +101,11 @@ impl Error {
     /// Whether trying again later may help.
     pub fn is_transient(&self) -> bool {
         self.kind() == FailureKind::Transient
+    }
+
+    /// Whether no answer came within the time allowed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
     }
 
     /// The HTTP status, when the server answered with one.
@@ -116,7 +131,8 @@ impl Error {
             Error::Transient { detail, .. }
             | Error::Auth { detail, .. }
             | Error::Refused { detail, .. }
-            | Error::Protocol { detail, .. } => {
+            | Error::Protocol { detail, .. }
+            | Error::Timeout { note: detail, .. } => {
                 detail.push_str(note);
             }
             Error::Interrupted { .. } | Error::Setup { .. } => {}

@@ -94,20 +94,7 @@ impl RetryPolicy {
                 Err(e) => e,
             };
             if retries + 1 >= self.max_attempts {
-                return Err(match error {
-                    Error::Transient {
-                        call,
-                        detail,
-                        retry_after,
-                        status,
-                    } => Error::Transient {
-                        call,
-                        detail: format!("{detail} (gave up after {} attempts)", retries + 1),
-                        retry_after,
-                        status,
-                    },
-                    other => other,
-                });
+                return Err(error.with_note(&format!(" (gave up after {} attempts)", retries + 1)));
             }
             let retry_after = match &error {
                 Error::Transient { retry_after, .. } => *retry_after,

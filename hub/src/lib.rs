@@ -15,7 +15,10 @@ mod worker;
 
 pub use client::{DEFAULT_ENDPOINT, HubClient, UploadFile};
 pub use error::{Error, Result};
-pub use pusher::{MAX_COMMIT_ROWS, PushStatus, Pusher, Round, Sink, offset_name, run_tag};
+pub use pusher::{MAX_COMMIT_ROWS, PushStatus, Pusher, Round, Sink};
+/// Names the tests use to read what the pusher recorded (feature `testing`).
+#[cfg(feature = "testing")]
+pub use pusher::{offset_name, run_tag};
 pub use report::{PushReport, PushState, push_reports};
 pub use worker::PushWorker;
 

@@ -187,8 +187,10 @@ impl Pusher {
         self.status.last_error = Some(failure.to_string());
         self.status.failures += 1;
         self.status.fatal = !failure.is_transient();
-        if let Some(sink) = sink {
-            let _ = sink(self.record_unit(Progress::new()));
+        if let Some(sink) = sink
+            && let Err(e) = sink(self.record_unit(Progress::new()))
+        {
+            tracing::error!(repo = %self.spec.repo, "cannot record the failed push round: {e}");
         }
     }
 
@@ -215,7 +217,7 @@ impl Pusher {
                 parsed
             }
         };
-        let leaves = pipeline.leaves();
+        let leaves = pipeline.safe_leaves()?;
         let tags = self.follow_leaf_tags(snapshot, &meta, &leaves)?;
         let mut committed = BTreeMap::new();
         let mut pending_rows = 0;
@@ -319,7 +321,7 @@ impl Pusher {
                 bytes: s.bytes.clone(),
             })
             .collect();
-        let readme = self.card(snapshot, &pipeline, &committed, &after);
+        let readme = self.card(snapshot, &pipeline, &committed, &after)?;
         files.push(UploadFile {
             path: "README.md".into(),
             bytes: readme.into_bytes(),
@@ -408,7 +410,7 @@ impl Pusher {
             moved = true;
         }
         if moved && let Some(sink) = sink {
-            let _ = sink(self.record_unit(self.offsets_unit()));
+            sink(self.record_unit(self.offsets_unit()))?;
         }
         Ok(())
     }
@@ -457,8 +459,8 @@ impl Pusher {
         pipeline: &PipelineSpec,
         committed: &BTreeMap<String, distill_storage::StepRecord>,
         after: &PushStatus,
-    ) -> String {
-        let run = snapshot.run_state().unwrap_or_default();
+    ) -> Result<String> {
+        let run = snapshot.run_state()?;
         let leaves = committed
             .iter()
             .filter(|(leaf, _)| after.rows.get(*leaf).copied().unwrap_or(0) > 0)
@@ -472,17 +474,17 @@ impl Pusher {
                 non_finite_as_null: BTreeMap::new(),
             })
             .collect();
-        dataset_card(&Distiset {
+        Ok(dataset_card(&Distiset {
             pipeline_name: pipeline.name.clone(),
             description: pipeline.description.clone(),
             signature: pipeline.signature(),
             run_status: run.status,
             stage: run.stage,
-            snapshot_log: snapshot.log_len().unwrap_or(0),
+            snapshot_log: snapshot.log_len()?,
             format: ExportFormat::Parquet,
             leaves,
             files: Vec::new(),
-        })
+        }))
     }
 }
 

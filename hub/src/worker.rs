@@ -57,7 +57,22 @@ impl PushWorker {
     /// Tells the worker the run is over (`push_rest`: push what is left first) and waits.
     pub fn finish(self, push_rest: bool) -> PushStatus {
         let _ = self.finish.send(push_rest);
-        self.thread.join().unwrap_or_default()
+        self.thread.join().unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            tracing::error!("the push thread panicked: {detail}");
+            PushStatus {
+                last_error: Some(format!(
+                    "the push thread panicked (a bug in distill): {detail}"
+                )),
+                failures: 1,
+                fatal: true,
+                ..PushStatus::default()
+            }
+        })
     }
 }
 
@@ -84,8 +99,12 @@ fn work(
         if gave_up || Instant::now() < next_try {
             continue;
         }
-        let Ok(snapshot) = log.snapshot() else {
-            continue;
+        let snapshot = match log.snapshot() {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::warn!("push: cannot read the run log: {e}");
+                continue;
+            }
         };
         if let Err(failure) = pusher.round(&snapshot, false, Some(&sink)) {
             pusher.record_failure(&failure, Some(&sink));

@@ -11,10 +11,10 @@ use std::time::Duration;
 /// Largest answer body accepted (16 MiB): a larger one is refused, never read whole.
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
-/// Time the endpoint check at load allows each endpoint's `GET /models` (a dropped connection
-/// is tried again twice, a slow answer not): a slow or silent endpoint fails the load in
-/// seconds, not after a request's full timeout.
-pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time the endpoint check at load allows each endpoint's `GET /models` unless told otherwise
+/// (`check_timeout_secs`; a dropped connection is tried again twice, a slow answer not): a
+/// silent endpoint fails the load in seconds, not after a request's full timeout.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A successful answer.
 #[derive(Debug, Clone)]
@@ -40,6 +40,7 @@ pub struct Client {
     endpoints: Vec<String>,
     pool: EndpointPool,
     api_key: Option<String>,
+    check_timeout: Duration,
 }
 
 impl Client {
@@ -65,11 +66,18 @@ impl Client {
             pool: EndpointPool::new(vec![per_endpoint; endpoints.len()]),
             endpoints,
             api_key,
+            check_timeout: CHECK_TIMEOUT,
         })
     }
 
+    /// The same client with the endpoint check allowing `timeout` per attempt.
+    pub fn with_check_timeout(mut self, timeout: Duration) -> Self {
+        self.check_timeout = timeout;
+        self
+    }
+
     /// Checks every endpoint with `GET /models`: reachable, and the key accepted. Each attempt
-    /// takes at most [`CHECK_TIMEOUT`]; only a connection dropped without an answer is tried
+    /// takes at most the check timeout ([`CHECK_TIMEOUT`] by default); only a connection dropped without an answer is tried
     /// again (twice).
     pub fn check(&self) -> Result<()> {
         for endpoint in &self.endpoints {
@@ -78,10 +86,9 @@ impl Client {
             let attempt = || {
                 let request = self
                     .authorised(self.http.client().get(&url))
-                    .timeout(CHECK_TIMEOUT);
+                    .timeout(self.check_timeout);
                 self.http.once(&call, &[], request)
             };
-            let timed_out = |e: &distill_http::Error| e.to_string().contains("timed out");
             let fail = |detail: String| Error::Endpoint {
                 endpoint: endpoint.clone(),
                 detail,
@@ -91,7 +98,7 @@ impl Client {
             let mut outcome = attempt();
             for _ in 0..2 {
                 match &outcome {
-                    Err(e) if e.status().is_none() && !timed_out(e) => {
+                    Err(e) if e.status().is_none() && !e.is_timeout() => {
                         std::thread::sleep(Duration::from_millis(200));
                         outcome = attempt();
                     }
@@ -107,10 +114,10 @@ impl Client {
                     Some(status) => {
                         return Err(fail(format!("answered HTTP {status} to GET /models")));
                     }
-                    None if timed_out(&e) => {
+                    None if e.is_timeout() => {
                         return Err(fail(format!(
-                            "did not answer GET /models within {} s",
-                            CHECK_TIMEOUT.as_secs()
+                            "did not answer GET /models within {} s (a busy server may need a longer `check_timeout_secs`)",
+                            self.check_timeout.as_secs_f64()
                         )));
                     }
                     None => return Err(fail(format!("is unreachable: {e}"))),

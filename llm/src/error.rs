@@ -50,6 +50,15 @@ pub enum Error {
     /// The request cache could not be read or written: the task stops rather than pay again.
     #[error("the request cache: {0}")]
     Cache(#[from] distill_storage::Error),
+    /// A record of the request cache is not an answer at all (not JSON): the run database is
+    /// damaged; the task stops rather than pay for the answer again.
+    #[error("the request cache holds a damaged answer under key {key}: {detail}")]
+    DamagedCache {
+        /// The record's key, in hex.
+        key: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// A request was made before `load`.
     #[error("the task is not loaded")]
     NotLoaded,
@@ -60,10 +69,21 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Params { .. } | Error::ApiKeyMissing { .. } => ErrorKind::Invalid,
-            Error::Cache(_) => ErrorKind::Storage,
+            Error::Cache(_) | Error::DamagedCache { .. } => ErrorKind::Storage,
             Error::NotLoaded => ErrorKind::Bug,
             Error::Endpoint { .. } | Error::Request(_) | Error::Answer { .. } => ErrorKind::Remote,
             Error::Row { .. } => ErrorKind::StepFailed,
+        }
+    }
+
+    /// This error as a step's error: classified when it is not the step's failure (a bug, a
+    /// failing request cache), so the run ends with the right exit code.
+    pub fn into_step_error(self) -> distill_engine::step::StepError {
+        match self.kind() {
+            kind @ (ErrorKind::Bug | ErrorKind::Budget | ErrorKind::Storage) => {
+                distill_engine::classified(kind, self)
+            }
+            _ => Box::new(self),
         }
     }
 

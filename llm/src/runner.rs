@@ -65,7 +65,7 @@ impl From<Halt> for StepError {
     fn from(halt: Halt) -> Self {
         match halt {
             Halt::Stopped => Box::new(Stopped),
-            Halt::Failed(e) => Box::new(e),
+            Halt::Failed(e) => e.into_step_error(),
         }
     }
 }
@@ -219,15 +219,24 @@ impl Batch {
         let ctx = self.ctx.as_ref();
         let key = cache_key(&request.body, request.generation);
         if let Some(bytes) = ctx.cached(&key)? {
-            // An answer cached by an older build that did not check answers may be unusable:
-            // then it is asked again.
-            if let Ok(completion) = Completion::parse("the request cache", &bytes) {
-                ctx.count("cache_hits", 1);
-                self.hits.fetch_add(1, Ordering::SeqCst);
-                return Ok(Some(Ok(Answered {
-                    completion,
-                    body: bytes,
-                })));
+            match Completion::parse("the request cache", &bytes) {
+                Ok(completion) => {
+                    ctx.count("cache_hits", 1);
+                    self.hits.fetch_add(1, Ordering::SeqCst);
+                    return Ok(Some(Ok(Answered {
+                        completion,
+                        body: bytes,
+                    })));
+                }
+                // JSON, but unusable (no text): an older build cached it without checking it.
+                // It was never a usable answer, so it is asked again.
+                Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {}
+                Err(e) => {
+                    return Err(Error::DamagedCache {
+                        key: key.iter().map(|b| format!("{b:02x}")).collect(),
+                        detail: e.to_string(),
+                    });
+                }
             }
         }
         let stop = ctx.stop_flag();

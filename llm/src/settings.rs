@@ -69,6 +69,10 @@ pub struct LlmParams {
     /// Seconds allowed for one request.
     #[serde(default = "default_timeout")]
     pub timeout_secs: f64,
+    /// Seconds the endpoint check at load waits for `GET /models`. A busy server that serves
+    /// one request at a time (llama.cpp) answers it only after the completion it is working on.
+    #[serde(default = "default_check_timeout")]
+    pub check_timeout_secs: f64,
     /// Generation settings.
     #[serde(default)]
     pub generation: Generation,
@@ -106,6 +110,16 @@ fn bounded(name: &str, value: u64, min: u64, max: u64) -> Result<()> {
     }))
 }
 
+/// `value` of `name` is a number of seconds above 0 and at most [`MAX_TIMEOUT_SECS`].
+fn seconds(name: &str, value: f64) -> Result<()> {
+    if value.is_finite() && value > 0.0 && value <= MAX_TIMEOUT_SECS {
+        return Ok(());
+    }
+    Err(Error::params(format!(
+        "`{name}` must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS} (one day), not {value}"
+    )))
+}
+
 /// `url` (the parameter `name`) must be an http or https URL with a host.
 fn check_url(name: &str, url: &str) -> Result<()> {
     let bad = |why: &str| Err(Error::params(format!("{name}: `{url}` {why}")));
@@ -130,6 +144,9 @@ fn default_attempts() -> u32 {
 fn default_timeout() -> f64 {
     120.0
 }
+fn default_check_timeout() -> f64 {
+    30.0
+}
 fn one() -> u32 {
     1
 }
@@ -146,6 +163,7 @@ impl LlmParams {
         "requests_per_minute",
         "tokens_per_minute",
         "timeout_secs",
+        "check_timeout_secs",
         "max_attempts",
     ];
 
@@ -156,7 +174,7 @@ impl LlmParams {
         for key in own {
             rest.remove(*key);
         }
-        let parsed: Self = serde_json::from_value(serde_json::Value::Object(rest))
+        let parsed: Self = distill_engine::step::from_json(serde_json::Value::Object(rest))
             .map_err(|e| Error::params(e.to_string()))?;
         parsed.validate()?;
         Ok(parsed)
@@ -198,16 +216,8 @@ impl LlmParams {
         if let Some(max) = self.generation.max_tokens {
             bounded("generation.max_tokens", max, 1, MAX_TOKENS)?;
         }
-        if !(self.timeout_secs.is_finite()
-            && self.timeout_secs > 0.0
-            && self.timeout_secs <= MAX_TIMEOUT_SECS)
-        {
-            return Err(Error::params(format!(
-                "`timeout_secs` must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECS} (one day), not {}",
-                self.timeout_secs
-            )));
-        }
-        Ok(())
+        seconds("timeout_secs", self.timeout_secs)?;
+        seconds("check_timeout_secs", self.check_timeout_secs)
     }
 
     /// The base URLs.
@@ -258,6 +268,9 @@ impl LlmParams {
             timeout: Duration::from_secs_f64(self.timeout_secs),
             ..RetryPolicy::default()
         };
-        Client::new(self.endpoints(), self.concurrency, api_key, retry)
+        Ok(
+            Client::new(self.endpoints(), self.concurrency, api_key, retry)?
+                .with_check_timeout(Duration::from_secs_f64(self.check_timeout_secs)),
+        )
     }
 }

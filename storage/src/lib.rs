@@ -29,6 +29,7 @@
 mod codec;
 mod committer;
 mod error;
+mod file_length;
 mod guard;
 mod model;
 mod progress;

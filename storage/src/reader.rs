@@ -45,6 +45,7 @@ impl RunReader {
             }
             other => other?,
         };
+        crate::file_length::check_not_truncated(path)?;
         let reader = Self {
             db,
             path: path.to_path_buf(),

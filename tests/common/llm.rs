@@ -32,3 +32,13 @@ pub fn local_llm_url() -> &'static str {
         url
     })
 }
+
+/// Holds the local server for one test at a time. llama.cpp's server answers one request at a
+/// time (even `GET /models` waits for the completion in progress), so tests of one binary that
+/// shared it would time each other out; held, each test sees the server idle.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERVER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERVER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

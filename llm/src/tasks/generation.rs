@@ -94,7 +94,7 @@ impl LlmTask {
 
 impl Lifecycle for LlmTask {
     fn load(&mut self) -> StepResult<()> {
-        Ok(self.runner.load()?)
+        self.runner.load().map_err(Error::into_step_error)
     }
 
     fn unload(&mut self) {

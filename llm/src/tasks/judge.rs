@@ -174,7 +174,7 @@ pub fn parse(
 
 impl Lifecycle for Judge {
     fn load(&mut self) -> StepResult<()> {
-        Ok(self.runner.load()?)
+        self.runner.load().map_err(Error::into_step_error)
     }
 
     fn unload(&mut self) {

@@ -89,7 +89,7 @@ impl Structured {
 
 impl Lifecycle for Structured {
     fn load(&mut self) -> StepResult<()> {
-        Ok(self.runner.load()?)
+        self.runner.load().map_err(Error::into_step_error)
     }
 
     fn unload(&mut self) {
