@@ -3,7 +3,7 @@
 //! File generators stream (see [`crate::input`]): each `generate` reads the next rows, and a
 //! call at another offset (a resumed run) reopens the files and skips to it.
 
-use crate::input::{self, CsvRows, JsonlRows, Opener, Paths, RowChain};
+use crate::input::{self, CsvRows, JsonlRows, Opener, Paths, RowStream, TextFiles};
 use crate::step::{BuildContext, Generator, Lifecycle, StepKind, StepResult, parse_params};
 use distill_storage::Row;
 use serde::Deserialize;
@@ -72,7 +72,7 @@ const CSV_EXTENSIONS: &[&str] = &["csv", "tsv"];
 /// ignored; a malformed line is an error naming the file and line.
 pub struct LoadJsonl {
     columns: Vec<String>,
-    chain: RowChain<JsonlRows>,
+    stream: RowStream<TextFiles<JsonlRows>>,
 }
 
 /// Builds a `load_jsonl` generator; reads the first rows to learn the columns.
@@ -80,25 +80,22 @@ pub fn load_jsonl(params: &serde_json::Value, ctx: &BuildContext) -> StepResult<
     let p: JsonlParams = parse_params(params)?;
     let files = input::expand(&p.path, ctx, JSONL_EXTENSIONS)?;
     let open: Opener<JsonlRows> = Arc::new(|path: &Path| JsonlRows::open(path));
-    let mut chain = RowChain::new(files, open);
+    let mut stream = RowStream::new(TextFiles::new(files, open), None);
     let mut columns: Vec<String> = Vec::new();
-    for _ in 0..COLUMN_SCAN_ROWS {
-        let Some(row) = chain.next_row()? else {
-            break;
-        };
+    for row in stream.take(0, COLUMN_SCAN_ROWS)? {
         for c in row.columns() {
             if !columns.iter().any(|x| x == c) {
                 columns.push(c.to_owned());
             }
         }
     }
-    chain.close();
-    Ok(StepKind::Generator(Box::new(LoadJsonl { columns, chain })))
+    stream.close();
+    Ok(StepKind::Generator(Box::new(LoadJsonl { columns, stream })))
 }
 
 impl Lifecycle for LoadJsonl {
     fn unload(&mut self) {
-        self.chain.close();
+        self.stream.close();
     }
 }
 
@@ -108,13 +105,13 @@ impl Generator for LoadJsonl {
     }
 
     fn fingerprint(&self) -> StepResult<Option<String>> {
-        Ok(Some(input::fingerprint(self.chain.files(), |_| {
+        Ok(Some(input::fingerprint(self.stream.set().files(), |_| {
             Ok(String::new())
         })?))
     }
 
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
-        self.chain.read(offset, count)
+        self.stream.read(offset, count)
     }
 }
 
@@ -131,7 +128,7 @@ struct CsvParams {
 /// except an empty cell, which is null.
 pub struct LoadCsv {
     columns: Vec<String>,
-    chain: RowChain<CsvRows>,
+    stream: RowStream<TextFiles<CsvRows>>,
 }
 
 /// Builds a `load_csv` generator; reads the first file's header to learn the columns.
@@ -160,13 +157,13 @@ pub fn load_csv(params: &serde_json::Value, ctx: &BuildContext) -> StepResult<St
     });
     Ok(StepKind::Generator(Box::new(LoadCsv {
         columns,
-        chain: RowChain::new(files, open),
+        stream: RowStream::new(TextFiles::new(files, open), None),
     })))
 }
 
 impl Lifecycle for LoadCsv {
     fn unload(&mut self) {
-        self.chain.close();
+        self.stream.close();
     }
 }
 
@@ -176,13 +173,13 @@ impl Generator for LoadCsv {
     }
 
     fn fingerprint(&self) -> StepResult<Option<String>> {
-        Ok(Some(input::fingerprint(self.chain.files(), |_| {
+        Ok(Some(input::fingerprint(self.stream.set().files(), |_| {
             Ok(String::new())
         })?))
     }
 
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
-        self.chain.read(offset, count)
+        self.stream.read(offset, count)
     }
 }
 
