@@ -22,6 +22,7 @@ pub fn registry() -> Registry {
     let mut registry = Registry::default();
     distill_llm::register(&mut registry);
     distill_distiset::read::register(&mut registry);
+    distill_hub::load::register(&mut registry);
     registry
 }
 

@@ -11,7 +11,9 @@ mod values;
 pub use ipc_file::{IpcRows, ipc_schema};
 pub use load_disk::{LoadDisk, load_disk};
 pub use load_parquet::{LoadParquet, load_parquet};
-pub use parquet_file::{ParquetFile, ParquetRows, footer_digest, select_columns};
+pub use parquet_file::{
+    ParquetFile, ParquetRows, footer_digest, footer_len, footer_rows, select_columns,
+};
 pub use values::{batch_rows, unsupported, values};
 
 use distill_engine::Registry;

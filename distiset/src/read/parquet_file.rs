@@ -214,3 +214,30 @@ pub fn footer_digest(path: &Path) -> Result<String> {
     file.read_exact(&mut meta).map_err(io)?;
     Ok(format!("footer {}", &blake3::hash(&meta).to_hex()[..16]))
 }
+
+/// Bytes at the end of a Parquet file that hold its footer (metadata and the 8-byte trailer),
+/// from at least the file's last 8 bytes (`tail`); `name` names the file in errors.
+pub fn footer_len(name: &Path, tail: &[u8]) -> Result<u64> {
+    let Some(trailer) = tail.len().checked_sub(8).map(|at| &tail[at..]) else {
+        return Err(read_error(name, "too short to be a Parquet file"));
+    };
+    if &trailer[4..] != b"PAR1" {
+        return Err(read_error(name, "not a Parquet file (no PAR1 at its end)"));
+    }
+    Ok(u64::from(u32::from_le_bytes([
+        trailer[0], trailer[1], trailer[2], trailer[3],
+    ])) + 8)
+}
+
+/// The rows of a Parquet file from the end of it (`tail`, at least [`footer_len`] bytes): a
+/// remote file's row count from a small range read.
+pub fn footer_rows(name: &Path, tail: &[u8]) -> Result<u64> {
+    let len = usize::try_from(footer_len(name, tail)?).unwrap_or(usize::MAX);
+    if tail.len() < len {
+        return Err(read_error(name, "the footer read is cut short"));
+    }
+    let meta = &tail[tail.len() - len..tail.len() - 8];
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(meta)
+        .map_err(|e| read_error(name, e))?;
+    Ok(metadata.file_metadata().num_rows().max(0) as u64)
+}

@@ -23,6 +23,23 @@ use distill_storage::Row;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Rows read to learn the columns of a format whose rows name their own (JSON Lines): the
+/// columns are the union of the keys of the first this many rows, in first-seen order.
+pub const COLUMN_SCAN_ROWS: usize = 1000;
+
+/// The union of the columns of `rows`, in first-seen order.
+pub fn columns_of_rows(rows: &[Row]) -> Vec<String> {
+    let mut columns: Vec<String> = Vec::new();
+    for row in rows {
+        for c in row.columns() {
+            if !columns.iter().any(|x| x == c) {
+                columns.push(c.to_owned());
+            }
+        }
+    }
+    columns
+}
+
 /// A reader of one file's rows, in order.
 pub trait RowReader: Send + Sync {
     /// The next row, or `None` at the end of the file.

@@ -56,10 +56,9 @@ struct JsonlParams {
     path: Paths,
 }
 
-/// Rows read to learn a JSONL file's columns: the columns are the union of the keys of its
-/// first this many rows (in first-seen order); a key that first appears later is still read,
-/// but later steps cannot ask for it by name.
-pub const COLUMN_SCAN_ROWS: usize = 1000;
+/// Rows read to learn a JSONL file's columns (see [`input::COLUMN_SCAN_ROWS`]); a key that
+/// first appears later is still read, but later steps cannot ask for it by name.
+pub use input::COLUMN_SCAN_ROWS;
 
 /// Extensions of the files a directory given to `load_jsonl` contributes.
 const JSONL_EXTENSIONS: &[&str] = &["jsonl", "json", "ndjson"];
@@ -81,14 +80,7 @@ pub fn load_jsonl(params: &serde_json::Value, ctx: &BuildContext) -> StepResult<
     let files = input::expand(&p.path, ctx, JSONL_EXTENSIONS)?;
     let open: Opener<JsonlRows> = Arc::new(|path: &Path| JsonlRows::open(path));
     let mut stream = RowStream::new(TextFiles::new(files, open), None);
-    let mut columns: Vec<String> = Vec::new();
-    for row in stream.take(0, COLUMN_SCAN_ROWS)? {
-        for c in row.columns() {
-            if !columns.iter().any(|x| x == c) {
-                columns.push(c.to_owned());
-            }
-        }
-    }
+    let columns = input::columns_of_rows(&stream.take(0, COLUMN_SCAN_ROWS)?);
     stream.close();
     Ok(StepKind::Generator(Box::new(LoadJsonl { columns, stream })))
 }
