@@ -61,10 +61,10 @@ pub struct Faults {
     pub delay_after_commit: u32,
     /// How long a delayed commit's answer waits.
     pub delay: Duration,
-    /// The next N file downloads (`GET .../resolve/...` of more than one byte) send their
-    /// headers with the full length, then half the body, and close the connection.
+    /// The next N downloads of LFS files (`GET .../resolve/...`) send their headers with the
+    /// full length, then half the body, and close the connection.
     pub cut_downloads: u32,
-    /// The next N file downloads send their bytes with the last one changed.
+    /// The next N downloads of LFS files send their bytes with the last one changed.
     pub corrupt_downloads: u32,
 }
 
@@ -1372,7 +1372,9 @@ fn resolve(shared: &Shared, id: &str, rev: &str, path: &str, request: &Request) 
     let cut = get && state.faults.cut_downloads > 0;
     let corrupt = get && !cut && state.faults.corrupt_downloads > 0;
     let response = resolve_in(&state, id, rev, path, request);
-    if response.status >= 300 || response.body.len() < 2 {
+    let lfs = find(&state, id, rev)
+        .is_ok_and(|(_, r)| matches!(r.files.get(path), Some(Blob::Lfs { .. })));
+    if !lfs || response.status >= 300 || response.body.len() < 2 {
         return Outcome::Answer(response);
     }
     if cut {

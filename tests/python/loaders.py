@@ -7,7 +7,8 @@ usage:
                                  interval/ (an Arrow folder with a type distill cannot read), saved/ (a
                                  `Dataset.save_to_disk`), saved_dict/ (a `DatasetDict` with
                                  train and test), hub/ (a folder to upload: card with configs,
-                                 two Parquet shards of `train`, a JSONL.gz `test` split)
+                                 `default` with two Parquet shards of `train`, `extra` with a
+                                 JSONL.gz `test` split)
   loaders.py rows FILE N GROUP [TAG]   FILE.parquet with N rows (id, text) in row groups of
                                  GROUP; TAG goes into the footer's metadata only
   loaders.py compare-parquet PARQUET JSONL    pyarrow's values of PARQUET equal distill's
@@ -16,7 +17,8 @@ usage:
   loaders.py compare-hub REPO CONFIG SPLIT JSONL   `datasets.load_dataset` from the Hub
                                                    (HF_ENDPOINT) equals JSONL
   loaders.py push-to-hub REPO    `Dataset.push_to_hub` of a small dataset (HF_ENDPOINT)
-  loaders.py upload REPO DIR     `HfApi.upload_folder` of DIR as a dataset (HF_ENDPOINT)
+  loaders.py upload REPO DIR [private]   `HfApi.upload_folder` of DIR as a dataset
+                                         (HF_ENDPOINT), creating the repository
 
 Exits 1, printing every difference, when values differ.
 """
@@ -130,12 +132,13 @@ def write(out: pathlib.Path):
     pq.write_table(rows.slice(25), hub / "data" / "train-00001-of-00002.parquet", row_group_size=10)
     import gzip
 
-    with gzip.open(hub / "data" / "test.jsonl.gz", "wt") as f:
+    (hub / "extra").mkdir(exist_ok=True)
+    with gzip.open(hub / "extra" / "test.jsonl.gz", "wt") as f:
         for i in range(7):
             f.write(json.dumps({"id": 100 + i, "text": f"test row {i}"}) + "\n")
     (hub / "README.md").write_text(
         "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n"
-        "  - split: test\n    path: data/test.jsonl.gz\n---\n# Uploaded with huggingface_hub\n"
+        "- config_name: extra\n  data_files:\n  - split: test\n    path: extra/test.jsonl.gz\n---\n# Uploaded with huggingface_hub\n"
     )
 
 
@@ -286,7 +289,8 @@ def main() -> int:
         from huggingface_hub import HfApi
 
         api = HfApi()
-        api.create_repo(sys.argv[2], repo_type="dataset", private=False, exist_ok=True)
+        private = len(sys.argv) > 4 and sys.argv[4] == "private"
+        api.create_repo(sys.argv[2], repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(repo_id=sys.argv[2], repo_type="dataset", folder_path=sys.argv[3])
         return 0
     print(__doc__, file=sys.stderr)

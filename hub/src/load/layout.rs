@@ -120,7 +120,8 @@ fn layout_error(repo: &str, detail: String) -> Error {
     }
 }
 
-/// The files of `split` of `config` (default: the card's default config, or its only one) in
+/// The files of `split` of `config` (default: the config the card marks `default: true`, else
+/// the one named `default`, else its only one, as `datasets` chooses) in
 /// a repository holding `files`, whose card (README.md) is `card`.
 pub fn select(
     repo: &str,
@@ -153,7 +154,11 @@ pub fn select(
                 ),
             )
         })?,
-        None => match configs.iter().find(|c| c.default) {
+        None => match configs
+            .iter()
+            .find(|c| c.default)
+            .or_else(|| configs.iter().find(|c| c.name == "default"))
+        {
             Some(c) => c,
             None if configs.len() == 1 => &configs[0],
             None => {
@@ -324,6 +329,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("several configs and no default"), "{err}");
+        let named = two.replace("config_name: pairs", "config_name: default");
+        let l = select("ns/r", Some(&named), &files, None, "train").unwrap();
+        assert_eq!(l.config, "default");
     }
 
     #[test]
