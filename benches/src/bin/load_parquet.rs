@@ -102,6 +102,28 @@ fn peak_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Rows per second of the `load_parquet` generator alone on `data` (decode and convert to
+/// rows, no run log).
+fn reader_alone(data: &Path, batch_size: usize) -> f64 {
+    let registry = distill::registry();
+    let build = registry.get("load_parquet").expect("registered");
+    let params = serde_json::json!({"path": data.to_str().expect("a UTF-8 path")});
+    let kind = build(&params, &distill_engine::BuildContext::default()).expect("builds");
+    let distill_engine::StepKind::Generator(mut generator) = kind else {
+        panic!("load_parquet is a generator");
+    };
+    let start = Instant::now();
+    let mut rows = 0u64;
+    loop {
+        let (batch, last) = generator.generate(rows, batch_size).expect("reads");
+        rows += batch.len() as u64;
+        if last {
+            break;
+        }
+    }
+    rows as f64 / start.elapsed().as_secs_f64()
+}
+
 /// The child: runs the pipeline on the file `data` of `rows` rows, prints `rows/s peak_mib`.
 fn child(data: &Path, rows: usize, batch_size: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -168,6 +190,13 @@ fn main() {
         println!("| {n} | {file:.1} | {rate:.0} | {peak:.0} |");
         peaks.push(peak);
     }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data.parquet");
+    write_file(&data, rows);
+    println!(
+        "the load_parquet generator alone (decode and convert, no run log), {rows} rows: {:.0} rows/s",
+        reader_alone(&data, batch_size)
+    );
     println!(
         "peak RSS at {}x rows / at 1x: {:.3} (goal: within 10%)",
         4,

@@ -324,3 +324,35 @@ impl Generator for LoadHub {
         self.stream.read(offset, count)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_by_name() {
+        assert_eq!(Format::of("data/train-0.parquet"), Some(Format::Parquet));
+        assert_eq!(Format::of("a/B.JSONL.GZ"), Some(Format::Jsonl));
+        assert_eq!(Format::of("x.json.zst"), Some(Format::Jsonl));
+        assert_eq!(Format::of("x.tsv"), Some(Format::Csv(b'\t')));
+        assert_eq!(Format::of("x.arrow"), Some(Format::Arrow));
+        assert_eq!(Format::of("README.md"), None);
+        assert_eq!(Format::of("x.parquet.gz"), None);
+    }
+
+    #[test]
+    fn the_recorded_commit_is_read_back_from_the_fingerprint() {
+        let recorded = "hub ns/r at 0123abcd, config default, split train: 2 files";
+        assert_eq!(recorded_sha("ns/r", recorded), Some("0123abcd"));
+        assert_eq!(recorded_sha("ns/other", recorded), None);
+        assert_eq!(recorded_sha("ns/r", "12 bytes, modified at 5 ns"), None);
+    }
+
+    #[test]
+    fn repository_names_are_checked() {
+        assert!(check_repo("ns/name.v2").is_ok());
+        for bad in ["name", "ns/", "../x", "ns/..", "ns/a/b", "ns/na me"] {
+            assert!(check_repo(bad).is_err(), "{bad}");
+        }
+    }
+}
