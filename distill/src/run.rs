@@ -16,10 +16,13 @@ pub struct RunSummary {
     pub push: Option<PushStatus>,
 }
 
-/// A registry with every built-in step: the engine's CPU steps and the LLM tasks.
+/// A registry with every built-in step: the engine's CPU steps and file loaders, the LLM
+/// tasks, the Parquet and Arrow loaders and the Hub loader.
 pub fn registry() -> Registry {
     let mut registry = Registry::default();
     distill_llm::register(&mut registry);
+    distill_distiset::read::register(&mut registry);
+    distill_hub::load::register(&mut registry);
     registry
 }
 

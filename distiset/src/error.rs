@@ -50,6 +50,44 @@ pub enum Error {
         /// The output directory.
         out: PathBuf,
     },
+    /// An input file cannot be read as Parquet or Arrow (damaged, cut short, another format).
+    #[error("reading {path}: {detail}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the reader said.
+        detail: String,
+    },
+    /// A column of an input file has an Arrow type that has no value in distill.
+    #[error(
+        "{path}: column '{column}' has type {data_type}, which distill cannot read (interval, union, run-end-encoded and list-view columns have no value); leave it out with `columns`"
+    )]
+    UnsupportedType {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// Its Arrow type.
+        data_type: String,
+    },
+    /// A column asked for is not in an input file.
+    #[error("{path}: has no column '{column}' (its columns: {available})")]
+    NoSuchColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column asked for.
+        column: String,
+        /// The file's columns.
+        available: String,
+    },
+    /// A folder given to `load_disk` is not what `datasets.save_to_disk` writes.
+    #[error("{path}: {detail}")]
+    BadDatasetFolder {
+        /// The folder or file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// No leaf has a committed batch yet.
     #[error("nothing to export: {detail}")]
     NothingToExport {
@@ -74,7 +112,10 @@ impl Error {
             Error::NotAnExport { .. }
             | Error::OutNotADirectory { .. }
             | Error::DatabaseInsideOut { .. } => ErrorKind::Other,
-            Error::Parquet { .. } => ErrorKind::Io,
+            Error::Parquet { .. } | Error::Read { .. } => ErrorKind::Io,
+            Error::UnsupportedType { .. }
+            | Error::NoSuchColumn { .. }
+            | Error::BadDatasetFolder { .. } => ErrorKind::Invalid,
             Error::NothingToExport { .. } => ErrorKind::Other,
             Error::Pipeline(e) => e.kind(),
             Error::Storage(_) => ErrorKind::Storage,

@@ -7,6 +7,9 @@
 //! file by file; it replaces only the files of an earlier export and refuses a directory that
 //! holds anything else (see the `out` module's rules). Column types follow the rules of
 //! [`Inferred`]; [`write_parquet`] is the one Parquet writer (the Hub's shards use it).
+//!
+//! The [`read`] module goes the other way: Parquet and Arrow files into rows, for the
+//! `load_parquet` and `load_disk` generators ([`read::register`]) and the Hub loader.
 #![deny(missing_docs)]
 
 mod card;
@@ -14,6 +17,7 @@ mod error;
 mod jsonl;
 mod out;
 mod parquet;
+pub mod read;
 mod schema;
 
 pub use card::dataset_card;

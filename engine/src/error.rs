@@ -94,6 +94,15 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// A step could not reach its input when it was built (a remote service failed or
+    /// refused): not a bad parameter.
+    #[error("step '{step}': {source}")]
+    InputUnreachable {
+        /// The step.
+        step: String,
+        /// What failed (an [`crate::step::InputUnreachable`]).
+        source: StepError,
+    },
     /// A step's place in the pipeline or its settings are wrong.
     #[error("step '{step}': {detail}")]
     BadStep {
@@ -209,6 +218,7 @@ impl Error {
             Error::PipelineMismatch { .. } | Error::InputChanged { .. } => ErrorKind::Other,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Io { .. } | Error::Threads { .. } => ErrorKind::Io,
+            Error::InputUnreachable { .. } => ErrorKind::Remote,
             Error::Internal { .. } => ErrorKind::Bug,
             Error::Storage(_) => ErrorKind::Storage,
         }

@@ -24,6 +24,7 @@
 mod canonical;
 mod error;
 mod fault;
+pub mod input;
 mod lifecycle;
 mod mapping;
 mod observer;

@@ -339,9 +339,18 @@ fn construct(step: &StepSpec, registry: &Registry, ctx: &BuildContext) -> Result
             kind: step.kind.clone(),
             known: registry.names().collect::<Vec<_>>().join(", "),
         })?;
-    constructor(&step.params, ctx).map_err(|e| Error::BadParams {
-        step: step.name.clone(),
-        detail: e.to_string(),
+    constructor(&step.params, ctx).map_err(|e| {
+        if e.is::<crate::step::InputUnreachable>() {
+            Error::InputUnreachable {
+                step: step.name.clone(),
+                source: e,
+            }
+        } else {
+            Error::BadParams {
+                step: step.name.clone(),
+                detail: e.to_string(),
+            }
+        }
     })
 }
 

@@ -133,6 +133,36 @@ fn fingerprints(pipeline: &Pipeline) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// Tells each generator whose signature is unchanged the fingerprint the run recorded (see
+/// [`crate::step::Generator::pin`]), so it reads its input as it was.
+fn pin_unchanged_generators(
+    pipeline: &Pipeline,
+    old_sigs: &BTreeMap<String, String>,
+    new_sigs: &BTreeMap<String, String>,
+    stored_inputs: &BTreeMap<String, String>,
+) -> Result<()> {
+    for node in pipeline.nodes() {
+        let name = node.name();
+        let (Some(recorded), Some(old), Some(new)) = (
+            stored_inputs.get(name),
+            old_sigs.get(name),
+            new_sigs.get(name),
+        ) else {
+            continue;
+        };
+        if old != new {
+            continue;
+        }
+        if let StepKind::Generator(g) = &mut *node.slot.write() {
+            g.pin(recorded).map_err(|source| Error::LoadFailed {
+                step: name.to_owned(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn records(snapshot: &Snapshot, prefix: &str) -> Result<BTreeMap<String, String>> {
     Ok(snapshot
         .records(prefix)?
@@ -218,8 +248,9 @@ pub(crate) fn plan(
         step_signatures(&old, pipeline.registry())
     };
     let stored_inputs = records(snapshot, INPUT_RECORD)?;
-    let inputs = fingerprints(pipeline)?;
     let new_sigs = pipeline.step_signatures();
+    pin_unchanged_generators(pipeline, &old_sigs, new_sigs, &stored_inputs)?;
+    let inputs = fingerprints(pipeline)?;
     let mut dropped: BTreeSet<String> = BTreeSet::new();
     let mut steps = Vec::new();
     for &i in pipeline.stages().iter().flatten() {

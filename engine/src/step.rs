@@ -12,6 +12,25 @@ pub type StepError = Box<dyn std::error::Error + Send + Sync>;
 /// Result of a step's own work.
 pub type StepResult<T> = Result<T, StepError>;
 
+/// The error of a step constructor that could not reach its input (a remote service that
+/// failed or refused), as opposed to parameters that are wrong: the build fails with
+/// [`crate::ErrorKind::Remote`] instead of [`crate::ErrorKind::Invalid`]. Its message is the
+/// wrapped error's.
+#[derive(Debug)]
+pub struct InputUnreachable(pub StepError);
+
+impl std::fmt::Display for InputUnreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for InputUnreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// Hooks shared by every kind of step.
 pub trait Lifecycle: Send + Sync {
     /// Acquires what the step needs (a client, a file handle, a model). Called once per stage.
@@ -42,6 +61,16 @@ pub trait Generator: Lifecycle {
     /// are the whole input (inline rows). A run refuses to resume when it changed.
     fn fingerprint(&self) -> StepResult<Option<String>> {
         Ok(None)
+    }
+
+    /// Called when a run resumes with this step unchanged, before fingerprints are compared,
+    /// with the fingerprint the run recorded: a generator that can still read its input as it
+    /// was then (a Hub dataset at the recorded commit, while the branch moved on) switches to
+    /// it, so that [`Generator::fingerprint`] matches again and the run reads the same rows.
+    /// By default nothing changes.
+    fn pin(&mut self, recorded: &str) -> StepResult<()> {
+        let _ = recorded;
+        Ok(())
     }
 }
 

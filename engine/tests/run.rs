@@ -396,3 +396,107 @@ fn stop_flag_stops_cleanly_and_the_run_resumes() {
     .unwrap();
     assert_eq!(leaf_rows(&db, "double").len(), 50);
 }
+
+/// A generator over a dataset with versions, like a Hub repository: it reads the newest version
+/// unless pinned to the one a run recorded.
+struct Versioned {
+    versions: std::sync::Arc<std::sync::Mutex<Vec<Vec<i64>>>>,
+    current: usize,
+    fail_from: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl distill_engine::step::Lifecycle for Versioned {}
+
+impl distill_engine::step::Generator for Versioned {
+    fn outputs(&self) -> Vec<String> {
+        vec!["n".into()]
+    }
+
+    fn fingerprint(&self) -> distill_engine::step::StepResult<Option<String>> {
+        Ok(Some(format!("version {}", self.current)))
+    }
+
+    fn pin(&mut self, recorded: &str) -> distill_engine::step::StepResult<()> {
+        self.current = recorded
+            .strip_prefix("version ")
+            .and_then(|v| v.parse().ok())
+            .ok_or("not a version")?;
+        Ok(())
+    }
+
+    fn generate(
+        &mut self,
+        offset: u64,
+        count: usize,
+    ) -> distill_engine::step::StepResult<(Vec<distill_storage::Row>, bool)> {
+        if offset >= self.fail_from.load(Ordering::SeqCst) {
+            return Err("cut off".into());
+        }
+        let data = self.versions.lock().unwrap()[self.current].clone();
+        let start = (offset as usize).min(data.len());
+        let end = (start + count).min(data.len());
+        let rows = data[start..end]
+            .iter()
+            .map(|n| distill_storage::Row::new().with("n", *n))
+            .collect();
+        Ok((rows, end == data.len()))
+    }
+}
+
+#[test]
+fn a_resumed_generator_is_pinned_to_the_input_its_run_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let versions = std::sync::Arc::new(std::sync::Mutex::new(vec![(0..6).collect::<Vec<i64>>()]));
+    let fail_from = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(2));
+    let mut registry = distill_engine::Registry::default();
+    let (v, f) = (versions.clone(), fail_from.clone());
+    registry.register("versioned", move |_p, _c: &BuildContext| {
+        let current = v.lock().unwrap().len() - 1;
+        Ok(distill_engine::StepKind::Generator(Box::new(Versioned {
+            versions: v.clone(),
+            current,
+            fail_from: f.clone(),
+        })))
+    });
+    let spec = || PipelineSpec::new("pinned").step(StepSpec::new("gen", "versioned").batch_size(2));
+    let pipeline = || Pipeline::build(spec(), &registry, &BuildContext::default()).unwrap();
+    // The first session commits one batch of version 0, then fails.
+    let err = run(&pipeline(), &RunOptions::new(&db)).unwrap_err();
+    assert!(matches!(err, Error::StepFailed { .. }), "{err}");
+    // The source moves on; the resumed run still reads version 0, so no input changed.
+    versions.lock().unwrap().push((100..106).collect());
+    fail_from.store(u64::MAX, Ordering::SeqCst);
+    let summary = run(&pipeline(), &RunOptions::new(&db)).unwrap();
+    assert!(summary.resumed);
+    let got: Vec<i64> = leaf_rows(&db, "gen")
+        .iter()
+        .map(|r| r.get("n").and_then(Value::as_int).unwrap())
+        .collect();
+    assert_eq!(got, (0..6).collect::<Vec<_>>());
+    // A new run reads the newest version.
+    let mut fresh = RunOptions::new(&db);
+    fresh.new_run = true;
+    run(&pipeline(), &fresh).unwrap();
+    let got: Vec<i64> = leaf_rows(&db, "gen")
+        .iter()
+        .map(|r| r.get("n").and_then(Value::as_int).unwrap())
+        .collect();
+    assert_eq!(got, (100..106).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_constructor_that_cannot_reach_its_input_is_not_an_invalid_pipeline() {
+    let mut registry = distill_engine::Registry::default();
+    registry.register("remote", |_p, _c: &BuildContext| {
+        Err(Box::new(distill_engine::step::InputUnreachable(
+            "example.org: HTTP 503".into(),
+        )) as distill_engine::step::StepError)
+    });
+    let spec = PipelineSpec::new("remote").step(StepSpec::new("gen", "remote"));
+    let err = Pipeline::build(spec, &registry, &BuildContext::default())
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), distill_engine::ErrorKind::Remote);
+    assert_eq!(err.to_string(), "step 'gen': example.org: HTTP 503");
+}

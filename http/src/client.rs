@@ -114,12 +114,27 @@ impl Http {
     /// One attempt, classified: connection failures, timeouts, 429 and 5xx are transient,
     /// 401 and 403 auth, other statuses refused, an oversized answer a protocol error.
     pub fn once(&self, call: &str, also_ok: &[u16], request: RequestBuilder) -> Result<Reply> {
-        let transient = |detail: String, retry_after| Error::Transient {
-            call: call.to_owned(),
-            detail,
-            retry_after,
-            status: None,
-        };
+        let response = self.open(call, also_ok, request)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = self.read_capped(call, status, response)?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// One attempt whose answer, when its status is 2xx (or in `also_ok`), is returned unread,
+    /// for a body read as a stream (a file download); any other status is read (with the cap)
+    /// and classified as [`Http::once`] does. Reads of the body wait at most the policy's
+    /// timeout each.
+    pub fn open(
+        &self,
+        call: &str,
+        also_ok: &[u16],
+        request: RequestBuilder,
+    ) -> Result<reqwest::blocking::Response> {
         let timeout = request
             .try_clone()
             .and_then(|r| r.build().ok())
@@ -133,33 +148,20 @@ impl Http {
                     note: String::new(),
                 }
             } else {
-                transient(plain(e), None)
+                transient(call, plain(e))
             }
         })?;
         let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let mut body = Vec::new();
-        response
-            .take(self.max_body as u64 + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| transient(format!("connection dropped while reading: {e}"), None))?;
-        if body.len() > self.max_body {
-            return Err(Error::protocol(
-                call,
-                format!(
-                    "the answer is larger than the {} bytes allowed (HTTP {status})",
-                    self.max_body
-                ),
-            ));
+        if (200..300).contains(&status) || also_ok.contains(&status) {
+            return Ok(response);
         }
+        let headers = response.headers().clone();
+        let body = self.read_capped(call, status, response)?;
         let reply = Reply {
             status,
             headers,
             body,
         };
-        if (200..300).contains(&status) || also_ok.contains(&status) {
-            return Ok(reply);
-        }
         let code = reply
             .header("x-error-code")
             .map(|c| format!(" ({c})"))
@@ -183,6 +185,40 @@ impl Http {
                 detail,
             },
         })
+    }
+
+    /// The body of `response`, refused when larger than the cap.
+    fn read_capped(
+        &self,
+        call: &str,
+        status: u16,
+        response: reqwest::blocking::Response,
+    ) -> Result<Vec<u8>> {
+        let mut body = Vec::new();
+        response
+            .take(self.max_body as u64 + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| transient(call, format!("connection dropped while reading: {e}")))?;
+        if body.len() > self.max_body {
+            return Err(Error::protocol(
+                call,
+                format!(
+                    "the answer is larger than the {} bytes allowed (HTTP {status})",
+                    self.max_body
+                ),
+            ));
+        }
+        Ok(body)
+    }
+}
+
+/// A transient failure of `call` with no HTTP status (connection, timeout, dropped body).
+pub fn transient(call: &str, detail: String) -> Error {
+    Error::Transient {
+        call: call.to_owned(),
+        detail,
+        retry_after: None,
+        status: None,
     }
 }
 

@@ -19,7 +19,7 @@ mod client;
 mod error;
 mod retry;
 
-pub use client::{DEFAULT_MAX_BODY, Http, Reply};
+pub use client::{DEFAULT_MAX_BODY, Http, Reply, transient};
 pub use error::{Error, FailureKind, Result};
 pub use retry::{MAX_RETRY_AFTER, RetryPolicy, Stop};
 

@@ -27,9 +27,9 @@ pub struct UploadFile {
 
 /// A client for one Hub endpoint and token.
 pub struct HubClient {
-    http: Http,
-    endpoint: String,
-    token: Option<String>,
+    pub(crate) http: Http,
+    pub(crate) endpoint: String,
+    pub(crate) token: Option<String>,
 }
 
 impl std::fmt::Debug for HubClient {
@@ -391,7 +391,7 @@ fn read_json(repo: &str, what: &str, reply: &Reply) -> Result<Json> {
 }
 
 /// The `rel="next"` URL of a `Link` header.
-fn next_link(reply: &Reply) -> Option<String> {
+pub(crate) fn next_link(reply: &Reply) -> Option<String> {
     let link = reply.header("link")?;
     link.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
@@ -405,7 +405,7 @@ fn next_link(reply: &Reply) -> Option<String> {
 }
 
 /// A revision in a URL path (`refs/pr/1` keeps working).
-fn quote(revision: &str) -> String {
+pub(crate) fn quote(revision: &str) -> String {
     revision.replace('/', "%2F")
 }
 

@@ -8,7 +8,9 @@
 
 mod client;
 mod error;
+pub mod load;
 mod pusher;
+mod reads;
 mod report;
 mod shard;
 mod worker;
@@ -19,6 +21,7 @@ pub use pusher::{MAX_COMMIT_ROWS, PushStatus, Pusher, Round, Sink};
 /// Names the tests use to read what the pusher recorded (feature `testing`).
 #[cfg(feature = "testing")]
 pub use pusher::{offset_name, run_tag};
+pub use reads::RepoFile;
 pub use report::{PushReport, PushState, push_reports};
 pub use worker::PushWorker;
 
@@ -74,13 +77,7 @@ impl HubAccess {
         attempts: u32,
         timeout: Duration,
     ) -> Result<HubClient> {
-        let retry = RetryPolicy {
-            max_attempts: attempts.max(1),
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-            timeout,
-            stop: None,
-        };
+        let retry = hub_retry_policy(attempts, timeout);
         HubClient::new(&self.endpoint, self.token.clone(), retry).map_err(|e| match e {
             Error::Hub { source, .. } => Error::Hub {
                 repo: spec.repo.clone(),
@@ -88,6 +85,18 @@ impl HubAccess {
             },
             other => other,
         })
+    }
+}
+
+/// The retry policy of every Hub client (the pusher's and the loader's): `attempts` in all,
+/// backoff from 0.5 s doubling to 30 s with jitter, `timeout` per attempt.
+pub fn hub_retry_policy(attempts: u32, timeout: Duration) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: attempts.max(1),
+        base_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(30),
+        timeout,
+        stop: None,
     }
 }
 

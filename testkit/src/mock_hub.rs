@@ -39,6 +39,10 @@ pub struct HubBehaviour {
     /// numbered part URLs and `chunk_size` in the upload action's header, then a completion
     /// call listing each part's ETag), as the real Hub asks for large files.
     pub multipart_chunk_size: Option<usize>,
+    /// Reads of public repos (repo info, tree, resolve) need no token, as on the real Hub;
+    /// private repos still answer 401 to a request without a valid token. Off: every request
+    /// needs a token when one is set.
+    pub public_reads: bool,
 }
 
 /// Scripted failures, counted down as they strike.
@@ -57,6 +61,11 @@ pub struct Faults {
     pub delay_after_commit: u32,
     /// How long a delayed commit's answer waits.
     pub delay: Duration,
+    /// The next N downloads of LFS files (`GET .../resolve/...`) send their headers with the
+    /// full length, then half the body, and close the connection.
+    pub cut_downloads: u32,
+    /// The next N downloads of LFS files send their bytes with the last one changed.
+    pub corrupt_downloads: u32,
 }
 
 /// One applied commit.
@@ -87,6 +96,8 @@ pub struct HubRequest {
     pub authorization: Option<String>,
     /// Bytes in the (de-chunked) body.
     pub body_len: usize,
+    /// The `range` header, as sent.
+    pub range: Option<String>,
 }
 
 /// A file of a revision.
@@ -258,6 +269,8 @@ enum Outcome {
     Hang,
     /// Answer after a while.
     Late(Response, Duration),
+    /// Send this (a body shorter than its `Content-Length`), then close the connection.
+    Cut(Response),
 }
 
 /// Serves one connection's requests in turn (keep-alive) until the client closes it.
@@ -278,7 +291,7 @@ fn serve(shared: &Shared, stream: TcpStream) {
         };
         let outcome = handle(shared, &request);
         let status = match &outcome {
-            Outcome::Answer(r) | Outcome::Late(r, _) => r.status,
+            Outcome::Answer(r) | Outcome::Late(r, _) | Outcome::Cut(r) => r.status,
             Outcome::Hang => 0,
         };
         {
@@ -289,11 +302,16 @@ fn serve(shared: &Shared, stream: TcpStream) {
                 status,
                 authorization: request.header("authorization").map(str::to_owned),
                 body_len: request.body.len(),
+                range: request.header("range").map(str::to_owned),
             });
             state.bodies.push(request.body.clone());
         }
         let response = match outcome {
             Outcome::Answer(r) => r,
+            Outcome::Cut(r) => {
+                let _ = http::write_response(&mut writer, &r, false);
+                return;
+            }
             Outcome::Late(r, delay) => {
                 std::thread::sleep(delay);
                 r
@@ -386,7 +404,7 @@ fn handle(shared: &Shared, request: &Request) -> Outcome {
         _ => {}
     }
     let access = access(&shared.behaviour, request);
-    if access == Access::Denied {
+    if access == Access::Denied && !public_read(shared, request, &s) {
         return Outcome::Answer(error(
             401,
             Some("Unauthorized"),
@@ -454,13 +472,13 @@ fn handle(shared: &Shared, request: &Request) -> Outcome {
         }
         ("POST", ["__lfs", oid, "verify"]) => verify_object(shared, oid, &request.body),
         ("GET" | "HEAD", ["datasets", ns, name, "resolve", rev, rest @ ..]) if !rest.is_empty() => {
-            resolve(
+            return resolve(
                 shared,
                 &format!("{ns}/{name}"),
                 rev,
                 &rest.join("/"),
                 request,
-            )
+            );
         }
         _ => {
             eprintln!("mock_hub: unhandled {method} {}", request.target);
@@ -472,6 +490,21 @@ fn handle(shared: &Shared, request: &Request) -> Outcome {
         }
     };
     Outcome::Answer(answer)
+}
+
+/// Whether `request` reads a public repo (repo info, tree, paths-info, commits, resolve) and
+/// the double lets such reads go without a token.
+fn public_read(shared: &Shared, request: &Request, s: &[&str]) -> bool {
+    if !shared.behaviour.public_reads || request.header("authorization").is_some() {
+        return false;
+    }
+    let repo = match (request.method.as_str(), s) {
+        ("GET" | "HEAD", ["datasets", ns, name, "resolve", ..])
+        | ("GET", ["api", "datasets", ns, name, ..])
+        | ("POST", ["api", "datasets", ns, name, "paths-info", _]) => format!("{ns}/{name}"),
+        _ => return false,
+    };
+    shared.state().repos.get(&repo).is_some_and(|r| !r.private)
 }
 
 fn whoami(access: Access) -> Response {
@@ -1333,16 +1366,44 @@ fn byte_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> 
     Ok(Some(range))
 }
 
-fn resolve(shared: &Shared, id: &str, rev: &str, path: &str, request: &Request) -> Response {
-    let state = shared.state();
-    let (_, revision) = match find(&state, id, rev) {
+fn resolve(shared: &Shared, id: &str, rev: &str, path: &str, request: &Request) -> Outcome {
+    let mut state = shared.state();
+    let get = request.method == "GET";
+    let cut = get && state.faults.cut_downloads > 0;
+    let corrupt = get && !cut && state.faults.corrupt_downloads > 0;
+    let response = resolve_in(&state, id, rev, path, request);
+    let lfs = find(&state, id, rev)
+        .is_ok_and(|(_, r)| matches!(r.files.get(path), Some(Blob::Lfs { .. })));
+    if !lfs || response.status >= 300 || response.body.len() < 2 {
+        return Outcome::Answer(response);
+    }
+    if cut {
+        state.faults.cut_downloads -= 1;
+        let full = response.body.len();
+        let mut response = response.with("Content-Length", full.to_string());
+        response.body.truncate(full / 2);
+        return Outcome::Cut(response);
+    }
+    if corrupt {
+        state.faults.corrupt_downloads -= 1;
+        let mut response = response;
+        if let Some(last) = response.body.last_mut() {
+            *last = last.wrapping_add(1);
+        }
+        return Outcome::Answer(response);
+    }
+    Outcome::Answer(response)
+}
+
+fn resolve_in(state: &State, id: &str, rev: &str, path: &str, request: &Request) -> Response {
+    let (_, revision) = match find(state, id, rev) {
         Ok(found) => found,
         Err(e) => return e,
     };
     let Some(blob) = revision.files.get(path) else {
         return entry_not_found(path);
     };
-    let Some(bytes) = blob_bytes(&state, blob) else {
+    let Some(bytes) = blob_bytes(state, blob) else {
         return error(500, None, "LFS object missing from the store");
     };
     let etag = match blob {

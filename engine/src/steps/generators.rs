@@ -1,15 +1,14 @@
 //! Built-in generators: inline rows, JSONL files and CSV files.
 //!
-//! File generators stream: `load` opens the file, each `generate` reads the next rows, and a
-//! call at another offset (a resumed run) reopens the file and skips to it.
+//! File generators stream (see [`crate::input`]): each `generate` reads the next rows, and a
+//! call at another offset (a resumed run) reopens the files and skips to it.
 
-use super::json_integers;
+use crate::input::{self, CsvRows, JsonlRows, Opener, Paths, RowStream, TextFiles};
 use crate::step::{BuildContext, Generator, Lifecycle, StepKind, StepResult, parse_params};
-use distill_storage::{Row, Value};
+use distill_storage::Row;
 use serde::Deserialize;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Lines};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,152 +53,42 @@ impl Generator for Inline {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonlParams {
-    path: String,
+    path: Paths,
 }
 
-/// Rows read to learn a JSONL file's columns: the columns are the union of the keys of its
-/// first this many rows (in first-seen order); a key that first appears later is still read,
-/// but later steps cannot ask for it by name.
-pub const COLUMN_SCAN_ROWS: usize = 1000;
+/// Rows read to learn a JSONL file's columns (see [`input::COLUMN_SCAN_ROWS`]); a key that
+/// first appears later is still read, but later steps cannot ask for it by name.
+pub use input::COLUMN_SCAN_ROWS;
 
-/// `load_jsonl`: one JSON object per line. Parameters: `path` (relative to the pipeline file).
-/// Blank lines are skipped, and a UTF-8 byte-order mark at the start is ignored; a malformed
-/// line is an error naming the file and line.
+/// Extensions of the files a directory given to `load_jsonl` contributes.
+const JSONL_EXTENSIONS: &[&str] = &["jsonl", "json", "ndjson"];
+/// Extensions of the files a directory given to `load_csv` contributes.
+const CSV_EXTENSIONS: &[&str] = &["csv", "tsv"];
+
+/// `load_jsonl`: one JSON object per line. Parameters: `path` (relative to the pipeline file;
+/// a file, a directory, a glob or a list of them, read in sorted order; `.gz` and `.zst` files
+/// are decompressed). Blank lines are skipped, and a UTF-8 byte-order mark at the start is
+/// ignored; a malformed line is an error naming the file and line.
 pub struct LoadJsonl {
-    path: PathBuf,
     columns: Vec<String>,
-    reader: Option<JsonlReader>,
+    stream: RowStream<TextFiles<JsonlRows>>,
 }
 
-struct JsonlReader {
-    lines: Lines<BufReader<File>>,
-    /// 1-based number of the last line read.
-    line: u64,
-    /// Rows returned so far.
-    position: u64,
-    /// A row read ahead to know whether another follows.
-    peeked: Option<Row>,
-}
-
-/// Builds a `load_jsonl` generator; reads the first row to learn the columns.
+/// Builds a `load_jsonl` generator; reads the first rows to learn the columns.
 pub fn load_jsonl(params: &serde_json::Value, ctx: &BuildContext) -> StepResult<StepKind> {
     let p: JsonlParams = parse_params(params)?;
-    let path = ctx.resolve(&p.path);
-    let mut reader = JsonlReader::open(&path)?;
-    let mut columns: Vec<String> = Vec::new();
-    for _ in 0..COLUMN_SCAN_ROWS {
-        let Some(row) = reader.next_row(&path)? else {
-            break;
-        };
-        for c in row.columns() {
-            if !columns.iter().any(|x| x == c) {
-                columns.push(c.to_owned());
-            }
-        }
-    }
-    Ok(StepKind::Generator(Box::new(LoadJsonl {
-        path,
-        columns,
-        reader: None,
-    })))
-}
-
-impl JsonlReader {
-    fn open(path: &Path) -> StepResult<Self> {
-        let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        Ok(Self {
-            lines: BufReader::new(file).lines(),
-            line: 0,
-            position: 0,
-            peeked: None,
-        })
-    }
-
-    fn read_row(&mut self, path: &Path) -> StepResult<Option<Row>> {
-        for line in self.lines.by_ref() {
-            self.line += 1;
-            let line = line.map_err(|e| format!("{} line {}: {e}", path.display(), self.line))?;
-            let line = match self.line {
-                1 => line.strip_prefix('\u{feff}').unwrap_or(&line),
-                _ => &line,
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            let json: serde_json::Value = serde_json::from_str(line)
-                .map_err(|e| format!("{} line {}: {e}", path.display(), self.line))?;
-            return match json {
-                serde_json::Value::Object(map) => {
-                    let row = Row::from_json_map(&map);
-                    if json_integers::may_hold_one(&row)
-                        && let Some((column, literal)) = json_integers::find(line)
-                    {
-                        return Err(format!(
-                            "{} line {}: column '{column}' holds the integer {literal}, \
-                                 beyond the 64-bit range; write it as a string (or a float, \
-                                 rounded)",
-                            path.display(),
-                            self.line
-                        )
-                        .into());
-                    }
-                    Ok(Some(row))
-                }
-                other => Err(format!(
-                    "{} line {}: expected a JSON object, found {}",
-                    path.display(),
-                    self.line,
-                    Value::from_json(&other).kind()
-                )
-                .into()),
-            };
-        }
-        Ok(None)
-    }
-
-    fn next_row(&mut self, path: &Path) -> StepResult<Option<Row>> {
-        let row = match self.peeked.take() {
-            Some(row) => Some(row),
-            None => self.read_row(path)?,
-        };
-        if row.is_some() {
-            self.position += 1;
-        }
-        Ok(row)
-    }
-
-    fn has_more(&mut self, path: &Path) -> StepResult<bool> {
-        if self.peeked.is_none() {
-            self.peeked = self.read_row(path)?;
-        }
-        Ok(self.peeked.is_some())
-    }
+    let files = input::expand(&p.path, ctx, JSONL_EXTENSIONS)?;
+    let open: Opener<JsonlRows> = Arc::new(|path: &Path| JsonlRows::open(path));
+    let mut stream = RowStream::new(TextFiles::new(files, open), None);
+    let columns = input::columns_of_rows(&stream.take(0, COLUMN_SCAN_ROWS)?);
+    stream.close();
+    Ok(StepKind::Generator(Box::new(LoadJsonl { columns, stream })))
 }
 
 impl Lifecycle for LoadJsonl {
-    fn load(&mut self) -> StepResult<()> {
-        self.reader = Some(JsonlReader::open(&self.path)?);
-        Ok(())
-    }
-
     fn unload(&mut self) {
-        self.reader = None;
+        self.stream.close();
     }
-}
-
-/// A file's size and modification time, as a fingerprint.
-fn file_fingerprint(path: &Path) -> StepResult<Option<String>> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    Ok(Some(format!(
-        "{} bytes, modified at {modified} ns",
-        meta.len()
-    )))
 }
 
 impl Generator for LoadJsonl {
@@ -208,56 +97,33 @@ impl Generator for LoadJsonl {
     }
 
     fn fingerprint(&self) -> StepResult<Option<String>> {
-        file_fingerprint(&self.path)
+        Ok(Some(input::fingerprint(self.stream.set().files(), |_| {
+            Ok(String::new())
+        })?))
     }
 
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
-        let path = self.path.clone();
-        let reader = match self.reader.take() {
-            Some(r) if r.position == offset => r,
-            _ => {
-                let mut r = JsonlReader::open(&path)?;
-                while r.position < offset && r.next_row(&path)?.is_some() {}
-                r
-            }
-        };
-        let reader = self.reader.insert(reader);
-        let mut rows = Vec::with_capacity(count);
-        while rows.len() < count {
-            match reader.next_row(&path)? {
-                Some(row) => rows.push(row),
-                None => break,
-            }
-        }
-        let last = !reader.has_more(&path)?;
-        Ok((rows, last))
+        self.stream.read(offset, count)
     }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CsvParams {
-    path: String,
+    path: Paths,
     #[serde(default)]
     delimiter: Option<char>,
 }
 
-/// `load_csv`: a CSV file with a header row. Parameters: `path`, `delimiter` (default `,`).
-/// Every cell is a string, except an empty cell, which is null.
+/// `load_csv`: CSV files with a header row. Parameters: `path` (as for `load_jsonl`; every
+/// file must have the first file's header), `delimiter` (default `,`). Every cell is a string,
+/// except an empty cell, which is null.
 pub struct LoadCsv {
-    path: PathBuf,
-    delimiter: u8,
     columns: Vec<String>,
-    reader: Option<CsvReader>,
+    stream: RowStream<TextFiles<CsvRows>>,
 }
 
-struct CsvReader {
-    records: csv::StringRecordsIntoIter<File>,
-    position: u64,
-    peeked: Option<Row>,
-}
-
-/// Builds a `load_csv` generator; reads the header to learn the columns.
+/// Builds a `load_csv` generator; reads the first file's header to learn the columns.
 pub fn load_csv(params: &serde_json::Value, ctx: &BuildContext) -> StepResult<StepKind> {
     let p: CsvParams = parse_params(params)?;
     let delimiter = match p.delimiter {
@@ -265,88 +131,31 @@ pub fn load_csv(params: &serde_json::Value, ctx: &BuildContext) -> StepResult<St
         Some(c) if c.is_ascii() => c as u8,
         Some(c) => return Err(format!("delimiter '{c}' must be an ASCII character").into()),
     };
-    let path = ctx.resolve(&p.path);
-    let columns: Vec<String> = csv_reader(&path, delimiter).and_then(|mut r| {
-        r.headers()
-            .map(|h| h.iter().map(str::to_owned).collect())
-            .map_err(|e| format!("{}: {e}", path.display()).into())
-    })?;
-    for (i, c) in columns.iter().enumerate() {
-        if let Some(first) = columns[..i].iter().position(|x| x == c) {
+    let files = input::expand(&p.path, ctx, CSV_EXTENSIONS)?;
+    let columns = CsvRows::open(&files[0], delimiter)?.columns().to_vec();
+    let expected = columns.clone();
+    let open: Opener<CsvRows> = Arc::new(move |path: &Path| {
+        let rows = CsvRows::open(path, delimiter)?;
+        if rows.columns() != expected.as_slice() {
             return Err(format!(
-                "{}: the header names column '{c}' twice (columns {} and {}); rename one",
+                "{}: its header [{}] differs from the first file's [{}]",
                 path.display(),
-                first + 1,
-                i + 1
+                rows.columns().join(", "),
+                expected.join(", ")
             )
             .into());
         }
-    }
+        Ok(rows)
+    });
     Ok(StepKind::Generator(Box::new(LoadCsv {
-        path,
-        delimiter,
         columns,
-        reader: None,
+        stream: RowStream::new(TextFiles::new(files, open), None),
     })))
 }
 
-fn csv_reader(path: &Path, delimiter: u8) -> StepResult<csv::Reader<File>> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    Ok(csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .from_reader(file))
-}
-
-impl LoadCsv {
-    fn open(&self) -> StepResult<CsvReader> {
-        Ok(CsvReader {
-            records: csv_reader(&self.path, self.delimiter)?.into_records(),
-            position: 0,
-            peeked: None,
-        })
-    }
-
-    fn read_row(&self, reader: &mut CsvReader) -> StepResult<Option<Row>> {
-        let Some(record) = reader.records.next() else {
-            return Ok(None);
-        };
-        let record = record.map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let row = self
-            .columns
-            .iter()
-            .zip(record.iter())
-            .map(|(c, cell)| {
-                let v = if cell.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Str(cell.to_owned())
-                };
-                (c.clone(), v)
-            })
-            .collect();
-        Ok(Some(row))
-    }
-
-    fn next_row(&self, reader: &mut CsvReader) -> StepResult<Option<Row>> {
-        let row = match reader.peeked.take() {
-            Some(row) => Some(row),
-            None => self.read_row(reader)?,
-        };
-        if row.is_some() {
-            reader.position += 1;
-        }
-        Ok(row)
-    }
-}
-
 impl Lifecycle for LoadCsv {
-    fn load(&mut self) -> StepResult<()> {
-        self.reader = Some(self.open()?);
-        Ok(())
-    }
-
     fn unload(&mut self) {
-        self.reader = None;
+        self.stream.close();
     }
 }
 
@@ -356,37 +165,20 @@ impl Generator for LoadCsv {
     }
 
     fn fingerprint(&self) -> StepResult<Option<String>> {
-        file_fingerprint(&self.path)
+        Ok(Some(input::fingerprint(self.stream.set().files(), |_| {
+            Ok(String::new())
+        })?))
     }
 
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
-        let mut reader = match self.reader.take() {
-            Some(r) if r.position == offset => r,
-            _ => {
-                let mut r = self.open()?;
-                while r.position < offset && self.next_row(&mut r)?.is_some() {}
-                r
-            }
-        };
-        let mut rows = Vec::with_capacity(count);
-        while rows.len() < count {
-            match self.next_row(&mut reader)? {
-                Some(row) => rows.push(row),
-                None => break,
-            }
-        }
-        if reader.peeked.is_none() {
-            reader.peeked = self.read_row(&mut reader)?;
-        }
-        let last = reader.peeked.is_none();
-        self.reader = Some(reader);
-        Ok((rows, last))
+        self.stream.read(offset, count)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distill_storage::Value;
 
     fn build(
         kind: fn(&serde_json::Value, &BuildContext) -> StepResult<StepKind>,
@@ -592,6 +384,158 @@ mod tests {
         assert!(
             err.contains("dup.csv") && err.contains("'a' twice") && err.contains("columns 1 and 2"),
             "{err}"
+        );
+    }
+
+    fn gz(text: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(text.as_bytes()).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn rows_of(lines: std::ops::Range<i64>) -> String {
+        lines.map(|i| format!("{{\"i\": {i}}}\n")).collect()
+    }
+
+    #[test]
+    fn jsonl_reads_globs_lists_directories_and_compressed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data [1]");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("a.jsonl"), rows_of(0..3)).unwrap();
+        std::fs::write(d.join("b.jsonl.gz"), gz(&rows_of(3..7))).unwrap();
+        std::fs::write(
+            d.join("c.jsonl.zst"),
+            zstd::encode_all(rows_of(7..10).as_bytes(), 3).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(d.join("notes.txt"), "not rows").unwrap();
+        let ints = |rows: &[Row]| -> Vec<i64> {
+            rows.iter()
+                .map(|r| match r.get("i") {
+                    Some(Value::Int(i)) => *i,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        // A glob (under a directory whose name has glob characters), a directory, a list.
+        for (params, expected) in [
+            (
+                serde_json::json!({"path": "*.jsonl*"}),
+                (0..10).collect::<Vec<_>>(),
+            ),
+            (serde_json::json!({"path": "."}), (0..10).collect()),
+            (
+                serde_json::json!({"path": ["c.jsonl.zst", "a.jsonl"]}),
+                vec![7, 8, 9, 0, 1, 2],
+            ),
+        ] {
+            let mut g = build(load_jsonl, params.clone(), &d).unwrap();
+            assert_eq!(g.outputs(), vec!["i"]);
+            let batches = all(g.as_mut(), 0, 4);
+            let got: Vec<Row> = batches.into_iter().flat_map(|b| b.0).collect();
+            assert_eq!(ints(&got), expected, "{params}");
+            // A fresh generator resumed in the middle of a file continues there.
+            let mut fresh = build(load_jsonl, params, &d).unwrap();
+            let (tail, last) = fresh.generate(4, 100).unwrap();
+            assert!(last);
+            assert_eq!(ints(&tail), expected[4..].to_vec());
+        }
+        let err = build(load_jsonl, serde_json::json!({"path": "*.parquet"}), &d)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no file matches '*.parquet'"), "{err}");
+        let err = build(load_jsonl, serde_json::json!({"path": []}), &d)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("empty list"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_line_in_a_compressed_file_names_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.jsonl"), rows_of(0..2)).unwrap();
+        std::fs::write(dir.path().join("b.jsonl.gz"), gz("{\"i\": 2}\n{\"i\": \n")).unwrap();
+        let err = build(
+            load_jsonl,
+            serde_json::json!({"path": "*.jsonl*"}),
+            dir.path(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("b.jsonl.gz line 2"), "{err}");
+        // A file that is not what its extension says.
+        std::fs::write(dir.path().join("c.jsonl.gz"), "{\"i\": 1}\n").unwrap();
+        let err = build(
+            load_jsonl,
+            serde_json::json!({"path": "c.jsonl.gz"}),
+            dir.path(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("c.jsonl.gz line 1"), "{err}");
+    }
+
+    #[test]
+    fn csv_reads_several_files_with_one_header_compressed_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("1.csv"), "a,b\n1,x\n").unwrap();
+        std::fs::write(
+            d.join("2.csv.zst"),
+            zstd::encode_all(&b"a,b\n2,\n"[..], 1).unwrap(),
+        )
+        .unwrap();
+        let mut g = build(load_csv, serde_json::json!({"path": "*.csv*"}), d).unwrap();
+        let (rows, last) = g.generate(0, 10).unwrap();
+        assert!(last);
+        assert_eq!(
+            rows,
+            vec![
+                Row::new().with("a", "1").with("b", "x"),
+                Row::new().with("a", "2").with("b", Value::Null)
+            ]
+        );
+        std::fs::write(d.join("3.csv.gz"), gz("a,c\n3,y\n")).unwrap();
+        let mut g = build(load_csv, serde_json::json!({"path": "*.csv*"}), d).unwrap();
+        let err = g.generate(0, 10).unwrap_err().to_string();
+        assert!(
+            err.contains("3.csv.gz") && err.contains("[a, c] differs from the first file's [a, b]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fingerprints_change_with_the_set_of_files_and_keep_the_single_file_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a.jsonl"), rows_of(0..2)).unwrap();
+        let one = build(load_jsonl, serde_json::json!({"path": "a.jsonl"}), d)
+            .unwrap()
+            .fingerprint()
+            .unwrap()
+            .unwrap();
+        assert!(one.starts_with("18 bytes, modified at "), "{one}");
+        std::fs::write(d.join("b.jsonl"), rows_of(2..4)).unwrap();
+        let glob = build(load_jsonl, serde_json::json!({"path": "*.jsonl"}), d).unwrap();
+        let two = glob.fingerprint().unwrap().unwrap();
+        assert!(two.starts_with("2 files, 36 bytes"), "{two}");
+        std::fs::write(d.join("c.jsonl"), rows_of(4..5)).unwrap();
+        let three = build(load_jsonl, serde_json::json!({"path": "*.jsonl"}), d)
+            .unwrap()
+            .fingerprint()
+            .unwrap()
+            .unwrap();
+        assert_ne!(two, three);
+        assert_eq!(
+            glob.fingerprint().unwrap().unwrap(),
+            two,
+            "same files, same fingerprint"
         );
     }
 }

@@ -6,7 +6,7 @@ mod filter;
 mod format_text;
 mod generators;
 mod global;
-mod json_integers;
+pub(crate) mod json_integers;
 
 use crate::registry::Registry;
 
