@@ -114,6 +114,18 @@ impl Http {
     /// One attempt, classified: connection failures, timeouts, 429 and 5xx are transient,
     /// 401 and 403 auth, other statuses refused, an oversized answer a protocol error.
     pub fn once(&self, call: &str, also_ok: &[u16], request: RequestBuilder) -> Result<Reply> {
+        self.once_observed(call, also_ok, request, |_| {})
+    }
+
+    /// [`Http::once`], showing `observe` every answer read whole, whatever its status, before
+    /// it is classified (rate-limit headers come with 200s and 429s alike).
+    pub fn once_observed(
+        &self,
+        call: &str,
+        also_ok: &[u16],
+        request: RequestBuilder,
+        observe: impl FnOnce(&Reply),
+    ) -> Result<Reply> {
         let transient = |detail: String, retry_after| Error::Transient {
             call: call.to_owned(),
             detail,
@@ -157,6 +169,7 @@ impl Http {
             headers,
             body,
         };
+        observe(&reply);
         if (200..300).contains(&status) || also_ok.contains(&status) {
             return Ok(reply);
         }
