@@ -47,10 +47,13 @@ pub fn register(registry: &mut Registry) {
         "text_generation",
         "chat_generation",
         "text_completion",
-        "embeddings",
         "judge",
         "structured_generation",
     ] {
         registry.set_operational(task, LlmParams::OPERATIONAL);
     }
+    // How many inputs go in one request never changes a vector: each is cached on its own.
+    let mut embeddings = LlmParams::OPERATIONAL.to_vec();
+    embeddings.push("rows_per_request");
+    registry.set_operational("embeddings", &embeddings);
 }
