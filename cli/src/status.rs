@@ -31,6 +31,15 @@ pub fn print(db: &Path, json: bool, watch: bool) -> anyhow::Result<()> {
     }
 }
 
+/// Dollars with enough digits for small amounts: `$0.000123`, `$12.35`.
+fn dollars(usd: f64) -> String {
+    if usd != 0.0 && usd.abs() < 1.0 {
+        format!("${usd:.6}")
+    } else {
+        format!("${usd:.2}")
+    }
+}
+
 fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
     let r = &s.run;
     let stage = r.stage.map_or(String::new(), |s| format!(", stage {s}"));
@@ -71,9 +80,32 @@ fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
                 s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
             outln!("  {:<20} {}", "", counters.join(" "))?;
         }
+        if let (Some(spent), Some(saved)) = (s.spent_usd, s.saved_usd) {
+            outln!(
+                "  {:<20} spent {} (the cache saved {})",
+                "",
+                dollars(spent),
+                dollars(saved)
+            )?;
+        }
         if let Some(error) = &s.error {
             outln!("  {:<20} error: {error}", "")?;
         }
+    }
+    if r.steps.iter().any(|s| s.spent_usd.is_some()) || r.budget_usd.is_some() {
+        let budget = r.budget_usd.map_or(String::new(), |b| {
+            let share = if b > 0.0 {
+                format!(" ({:.1}%)", 100.0 * r.spent_usd / b)
+            } else {
+                String::new()
+            };
+            format!(" of a {} budget{share}", dollars(b))
+        });
+        outln!(
+            "spend: {}{budget}; the cache saved {}",
+            dollars(r.spent_usd),
+            dollars(r.saved_usd)
+        )?;
     }
     for p in &s.pushes {
         let st = &p.status;

@@ -13,7 +13,7 @@ pub enum ErrorKind {
     StepFailed,
     /// The run was stopped on request; it resumes where it stopped.
     Interrupted,
-    /// The spending budget was reached (reserved for budgets).
+    /// The spending budget (`budget_usd`) was reached: no request fits in what is left.
     Budget,
     /// The run database failed (damaged, full disk, in use).
     Storage,
@@ -180,6 +180,18 @@ pub enum Error {
     /// The run was stopped on request; it can be resumed.
     #[error("run stopped on request; run the same command again to resume")]
     Interrupted,
+    /// No request fits in what is left of the pipeline's `budget_usd`.
+    #[error(
+        "the budget of {limit} is reached: {spent} is spent and the next request may cost up to {needed}; raise `budget_usd` and run again to resume"
+    )]
+    BudgetReached {
+        /// The budget.
+        limit: crate::budget::Cost,
+        /// What committed answers cost so far (earlier sessions included).
+        spent: crate::budget::Cost,
+        /// The worst-case cost of the request that did not fit.
+        needed: crate::budget::Cost,
+    },
     /// The worker threads could not be started.
     #[error("cannot start the worker threads: {detail}")]
     Threads {
@@ -217,6 +229,7 @@ impl Error {
             Error::AlreadyLoaded { .. } => ErrorKind::StepFailed,
             Error::PipelineMismatch { .. } | Error::InputChanged { .. } => ErrorKind::Other,
             Error::Interrupted => ErrorKind::Interrupted,
+            Error::BudgetReached { .. } => ErrorKind::Budget,
             Error::Io { .. } | Error::Threads { .. } => ErrorKind::Io,
             Error::InputUnreachable { .. } => ErrorKind::Remote,
             Error::Internal { .. } => ErrorKind::Bug,

@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod budget;
 mod canonical;
 mod error;
 mod fault;
@@ -42,6 +43,7 @@ pub mod task;
 mod unique_keys;
 mod worker;
 
+pub use budget::{Budget, Cost, Price, Reservation, Spend};
 pub use canonical::{canonical_json, hash_value};
 pub use distill_storage::LogOptions;
 pub use error::{Classified, Error, ErrorKind, Result, classified};

@@ -69,6 +69,7 @@ impl Pipeline {
         if let Some(push) = &spec.push {
             push.check()?;
         }
+        spec.check_budget()?;
         if spec.steps.is_empty() {
             return Err(Error::BadSection {
                 section: "steps",
@@ -92,6 +93,11 @@ impl Pipeline {
             let step = &spec.steps[i];
             let kind = built[i].take().ok_or_else(|| bad(step, "built twice"))?;
             check_shape(step, &kind, &preds[i])?;
+            if spec.budget_usd.is_some()
+                && let StepKind::Task(task) = &kind
+            {
+                task.check_budgeted().map_err(|detail| bad(step, &detail))?;
+            }
             check_alignment(&spec, i, &kind, &preds[i], &origin)?;
             if kind.keeps_rows() {
                 origin[i] = origin[preds[i][0]];

@@ -312,7 +312,11 @@ pub(crate) fn plan(
         PlanMode::Changed
     };
     let plan = ResumePlan { mode, steps };
-    let records_stale = stored_inputs != inputs || !sigs_recorded || !same;
+    // Operational settings (endpoints, prices, the budget, the push section) change the
+    // stored pipeline but not its signature: the database takes the new text, so `status`
+    // prices and reports the run as it now runs.
+    let text_changed = meta.pipeline != pipeline.spec().to_yaml();
+    let records_stale = stored_inputs != inputs || !sigs_recorded || !same || text_changed;
     if mode == PlanMode::Resume && !records_stale {
         return Ok((plan, None));
     }

@@ -1,5 +1,6 @@
 //! A run from start (or resume) to end: open the log, check the pipeline, go stage by stage.
 
+use crate::budget::{Budget, Cost, Price};
 use crate::error::{Error, Result};
 use crate::lifecycle::{Listener, LoadGuard};
 use crate::observer::{Observer, RunEvent};
@@ -202,6 +203,15 @@ fn run_on_log(
             done: record.done,
         });
     }
+    let budget = match pipeline.spec().budget_usd {
+        Some(limit) => {
+            let spent = committed_spend(pipeline, &snapshot)?;
+            let budget = Budget::new(Cost::from_usd(limit), spent);
+            tracing::info!(limit = %budget.limit(), spent = %spent, "budget");
+            Some(Arc::new(budget))
+        }
+        None => None,
+    };
     drop(snapshot);
     let resumed = progress.iter().any(|p| p.batches > 0);
     if let Some(observer) = &options.observer {
@@ -223,12 +233,15 @@ fn run_on_log(
                 slot: node.slot.clone(),
                 outputs: node.slot.read().outputs(),
                 batch_size: node.batch_size,
-                task_context: Arc::new(LogTaskContext::new(
-                    log.clone(),
-                    committer.clone(),
-                    node.name(),
-                    options.stop.clone(),
-                )),
+                task_context: Arc::new(
+                    LogTaskContext::new(
+                        log.clone(),
+                        committer.clone(),
+                        node.name(),
+                        options.stop.clone(),
+                    )
+                    .with_budget(budget.clone()),
+                ),
             })
         })
         .collect();
@@ -303,6 +316,19 @@ fn run_on_log(
         .map(|i| (nodes[i].name().to_owned(), progress[i].rows))
         .collect();
     Ok(RunSummary { resumed, leaves })
+}
+
+/// What the answers committed in `snapshot` cost, at each step's `price` (steps of the
+/// pipeline only; a step a changed pipeline dropped keeps its counters, so its spend counts).
+fn committed_spend(pipeline: &Pipeline, snapshot: &distill_storage::Snapshot) -> Result<Cost> {
+    let mut spent = Cost::ZERO;
+    for node in pipeline.nodes() {
+        if let Some(price) = Price::of_params(&node.spec.params)? {
+            let record = snapshot.step(node.name())?.unwrap_or_default();
+            spent = spent + price.spend(&record.counters).spent;
+        }
+    }
+    Ok(spent)
 }
 
 /// Loads the steps of a stage; on failure the ones loaded are unloaded by their guards.

@@ -22,6 +22,9 @@ pub struct PipelineSpec {
     /// Publish the leaves to the Hugging Face Hub while the run goes on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushSpec>,
+    /// Most US dollars the run may spend on priced LLM answers, earlier sessions included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
 }
 
 /// Where and how often a run pushes its distiset to the Hub (the `push:` section).
@@ -205,7 +208,25 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
+/// Largest `budget_usd` accepted (a billion dollars).
+pub const MAX_BUDGET_USD: f64 = 1e9;
+
 impl PipelineSpec {
+    /// Checks `budget_usd`: dollars from 0 (only cached answers) to [`MAX_BUDGET_USD`].
+    pub fn check_budget(&self) -> Result<()> {
+        match self.budget_usd {
+            Some(usd) if !(usd.is_finite() && (0.0..=MAX_BUDGET_USD).contains(&usd)) => {
+                Err(Error::BadSection {
+                    section: "budget_usd",
+                    detail: format!(
+                        "must be a number of dollars from 0 to {MAX_BUDGET_USD}, not {usd}"
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// An empty pipeline named `name` (builder API).
     pub fn new(name: impl Into<String>) -> Self {
         Self {
@@ -213,6 +234,7 @@ impl PipelineSpec {
             description: None,
             steps: Vec::new(),
             push: None,
+            budget_usd: None,
         }
     }
 
@@ -258,12 +280,14 @@ impl PipelineSpec {
         })
     }
 
-    /// blake3 hash of the canonical YAML without the `push:` section, hex encoded: the run
-    /// database's pipeline identity. Where the rows are published does not change them, so a
-    /// push section can be added to a run and the run resumed.
+    /// blake3 hash of the canonical YAML without the `push:` section and `budget_usd`, hex
+    /// encoded: the run database's pipeline identity. Where the rows are published and how
+    /// much may be spent do not change them, so either can be added or changed and the run
+    /// resumed.
     pub fn signature(&self) -> String {
         let mut steps_only = self.clone();
         steps_only.push = None;
+        steps_only.budget_usd = None;
         blake3::hash(steps_only.to_yaml().as_bytes())
             .to_hex()
             .to_string()

@@ -1,5 +1,6 @@
 //! Where a run stands, read from a snapshot of its log (never blocks the run).
 
+use crate::budget::{Cost, Price};
 use crate::error::Result;
 use crate::scheduler::cursor_name;
 use crate::spec::{DEFAULT_BATCH_SIZE, PipelineSpec};
@@ -34,6 +35,10 @@ pub struct StepStatus {
     pub counters: BTreeMap<String, u64>,
     /// The error that failed the step.
     pub error: Option<String>,
+    /// What its committed answers cost, in dollars, when it has a `price`.
+    pub spent_usd: Option<f64>,
+    /// What its answers served from the request cache would have cost, when it has a `price`.
+    pub saved_usd: Option<f64>,
 }
 
 /// A run's status.
@@ -55,6 +60,12 @@ pub struct RunReport {
     pub log_len: u64,
     /// Steps, in pipeline order.
     pub steps: Vec<StepStatus>,
+    /// The pipeline's `budget_usd`, if any.
+    pub budget_usd: Option<f64>,
+    /// What the run's committed answers cost, in dollars (all priced steps).
+    pub spent_usd: f64,
+    /// What answers served from the request cache would have cost, in dollars.
+    pub saved_usd: f64,
 }
 
 /// Reads the status of the run in `db`.
@@ -71,6 +82,7 @@ pub fn status_of(snapshot: &Snapshot, db: &Path) -> Result<RunReport> {
     let records: BTreeMap<String, StepRecord> = snapshot.steps()?.into_iter().collect();
     let rates = rates(&snapshot.log_tail(TAIL)?);
     let mut steps = Vec::new();
+    let (mut total, mut saved) = (Cost::ZERO, Cost::ZERO);
     for step in &spec.steps {
         let r = records.get(&step.name).cloned().unwrap_or_default();
         let (rows_per_sec, batches_per_sec) = rates.get(&step.name).copied().unzip();
@@ -91,6 +103,9 @@ pub fn status_of(snapshot: &Snapshot, db: &Path) -> Result<RunReport> {
                 eta_secs = Some(rows.div_ceil(n) as f64 / bps);
             }
         }
+        let spend = Price::of_params(&step.params)?.map(|p| p.spend(&r.counters));
+        total = total + spend.map_or(Cost::ZERO, |s| s.spent);
+        saved = saved + spend.map_or(Cost::ZERO, |s| s.saved);
         steps.push(StepStatus {
             step: step.name.clone(),
             state: r.state,
@@ -101,6 +116,8 @@ pub fn status_of(snapshot: &Snapshot, db: &Path) -> Result<RunReport> {
             eta_secs,
             counters: r.counters,
             error: r.error,
+            spent_usd: spend.map(|s| s.spent.usd()),
+            saved_usd: spend.map(|s| s.saved.usd()),
         });
     }
     Ok(RunReport {
@@ -112,6 +129,9 @@ pub fn status_of(snapshot: &Snapshot, db: &Path) -> Result<RunReport> {
         updated_ms: run.updated_ms,
         log_len: snapshot.log_len()?,
         steps,
+        budget_usd: spec.budget_usd,
+        spent_usd: total.usd(),
+        saved_usd: saved.usd(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Tasks: steps that call an LLM. The engine gives them the run's request cache, their
 //! counters and the stop flag; the LLM crate implements them.
 
+use crate::budget::Budget;
 use crate::step::{Lifecycle, StepResult};
 use distill_storage::Row;
 use std::sync::Arc;
@@ -11,6 +12,12 @@ pub trait TaskContext: Send + Sync {
     /// A response committed earlier for this request hash, if any. A failed read is an error,
     /// never a miss: a miss would pay again for an answer already paid for.
     fn cached(&self, key: &[u8; 32]) -> distill_storage::Result<Option<Vec<u8>>>;
+
+    /// The responses committed for each of `keys` (see [`TaskContext::cached`]), read from
+    /// one snapshot.
+    fn cached_all(&self, keys: &[[u8; 32]]) -> distill_storage::Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.cached(key)).collect()
+    }
 
     /// Commits a response durably before returning, so it is never paid for twice.
     fn store(&self, key: [u8; 32], response: Vec<u8>) -> distill_storage::Result<()>;
@@ -31,6 +38,21 @@ pub trait TaskContext: Send + Sync {
     fn stopping(&self) -> bool {
         self.stop_flag().is_some_and(|f| f.load(Ordering::SeqCst))
     }
+
+    /// Commits several responses in one durable transaction (with the pending counters)
+    /// before returning.
+    fn store_all(&self, entries: Vec<([u8; 32], Vec<u8>)>) -> distill_storage::Result<()> {
+        for (key, response) in entries {
+            self.store(key, response)?;
+        }
+        Ok(())
+    }
+
+    /// The run's spending budget (`budget_usd`), shared by all its tasks: a priced request
+    /// reserves its worst-case cost on it before it is sent. `None`: no budget.
+    fn budget(&self) -> Option<Arc<Budget>> {
+        None
+    }
 }
 
 /// A step that calls an LLM for each row.
@@ -50,6 +72,13 @@ pub trait Task: Lifecycle {
     /// tasks do: a failed request is a row with its error).
     fn keeps_rows(&self) -> bool {
         true
+    }
+
+    /// Checked when the pipeline has a `budget_usd`: whether the task can bound the cost of
+    /// each request before sending it (an LLM task with a `price` needs
+    /// `generation.max_tokens`). The message names the parameter.
+    fn check_budgeted(&self) -> Result<(), String> {
+        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 //! What a worker does with one job: run the step on its input window, outside the scheduler.
 
+use crate::budget::Budget;
 use crate::error::{ErrorKind, classified};
 use crate::fault::Fault;
 use crate::lifecycle::{StepSlot, panic_message};
@@ -201,6 +202,7 @@ pub struct LogTaskContext {
     step: String,
     pending: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     stop: Arc<AtomicBool>,
+    budget: Option<Arc<Budget>>,
 }
 
 impl LogTaskContext {
@@ -217,7 +219,14 @@ impl LogTaskContext {
             step: step.to_owned(),
             pending: Default::default(),
             stop,
+            budget: None,
         }
+    }
+
+    /// The same context with the run's spending budget.
+    pub fn with_budget(mut self, budget: Option<Arc<Budget>>) -> Self {
+        self.budget = budget;
+        self
     }
 
     fn with_counts(&self, mut unit: Progress) -> Progress {
@@ -240,14 +249,39 @@ impl TaskContext for LogTaskContext {
         self.log.snapshot()?.cached(key)
     }
 
+    fn cached_all(&self, keys: &[[u8; 32]]) -> distill_storage::Result<Vec<Option<Vec<u8>>>> {
+        if Fault::CacheRead.armed() {
+            return Err(distill_storage::Error::Io {
+                path: self.log.path().to_path_buf(),
+                source: std::io::Error::other("injected failure reading the request cache"),
+            });
+        }
+        let snapshot = self.log.snapshot()?;
+        keys.iter().map(|key| snapshot.cached(key)).collect()
+    }
+
     fn store(&self, key: [u8; 32], response: Vec<u8>) -> distill_storage::Result<()> {
         self.committer
             .commit(self.with_counts(Progress::new().cache(key, response)))?;
         Ok(())
     }
 
+    fn store_all(&self, entries: Vec<([u8; 32], Vec<u8>)>) -> distill_storage::Result<()> {
+        let unit = entries
+            .into_iter()
+            .fold(Progress::new(), |unit, (key, response)| {
+                unit.cache(key, response)
+            });
+        self.committer.commit(self.with_counts(unit))?;
+        Ok(())
+    }
+
     fn stop_flag(&self) -> Option<Arc<AtomicBool>> {
         Some(self.stop.clone())
+    }
+
+    fn budget(&self) -> Option<Arc<Budget>> {
+        self.budget.clone()
     }
 
     fn count(&self, name: &str, delta: u64) {

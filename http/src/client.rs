@@ -114,15 +114,25 @@ impl Http {
     /// One attempt, classified: connection failures, timeouts, 429 and 5xx are transient,
     /// 401 and 403 auth, other statuses refused, an oversized answer a protocol error.
     pub fn once(&self, call: &str, also_ok: &[u16], request: RequestBuilder) -> Result<Reply> {
-        let response = self.open(call, also_ok, request)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = self.read_capped(call, status, response)?;
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        self.once_observed(call, also_ok, request, |_| {})
+    }
+
+    /// [`Http::once`], showing `observe` every answer read whole, whatever its status, before
+    /// it is classified (rate-limit headers come with 200s and 429s alike).
+    pub fn once_observed(
+        &self,
+        call: &str,
+        also_ok: &[u16],
+        request: RequestBuilder,
+        observe: impl FnOnce(&Reply),
+    ) -> Result<Reply> {
+        let response = self.send_once(call, request)?;
+        let reply = self.read(call, response)?;
+        observe(&reply);
+        if accepted(reply.status, also_ok) {
+            return Ok(reply);
+        }
+        Err(classify(call, reply))
     }
 
     /// One attempt whose answer, when its status is 2xx (or in `also_ok`), is returned unread,
@@ -135,12 +145,25 @@ impl Http {
         also_ok: &[u16],
         request: RequestBuilder,
     ) -> Result<reqwest::blocking::Response> {
+        let response = self.send_once(call, request)?;
+        if accepted(response.status().as_u16(), also_ok) {
+            return Ok(response);
+        }
+        Err(classify(call, self.read(call, response)?))
+    }
+
+    /// Sends `request`: a failure to get an answer is transient (a timeout typed as one).
+    fn send_once(
+        &self,
+        call: &str,
+        request: RequestBuilder,
+    ) -> Result<reqwest::blocking::Response> {
         let timeout = request
             .try_clone()
             .and_then(|r| r.build().ok())
             .and_then(|r| r.timeout().copied())
             .unwrap_or(self.policy.timeout);
-        let response = request.send().map_err(|e| {
+        request.send().map_err(|e| {
             if e.is_timeout() {
                 Error::Timeout {
                     call: call.to_owned(),
@@ -150,40 +173,18 @@ impl Http {
             } else {
                 transient(call, plain(e))
             }
-        })?;
+        })
+    }
+
+    /// The whole answer (the body with the cap).
+    fn read(&self, call: &str, response: reqwest::blocking::Response) -> Result<Reply> {
         let status = response.status().as_u16();
-        if (200..300).contains(&status) || also_ok.contains(&status) {
-            return Ok(response);
-        }
         let headers = response.headers().clone();
         let body = self.read_capped(call, status, response)?;
-        let reply = Reply {
+        Ok(Reply {
             status,
             headers,
             body,
-        };
-        let code = reply
-            .header("x-error-code")
-            .map(|c| format!(" ({c})"))
-            .unwrap_or_default();
-        let detail = format!("{}{code}", snippet(&reply.body));
-        Err(match status {
-            429 | 500..=599 => Error::Transient {
-                call: call.to_owned(),
-                detail: format!("HTTP {status}{code}: {}", snippet(&reply.body)),
-                retry_after: retry_after(&reply.headers),
-                status: Some(status),
-            },
-            401 | 403 => Error::Auth {
-                call: call.to_owned(),
-                status,
-                detail,
-            },
-            _ => Error::Refused {
-                call: call.to_owned(),
-                status,
-                detail,
-            },
         })
     }
 
@@ -249,4 +250,38 @@ fn snippet(bytes: &[u8]) -> String {
         .chars()
         .take(SNIPPET_CHARS)
         .collect()
+}
+
+/// Whether `status` is a success for a call that also accepts `also_ok`.
+fn accepted(status: u16, also_ok: &[u16]) -> bool {
+    (200..300).contains(&status) || also_ok.contains(&status)
+}
+
+/// The error of an answer that is not a success: 429 and 5xx transient, 401 and 403 auth,
+/// any other status refused.
+fn classify(call: &str, reply: Reply) -> Error {
+    let code = reply
+        .header("x-error-code")
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default();
+    let status = reply.status;
+    let detail = format!("{}{code}", snippet(&reply.body));
+    match status {
+        429 | 500..=599 => Error::Transient {
+            call: call.to_owned(),
+            detail: format!("HTTP {status}{code}: {}", snippet(&reply.body)),
+            retry_after: retry_after(&reply.headers),
+            status: Some(status),
+        },
+        401 | 403 => Error::Auth {
+            call: call.to_owned(),
+            status,
+            detail,
+        },
+        _ => Error::Refused {
+            call: call.to_owned(),
+            status,
+            detail,
+        },
+    }
 }

@@ -117,6 +117,14 @@ impl Error {
         }
     }
 
+    /// The server's `Retry-After`, when it gave one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// A protocol error about `call`.
     pub fn protocol(call: impl Into<String>, detail: impl Into<String>) -> Self {
         Error::Protocol {

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::limiter::EndpointPool;
+use crate::provider::{ProviderLimits, announced};
 use distill_http::{Http, RetryPolicy};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -39,6 +40,7 @@ pub struct Client {
     http: Http,
     endpoints: Vec<String>,
     pool: EndpointPool,
+    limits: Vec<ProviderLimits>,
     api_key: Option<String>,
     check_timeout: Duration,
 }
@@ -64,6 +66,10 @@ impl Client {
         Ok(Self {
             http,
             pool: EndpointPool::new(vec![per_endpoint; endpoints.len()]),
+            limits: endpoints
+                .iter()
+                .map(|_| ProviderLimits::default())
+                .collect(),
             endpoints,
             api_key,
             check_timeout: CHECK_TIMEOUT,
@@ -144,7 +150,9 @@ impl Client {
 
     /// Posts `body` to `path` under an endpoint (the least loaded one with room, again for
     /// each attempt), retrying transient failures; a wait before a retry ends when `stop` is
-    /// set (the failure is then [`distill_http::FailureKind::Interrupted`]).
+    /// set (the failure is then [`distill_http::FailureKind::Interrupted`]). Each attempt first
+    /// waits for room under the rate limits the endpoint announced (`x-ratelimit-*`
+    /// headers); a 429 without `Retry-After` lowers the endpoint's concurrency for a while.
     pub fn post(
         &self,
         path: &str,
@@ -156,13 +164,31 @@ impl Client {
         if stop.is_some() {
             policy.stop = stop;
         }
+        let tokens = crate::api::rate_tokens(body);
         let result = policy.run(
             path,
             || {
                 let slot = self.pool.acquire();
                 let url = format!("{}/{path}", self.endpoints[slot.endpoint]);
+                let call = format!("POST {url}");
+                let limits = &self.limits[slot.endpoint];
+                let Some(ticket) = limits.before(tokens, policy.stop.as_deref()) else {
+                    return Err(distill_http::Error::Interrupted { call });
+                };
                 let request = self.authorised(self.http.client().post(&url)).json(body);
-                self.http.once(&format!("POST {url}"), &[], request)
+                let mut said = (None, None);
+                let reply = self.http.once_observed(&call, &[], request, |reply| {
+                    said = announced(&reply.headers);
+                });
+                limits.after(ticket, said);
+                match &reply {
+                    Ok(_) => self.pool.answered(slot.endpoint),
+                    Err(e) if e.status() == Some(429) && e.retry_after().is_none() => {
+                        self.pool.throttled(slot.endpoint, slot.since);
+                    }
+                    Err(_) => {}
+                }
+                reply
             },
             |_, _| retries += 1,
         );

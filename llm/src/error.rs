@@ -59,6 +59,9 @@ pub enum Error {
         /// What is wrong with it.
         detail: String,
     },
+    /// No request fits in what is left of the pipeline's budget (or reserving failed).
+    #[error(transparent)]
+    Budget(distill_engine::Error),
     /// A request was made before `load`.
     #[error("the task is not loaded")]
     NotLoaded,
@@ -73,6 +76,7 @@ impl Error {
             Error::NotLoaded => ErrorKind::Bug,
             Error::Endpoint { .. } | Error::Request(_) | Error::Answer { .. } => ErrorKind::Remote,
             Error::Row { .. } => ErrorKind::StepFailed,
+            Error::Budget(e) => e.kind(),
         }
     }
 

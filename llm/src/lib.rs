@@ -1,26 +1,31 @@
 //! distill's LLM tasks, over OpenAI-compatible HTTP APIs.
 //!
-//! [`register`] adds `text_generation`, `chat_generation`, `judge` and
-//! `structured_generation` to a [`Registry`]. Every task shares the connection parameters of
+//! [`register`] adds `text_generation`, `chat_generation`, `text_completion`, `embeddings`,
+//! `judge` and `structured_generation` to a [`Registry`]. Every task shares the connection parameters of
 //! [`LlmParams`] (endpoints, key variable, concurrency, limits, retries), asks the run's request
 //! cache before paying for a request, checks each answer and commits it before using it, and
 //! keeps failures as data (`generation_error` and friends) unless told to fail.
 #![deny(missing_docs)]
 
+mod api;
 mod client;
+mod embedding;
 mod error;
 mod limiter;
 mod prompt;
+mod provider;
 mod rate;
 mod response;
 mod runner;
 mod settings;
 mod tasks;
 
+pub use api::{Api, rate_tokens, worst_prompt_tokens};
 pub use client::{Answer, Client, Failure, MAX_ANSWER_BYTES};
 pub use distill_http::RetryPolicy;
+pub use embedding::Embeddings;
 pub use error::{Error, Result};
-pub use response::Completion;
+pub use response::{Completion, reported_usage};
 pub use runner::{Answered, Halt, Outcome, Request, Runner, cache_key};
 pub use settings::{Generation, LlmParams, OnFailure};
 
@@ -31,6 +36,8 @@ use distill_engine::Registry;
 pub fn register(registry: &mut Registry) {
     registry.register("text_generation", tasks::generation::text_generation);
     registry.register("chat_generation", tasks::generation::chat_generation);
+    registry.register("text_completion", tasks::generation::text_completion);
+    registry.register("embeddings", tasks::embeddings::embeddings);
     registry.register("judge", tasks::judge::judge);
     registry.register(
         "structured_generation",
@@ -39,9 +46,14 @@ pub fn register(registry: &mut Registry) {
     for task in [
         "text_generation",
         "chat_generation",
+        "text_completion",
         "judge",
         "structured_generation",
     ] {
         registry.set_operational(task, LlmParams::OPERATIONAL);
     }
+    // How many inputs go in one request never changes a vector: each is cached on its own.
+    let mut embeddings = LlmParams::OPERATIONAL.to_vec();
+    embeddings.push("rows_per_request");
+    registry.set_operational("embeddings", &embeddings);
 }

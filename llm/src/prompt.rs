@@ -7,15 +7,23 @@ use distill_storage::{Row, Value};
 pub struct UserPrompt {
     template: Option<Box<minijinja::Environment<'static>>>,
     inputs: Vec<String>,
+    column: String,
 }
 
 impl UserPrompt {
-    /// From an optional template (a syntax error names the `template` parameter).
+    /// From an optional template (a syntax error names the `template` parameter); without
+    /// one, the `instruction` column.
     pub fn new(template: Option<&str>) -> Result<Self> {
+        Self::or_column(template, "instruction")
+    }
+
+    /// From an optional template, or else the text of `column`.
+    pub fn or_column(template: Option<&str>, column: &str) -> Result<Self> {
         let Some(text) = template else {
             return Ok(Self {
                 template: None,
-                inputs: vec!["instruction".to_owned()],
+                inputs: vec![column.to_owned()],
+                column: column.to_owned(),
             });
         };
         let mut env = minijinja::Environment::new();
@@ -32,6 +40,7 @@ impl UserPrompt {
         Ok(Self {
             template: Some(Box::new(env)),
             inputs,
+            column: column.to_owned(),
         })
     }
 
@@ -55,7 +64,7 @@ impl UserPrompt {
                     detail: e.to_string(),
                 }),
             None => Ok(row
-                .get("instruction")
+                .get(&self.column)
                 .map(Value::to_string)
                 .unwrap_or_default()),
         }

@@ -1,5 +1,7 @@
-//! The answer of a chat-completions endpoint, parsed once and checked before it is cached.
+//! The answer of a chat-completions or completions endpoint, parsed once and checked before it
+//! is cached.
 
+use crate::api::Api;
 use crate::error::{Error, Result};
 use serde::Deserialize;
 
@@ -19,6 +21,8 @@ struct Body {
 struct Choice {
     #[serde(default)]
     message: Option<Message>,
+    #[serde(default)]
+    text: Option<String>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -50,17 +54,41 @@ pub struct Completion {
     pub output_tokens: u64,
 }
 
+/// The token counts an answer reports, read leniently (an unusable answer may still say what
+/// it cost): (prompt, completion), zeros when absent.
+pub fn reported_usage(body: &[u8]) -> (u64, u64) {
+    #[derive(Deserialize)]
+    struct Only {
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    serde_json::from_slice::<Only>(body)
+        .ok()
+        .and_then(|o| o.usage)
+        .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens))
+}
+
 impl Completion {
-    /// Parses and checks an answer of `call`: JSON, no `error` object, a first choice with a
-    /// non-empty text. Anything else is [`Error::Answer`] with the reason.
+    /// Parses and checks a chat completion (see [`Completion::parse_for`]).
     pub fn parse(call: &str, body: &[u8]) -> Result<Self> {
+        Self::parse_for(Api::Chat, call, body)
+    }
+
+    /// Parses and checks an answer of `call` to `api` (chat: `choices[0].message.content`;
+    /// completions: `choices[0].text`): JSON, no `error` object, a first choice with a
+    /// non-empty text. Anything else is [`Error::Answer`] with the reason.
+    pub fn parse_for(api: Api, call: &str, body: &[u8]) -> Result<Self> {
         let bad = |detail: String| Error::Answer {
             call: call.to_owned(),
             detail,
         };
         let parsed: Body = serde_json::from_slice(body).map_err(|e| {
             bad(format!(
-                "not a chat completion ({e}): {}",
+                "not a {} ({e}): {}",
+                match api {
+                    Api::Completions => "completion",
+                    _ => "chat completion",
+                },
                 String::from_utf8_lossy(&body[..body.len().min(200)])
             ))
         })?;
@@ -77,7 +105,11 @@ impl Completion {
             .choices
             .and_then(|c| c.into_iter().next())
             .ok_or_else(|| bad("the answer has no choices".into()))?;
-        let text = choice.message.and_then(|m| m.content).unwrap_or_default();
+        let text = match api {
+            Api::Completions => choice.text,
+            _ => choice.message.and_then(|m| m.content),
+        }
+        .unwrap_or_default();
         if text.is_empty() {
             let why = choice
                 .finish_reason
@@ -135,5 +167,23 @@ mod tests {
             let err = parse(body).unwrap_err().to_string();
             assert!(err.contains(reason), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn completions_answer_in_the_choices_text() {
+        let body = br#"{"model": "m", "choices": [{"text": "once upon"}], "usage": {"prompt_tokens": 2, "completion_tokens": 2}}"#;
+        let c = Completion::parse_for(Api::Completions, "POST x", body).unwrap();
+        assert_eq!((c.text.as_str(), c.input_tokens), ("once upon", 2));
+        // A chat answer is not a completion, nor the other way round.
+        let chat = br#"{"choices": [{"message": {"content": "hi"}}]}"#;
+        let err = Completion::parse_for(Api::Completions, "POST x", chat).unwrap_err();
+        assert!(err.to_string().contains("no text"), "{err}");
+        assert!(Completion::parse_for(Api::Chat, "POST x", body).is_err());
+        let err = Completion::parse_for(Api::Completions, "POST x", b"not json").unwrap_err();
+        assert!(err.to_string().contains("not a completion"), "{err}");
+        assert_eq!(
+            reported_usage(br#"{"error": {}, "usage": {"prompt_tokens": 7}}"#),
+            (7, 0)
+        );
     }
 }

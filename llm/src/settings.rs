@@ -2,6 +2,7 @@
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use distill_engine::Price;
 use distill_http::RetryPolicy;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -85,6 +86,9 @@ pub struct LlmParams {
     /// What a request that fails for good does.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// What tokens cost (dollars per million), for spend in `status` and the budget.
+    #[serde(default)]
+    pub price: Option<Price>,
 }
 
 /// Most requests in flight per endpoint.
@@ -165,6 +169,7 @@ impl LlmParams {
         "timeout_secs",
         "check_timeout_secs",
         "max_attempts",
+        "price",
     ];
 
     /// Parses the connection parameters from a task's parameters, leaving out the task's
@@ -217,7 +222,22 @@ impl LlmParams {
             bounded("generation.max_tokens", max, 1, MAX_TOKENS)?;
         }
         seconds("timeout_secs", self.timeout_secs)?;
-        seconds("check_timeout_secs", self.check_timeout_secs)
+        seconds("check_timeout_secs", self.check_timeout_secs)?;
+        if let Some(price) = &self.price {
+            price.check().map_err(|e| Error::params(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Whether every request's cost is bounded before it is sent, as a budget needs: a task
+    /// whose completion tokens cost something needs `generation.max_tokens`.
+    pub fn check_budgeted(&self) -> std::result::Result<(), String> {
+        match &self.price {
+            Some(price) if price.charges_output() && self.generation.max_tokens.is_none() => {
+                Err("with a `price` and the pipeline's `budget_usd`, `generation.max_tokens` is needed: it bounds what each answer may cost".into())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The base URLs.
@@ -230,6 +250,17 @@ impl LlmParams {
     /// A chat-completions body: the model, `messages` and the generation settings.
     pub fn body(&self, messages: Vec<serde_json::Value>) -> serde_json::Value {
         let mut body = serde_json::json!({"model": self.model, "messages": messages});
+        if let (Some(obj), Ok(serde_json::Value::Object(settings))) =
+            (body.as_object_mut(), serde_json::to_value(&self.generation))
+        {
+            obj.extend(settings);
+        }
+        body
+    }
+
+    /// A completions body: the model, `prompt` and the generation settings.
+    pub fn completion_body(&self, prompt: String) -> serde_json::Value {
+        let mut body = serde_json::json!({"model": self.model, "prompt": prompt});
         if let (Some(obj), Ok(serde_json::Value::Object(settings))) =
             (body.as_object_mut(), serde_json::to_value(&self.generation))
         {

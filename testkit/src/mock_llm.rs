@@ -1,10 +1,15 @@
-//! An OpenAI-compatible chat-completions server on 127.0.0.1 with scripted behaviour: fixed
-//! latency, a share of 500s, 429s with `Retry-After`, hangs, a required API key, and a log of
-//! every request received (its body's hash and the status answered).
+//! An OpenAI-compatible server on 127.0.0.1 (`/chat/completions`, `/completions`,
+//! `/embeddings`, `/models`) with scripted behaviour: fixed latency, a share of 500s, 429s with
+//! `Retry-After`, hangs, a required API key, a provider's rate limit (N requests per window,
+//! announced in `x-ratelimit-*` headers, 429 without `Retry-After` beyond it), a cap on
+//! requests in progress (429 beyond it), and a log of every request received (its body's hash
+//! and the status answered).
 //!
-//! Answers are deterministic: the text is `echo: ` followed by the last message's content, and
-//! `usage` counts whitespace-separated words. A request whose `response_format` asks for JSON
-//! gets `{"answer": "<last message>", "score": 3}` as its content.
+//! Answers are deterministic: a chat answer's text is `echo: ` followed by the last message's
+//! content, a completion's is `completion: ` followed by the prompt, and `usage` counts
+//! whitespace-separated words. A request whose `response_format` asks for JSON gets
+//! `{"answer": "<last message>", "score": 3}` as its content. An input's embedding is
+//! [`mock_embedding`] (`dimensions` numbers, 4 by default), as floats or, when asked, base64.
 
 use crate::http::{self, Incoming, Request, Response};
 use std::io::BufReader;
@@ -34,6 +39,15 @@ pub struct Behaviour {
     pub answer: AnswerKind,
     /// Every `GET /models` (the endpoint check) waits this long before answering.
     pub models_latency: Duration,
+    /// A provider's rate limit: at most this many API requests per window (fixed windows
+    /// from the server's start); beyond it, 429 without `Retry-After`.
+    pub requests_per_window: Option<(u64, Duration)>,
+    /// Send `x-ratelimit-limit/remaining/reset-requests` headers with every API answer (with
+    /// `requests_per_window`).
+    pub rate_headers: bool,
+    /// At most this many API requests in progress at once; beyond it, 429 without
+    /// `Retry-After`.
+    pub max_in_flight: Option<u64>,
 }
 
 /// The body of a 200 answer to a chat request.
@@ -52,6 +66,8 @@ pub enum AnswerKind {
     EmptyContent,
     /// A good completion padded with this many bytes of whitespace.
     Huge(usize),
+    /// Embeddings: one vector fewer than the inputs.
+    MissingVector,
 }
 
 /// One request as the server saw it.
@@ -73,6 +89,10 @@ struct Shared {
     chats: AtomicU64,
     in_flight: AtomicU64,
     peak: AtomicU64,
+    accepted: AtomicU64,
+    accepted_peak: AtomicU64,
+    started: std::time::Instant,
+    windows: Mutex<Vec<u64>>,
     log: Mutex<Vec<Received>>,
 }
 
@@ -97,6 +117,10 @@ impl MockLlm {
             chats: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             peak: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            accepted_peak: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+            windows: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
         });
         let server = {
@@ -142,6 +166,40 @@ impl MockLlm {
     pub fn count(&self) -> u64 {
         self.shared.count.load(Ordering::SeqCst)
     }
+
+    /// Most API requests in progress at once among those let through the limits
+    /// (`max_in_flight`, `requests_per_window`).
+    pub fn peak_accepted(&self) -> u64 {
+        self.shared.accepted_peak.load(Ordering::SeqCst)
+    }
+
+    /// API requests let through in each window of `requests_per_window` so far.
+    pub fn served_per_window(&self) -> Vec<u64> {
+        self.shared
+            .windows
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default()
+    }
+
+    /// Requests answered with `status` so far.
+    pub fn answered(&self, status: u16) -> usize {
+        self.received()
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
+    }
+}
+
+/// The mock's embedding of `text`: `dimensions` numbers from blake3 of the text, each a
+/// multiple of 1/256 in [-0.5, 0.5) (exact as float32, so JSON and base64 agree).
+pub fn mock_embedding(text: &str, dimensions: usize) -> Vec<f32> {
+    let mut bytes = vec![0u8; dimensions];
+    blake3::Hasher::new()
+        .update(text.as_bytes())
+        .finalize_xof()
+        .fill(&mut bytes);
+    bytes.iter().map(|b| f32::from(*b) / 256.0 - 0.5).collect()
 }
 
 /// Serves one connection's requests in turn (keep-alive) until the client closes it.
@@ -165,14 +223,19 @@ fn serve(shared: &Shared, stream: TcpStream) {
         shared.peak.fetch_max(now, Ordering::SeqCst);
         let answer = respond(shared, &request);
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let Some((status, text, retry_after)) = answer else {
+        let Some(Answer {
+            status,
+            text,
+            headers,
+        }) = answer
+        else {
             // A hang: hold the connection without answering.
             std::thread::sleep(Duration::from_secs(3600));
             return;
         };
         let mut response = Response::new(status, "application/json", text);
-        if let Some(secs) = retry_after {
-            response = response.with("Retry-After", secs.to_string());
+        for (name, value) in headers {
+            response = response.with(&name, value);
         }
         if http::write_response(&mut writer, &response, false).is_err() {
             return;
@@ -184,8 +247,106 @@ fn every(n: Option<u64>, count: u64) -> bool {
     n.is_some_and(|n| n > 0 && count.is_multiple_of(n))
 }
 
-/// The answer to one request: status, body and `Retry-After`, or `None` for a hang.
-fn respond(shared: &Shared, request: &Request) -> Option<(u16, String, Option<u64>)> {
+/// An answer: status, body and extra headers.
+struct Answer {
+    status: u16,
+    text: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    fn new(status: u16, text: String) -> Self {
+        Self {
+            status,
+            text,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// The API a path is under, if any.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+fn api_of(path: &str) -> Option<Api> {
+    if path.ends_with("/chat/completions") {
+        Some(Api::Chat)
+    } else if path.ends_with("/completions") {
+        Some(Api::Completions)
+    } else if path.ends_with("/embeddings") {
+        Some(Api::Embeddings)
+    } else {
+        None
+    }
+}
+
+/// A duration as providers write it in `x-ratelimit-reset-*`: `850ms`, `1.5s`, `2m5s`.
+fn provider_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) as f64 / 1000.0)
+    }
+}
+
+/// Holds a place for an API request under the provider's limits (`max_in_flight`,
+/// `requests_per_window`): the rate-limit headers to send, or a 429 without `Retry-After`.
+fn admit(shared: &Shared, b: &Behaviour) -> Result<Vec<(String, String)>, Answer> {
+    let mut headers = Vec::new();
+    if let Some((limit, window)) = b.requests_per_window {
+        let elapsed = shared.started.elapsed();
+        let index = (elapsed.as_nanos() / window.as_nanos().max(1)) as usize;
+        let reset = window
+            .saturating_mul(index as u32 + 1)
+            .saturating_sub(elapsed);
+        let mut windows = shared.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if windows.len() <= index {
+            windows.resize(index + 1, 0);
+        }
+        let over = windows[index] >= limit;
+        if !over {
+            windows[index] += 1;
+        }
+        if b.rate_headers {
+            headers.push(("x-ratelimit-limit-requests".into(), limit.to_string()));
+            headers.push((
+                "x-ratelimit-remaining-requests".into(),
+                (limit - windows[index].min(limit)).to_string(),
+            ));
+            headers.push((
+                "x-ratelimit-reset-requests".into(),
+                provider_duration(reset),
+            ));
+        }
+        if over {
+            return Err(Answer {
+                status: 429,
+                text: error_json("rate limit reached for requests"),
+                headers,
+            });
+        }
+    }
+    let now = shared.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+    if b.max_in_flight.is_some_and(|max| now > max) {
+        shared.accepted.fetch_sub(1, Ordering::SeqCst);
+        return Err(Answer::new(
+            429,
+            error_json("too many requests in progress"),
+        ));
+    }
+    shared.accepted_peak.fetch_max(now, Ordering::SeqCst);
+    Ok(headers)
+}
+
+/// The answer to one request, or `None` for a hang.
+fn respond(shared: &Shared, request: &Request) -> Option<Answer> {
     let b = shared
         .behaviour
         .lock()
@@ -200,56 +361,104 @@ fn respond(shared: &Shared, request: &Request) -> Option<(u16, String, Option<u6
             .iter()
             .any(|(n, v)| n == "authorization" && *v == format!("Bearer {key}"))
     });
-    if path.ends_with("/chat/completions") {
+    let api = api_of(path);
+    let mut headers = Vec::new();
+    if authorised && api.is_some() {
+        match admit(shared, &b) {
+            Ok(h) => headers = h,
+            Err(refused) => {
+                log(shared, path, body, refused.status);
+                return Some(refused);
+            }
+        }
         std::thread::sleep(b.latency);
     }
-    let (status, text, retry_after) = if !authorised {
-        (401, error_json("invalid api key"), None)
+    let answer = if !authorised {
+        Answer::new(401, error_json("invalid api key"))
     } else if path.ends_with("/models") {
         std::thread::sleep(b.models_latency);
-        (
+        Answer::new(
             200,
             r#"{"object":"list","data":[{"id":"mock-model","object":"model"}]}"#.to_owned(),
-            None,
         )
-    } else if !path.ends_with("/chat/completions") {
-        (404, error_json("not found"), None)
-    } else if every(b.hang_every, count) {
-        log(shared, path, body, 0);
-        return None;
-    } else if every(b.rate_limit_every, count) {
-        (429, error_json("rate limited"), Some(b.retry_after_secs))
-    } else if every(b.fail_every, count)
-        || b.fail_chats_after
-            .is_some_and(|n| shared.chats.fetch_add(1, Ordering::SeqCst) >= n)
-    {
-        (500, error_json("internal error"), None)
+    } else if let Some(api) = api {
+        let answer = if every(b.hang_every, count) {
+            None
+        } else if every(b.rate_limit_every, count) {
+            Some(Answer {
+                status: 429,
+                text: error_json("rate limited"),
+                headers: vec![("Retry-After".into(), b.retry_after_secs.to_string())],
+            })
+        } else if every(b.fail_every, count)
+            || b.fail_chats_after
+                .is_some_and(|n| shared.chats.fetch_add(1, Ordering::SeqCst) >= n)
+        {
+            Some(Answer::new(500, error_json("internal error")))
+        } else {
+            let good = match api {
+                Api::Chat => completion(body),
+                Api::Completions => text_completion(body),
+                Api::Embeddings => embeddings(body),
+            };
+            Some(match good {
+                Some(json) => Answer::new(200, shaped(api, &b.answer, json)),
+                None => Answer::new(400, error_json("bad request body")),
+            })
+        };
+        shared.accepted.fetch_sub(1, Ordering::SeqCst);
+        let Some(mut answer) = answer else {
+            log(shared, path, body, 0);
+            return None;
+        };
+        answer.headers.extend(headers);
+        answer
     } else {
-        match completion(body) {
-            Some(json) => (200, shaped(&b.answer, json), None),
-            None => (400, error_json("bad request body"), None),
-        }
+        Answer::new(404, error_json("not found"))
     };
-    log(shared, path, body, status);
-    Some((status, text, retry_after))
+    log(shared, path, body, answer.status);
+    Some(answer)
 }
 
-/// A good completion's JSON reshaped as `kind` asks.
-fn shaped(kind: &AnswerKind, good: String) -> String {
+/// A good answer's JSON reshaped as `kind` asks.
+fn shaped(api: Api, kind: &AnswerKind, good: String) -> String {
     let mut json: serde_json::Value = serde_json::from_str(&good).unwrap_or_default();
+    let text = match api {
+        Api::Chat => "/choices/0/message/content",
+        Api::Completions => "/choices/0/text",
+        Api::Embeddings => "/data/0/embedding",
+    };
     match kind {
         AnswerKind::Good => return good,
         AnswerKind::Huge(pad) => return format!("{good}{}", " ".repeat(*pad)),
         AnswerKind::NoChoices => {
-            json.as_object_mut().map(|o| o.remove("choices"));
+            json.as_object_mut().map(|o| {
+                o.remove("choices");
+                o.remove("data")
+            });
         }
         AnswerKind::ErrorBody => {
             json = serde_json::json!({"error": {"message": "model overloaded", "type": "mock"}});
         }
         AnswerKind::NullContent => {
-            json["choices"][0]["message"]["content"] = serde_json::Value::Null
+            if let Some(v) = json.pointer_mut(text) {
+                *v = serde_json::Value::Null;
+            }
         }
-        AnswerKind::EmptyContent => json["choices"][0]["message"]["content"] = "".into(),
+        AnswerKind::EmptyContent => {
+            if let Some(v) = json.pointer_mut(text) {
+                *v = if api == Api::Embeddings {
+                    serde_json::json!([])
+                } else {
+                    "".into()
+                };
+            }
+        }
+        AnswerKind::MissingVector => {
+            if let Some(data) = json.get_mut("data").and_then(|d| d.as_array_mut()) {
+                data.pop();
+            }
+        }
     }
     json.to_string()
 }
@@ -315,6 +524,71 @@ fn completion(body: &str) -> Option<String> {
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens as u64 + completion_tokens
             }
+        })
+        .to_string(),
+    )
+}
+
+fn words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+fn text_completion(body: &str) -> Option<String> {
+    let request: serde_json::Value = serde_json::from_str(body).ok()?;
+    let model = request["model"].as_str()?.to_owned();
+    let prompt = request["prompt"].as_str()?;
+    let text = format!("completion: {prompt}");
+    let (input, output) = (words(prompt), words(&text));
+    Some(
+        serde_json::json!({
+            "id": "cmpl-mock",
+            "object": "text_completion",
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}
+        })
+        .to_string(),
+    )
+}
+
+fn embeddings(body: &str) -> Option<String> {
+    use base64::Engine;
+    let request: serde_json::Value = serde_json::from_str(body).ok()?;
+    let model = request["model"].as_str()?.to_owned();
+    let inputs: Vec<String> = match &request["input"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned))
+            .collect::<Option<_>>()?,
+        _ => return None,
+    };
+    if inputs.is_empty() {
+        return None;
+    }
+    let dimensions = request["dimensions"].as_u64().unwrap_or(4) as usize;
+    let base64 = request["encoding_format"].as_str() == Some("base64");
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let v = mock_embedding(text, dimensions);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                serde_json::Value::from(v.iter().map(|f| f64::from(*f)).collect::<Vec<f64>>())
+            };
+            serde_json::json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let tokens: u64 = inputs.iter().map(|t| words(t)).sum();
+    Some(
+        serde_json::json!({
+            "object": "list",
+            "model": model,
+            "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
         })
         .to_string(),
     )

@@ -1,10 +1,11 @@
-//! Built-in LLM tasks: `text_generation` and `chat_generation`.
+//! Built-in LLM tasks: `text_generation`, `chat_generation` and `text_completion`.
 //!
-//! Both take the connection parameters of [`LlmParams`] beside their own, and add the columns
+//! All take the connection parameters of [`LlmParams`] beside their own, and add the columns
 //! `generation` (text, or a list with `num_generations` > 1), `model_name`, `input_tokens`,
 //! `output_tokens`, `generation_error` (null, or why the row's request failed for good) and,
 //! with `keep_raw`, `raw_response`.
 
+use crate::api::Api;
 use crate::error::{Error, Result};
 use crate::prompt::UserPrompt;
 use crate::runner::{Request, Runner};
@@ -23,6 +24,8 @@ enum Prompt {
     },
     /// A `messages` column: a list of `{role, content}` maps.
     Chat,
+    /// A raw prompt for the completions API: the `prompt` column, or a template.
+    Completion(UserPrompt),
 }
 
 /// An LLM task: one request per row and generation.
@@ -52,6 +55,17 @@ pub fn chat_generation(params: &serde_json::Value, _ctx: &BuildContext) -> StepR
     })))
 }
 
+/// Builds `text_completion` (the `/completions` API): parameters `template` (optional Jinja
+/// over the row; default: the `prompt` column), plus the connection parameters.
+pub fn text_completion(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
+    let llm = LlmParams::from_params(params, &["template"])?;
+    let prompt = UserPrompt::or_column(text_param(params, "template")?.as_deref(), "prompt")?;
+    Ok(StepKind::Task(Box::new(LlmTask {
+        runner: Runner::for_api(llm, Api::Completions),
+        prompt: Prompt::Completion(prompt),
+    })))
+}
+
 /// An optional text parameter `key` of a task; another kind of value is an error naming it.
 pub(crate) fn text_param(params: &serde_json::Value, key: &str) -> Result<Option<String>> {
     match params.get(key) {
@@ -65,8 +79,23 @@ pub(crate) fn text_param(params: &serde_json::Value, key: &str) -> Result<Option
 }
 
 impl LlmTask {
+    /// The request body of row `index`.
+    fn body(&self, row: &Row, index: usize) -> Result<serde_json::Value> {
+        match &self.prompt {
+            Prompt::Completion(prompt) => Ok(self
+                .runner
+                .params
+                .completion_body(prompt.render(row, index)?)),
+            _ => Ok(self.runner.params.body(self.messages(row, index)?)),
+        }
+    }
+
     fn messages(&self, row: &Row, index: usize) -> Result<Vec<serde_json::Value>> {
         match &self.prompt {
+            Prompt::Completion(_) => Err(Error::Row {
+                row: index,
+                detail: "a completion has no messages".into(),
+            }),
             Prompt::Text { user, system } => {
                 let user = user.render(row, index)?;
                 let mut messages = Vec::new();
@@ -103,10 +132,15 @@ impl Lifecycle for LlmTask {
 }
 
 impl Task for LlmTask {
+    fn check_budgeted(&self) -> std::result::Result<(), String> {
+        self.runner.params.check_budgeted()
+    }
+
     fn inputs(&self) -> Vec<String> {
         match &self.prompt {
             Prompt::Text { user, .. } => user.inputs(),
             Prompt::Chat => vec!["messages".into()],
+            Prompt::Completion(prompt) => prompt.inputs(),
         }
     }
 
@@ -130,7 +164,7 @@ impl Task for LlmTask {
         let n = self.runner.params.num_generations;
         let mut requests = Vec::with_capacity(rows.len() * n as usize);
         for (index, row) in rows.iter().enumerate() {
-            let body = self.runner.params.body(self.messages(row, index)?);
+            let body = self.body(row, index)?;
             for generation in 0..n {
                 requests.push(Request {
                     body: body.clone(),

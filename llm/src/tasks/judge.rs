@@ -183,6 +183,10 @@ impl Lifecycle for Judge {
 }
 
 impl Task for Judge {
+    fn check_budgeted(&self) -> std::result::Result<(), String> {
+        self.runner.params.check_budgeted()
+    }
+
     fn inputs(&self) -> Vec<String> {
         vec!["instruction".into(), "generations".into()]
     }

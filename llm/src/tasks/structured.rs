@@ -98,6 +98,10 @@ impl Lifecycle for Structured {
 }
 
 impl Task for Structured {
+    fn check_budgeted(&self) -> std::result::Result<(), String> {
+        self.runner.params.check_budgeted()
+    }
+
     fn inputs(&self) -> Vec<String> {
         self.user.inputs()
     }
