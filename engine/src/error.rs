@@ -15,6 +15,9 @@ pub enum ErrorKind {
     Interrupted,
     /// The spending budget was reached (reserved for budgets).
     Budget,
+    /// The run ended with only provider batch jobs left to wait for (`on_batch_wait: exit`);
+    /// running it again collects them.
+    Waiting,
     /// The run database failed (damaged, full disk, in use).
     Storage,
     /// A file could not be read or written.
@@ -171,6 +174,15 @@ pub enum Error {
     /// The run was stopped on request; it can be resumed.
     #[error("run stopped on request; run the same command again to resume")]
     Interrupted,
+    /// Only provider batch jobs remain, and the steps waiting on them say to end the run
+    /// rather than wait (`on_batch_wait: exit`); running it again collects them.
+    #[error(
+        "waiting for provider batch jobs ({detail}); run the same command again later to collect them"
+    )]
+    Waiting {
+        /// What waits, per step.
+        detail: String,
+    },
     /// The worker threads could not be started.
     #[error("cannot start the worker threads: {detail}")]
     Threads {
@@ -208,6 +220,7 @@ impl Error {
             Error::AlreadyLoaded { .. } => ErrorKind::StepFailed,
             Error::PipelineMismatch { .. } | Error::InputChanged { .. } => ErrorKind::Other,
             Error::Interrupted => ErrorKind::Interrupted,
+            Error::Waiting { .. } => ErrorKind::Waiting,
             Error::Io { .. } | Error::Threads { .. } => ErrorKind::Io,
             Error::Internal { .. } => ErrorKind::Bug,
             Error::Storage(_) => ErrorKind::Storage,

@@ -5,6 +5,7 @@
 //! starts; answers already on their way are awaited for a short grace period (and cached when
 //! they come), then the batch is given up: a resumed run asks the cache first.
 
+use crate::batch::{BatchFetcher, Mode, Planner, Settled};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::rate::RateLimit;
@@ -12,8 +13,8 @@ use crate::response::Completion;
 use crate::settings::{LlmParams, OnFailure};
 use crossbeam_channel::RecvTimeoutError;
 use distill_engine::canonical_json;
-use distill_engine::step::StepError;
-use distill_engine::task::{Stopped, TaskContext};
+use distill_engine::step::{StepError, StepResult};
+use distill_engine::task::{Prefetch, Ready, Stopped, TaskContext};
 use distill_http::FailureKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -76,6 +77,8 @@ pub struct Runner {
     pub params: LlmParams,
     client: Option<Arc<Client>>,
     rate: Arc<RateLimit>,
+    /// Requests batch jobs failed for good (batch mode), answered with their failure.
+    settled: Arc<Settled>,
 }
 
 impl Runner {
@@ -89,6 +92,37 @@ impl Runner {
             params,
             client: None,
             rate,
+            settled: Arc::new(Settled::default()),
+        }
+    }
+
+    /// The task's prefetcher for a stage (see [`distill_engine::task::Task::prefetch`]): in
+    /// batch mode, a manager of provider jobs for `step` that asks `planner` for the requests
+    /// of each window; online, none (with a warning when batch jobs of the step are open).
+    pub fn prefetch(
+        &self,
+        step: &str,
+        ctx: &Arc<dyn TaskContext>,
+        ready: Ready,
+        planner: Arc<dyn Planner>,
+    ) -> StepResult<Option<Box<dyn Prefetch>>> {
+        match self.params.mode {
+            Mode::Online => {
+                crate::batch::warn_open_jobs(step, ctx.as_ref());
+                Ok(None)
+            }
+            Mode::Batch => {
+                let fetcher = BatchFetcher::start(
+                    step,
+                    &self.params,
+                    ctx.clone(),
+                    ready,
+                    planner,
+                    self.settled.clone(),
+                )
+                .map_err(Error::into_step_error)?;
+                Ok(Some(Box::new(fetcher)))
+            }
         }
     }
 
@@ -126,6 +160,7 @@ impl Runner {
             client,
             rate: self.rate.clone(),
             ctx: ctx.clone(),
+            settled: self.settled.clone(),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         for _ in 0..workers {
@@ -190,6 +225,7 @@ struct Batch {
     client: Arc<Client>,
     rate: Arc<RateLimit>,
     ctx: Arc<dyn TaskContext>,
+    settled: Arc<Settled>,
 }
 
 impl Batch {
@@ -238,6 +274,11 @@ impl Batch {
                     });
                 }
             }
+        }
+        if let Some(detail) = self.settled.failure(&key) {
+            // A batch job failed it for good (batch mode): kept as the row's failure.
+            ctx.count("failures", 1);
+            return Ok(Some(Err(Error::BatchRequest { detail })));
         }
         let stop = ctx.stop_flag();
         if !self.rate.before_request(stop.as_deref()) {

@@ -1,5 +1,6 @@
 //! What every LLM task takes as parameters: where to send requests, how, and how many.
 
+use crate::batch::{Mode, OnBatchFailure, OnBatchWait};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use distill_http::RetryPolicy;
@@ -85,6 +86,24 @@ pub struct LlmParams {
     /// What a request that fails for good does.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// `online` (each request sent as rows come) or `batch` (provider batch jobs).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Batch mode: rows per provider job (the job's lines are its rows' requests).
+    #[serde(default = "default_batch_window")]
+    pub batch_window: u64,
+    /// Batch mode: seconds between two looks at an open job.
+    #[serde(default = "default_poll_secs")]
+    pub poll_secs: u64,
+    /// Batch mode: what a run whose only work left is at the provider does.
+    #[serde(default)]
+    pub on_batch_wait: OnBatchWait,
+    /// Batch mode: what becomes of a request a job failed, expired or cancelled.
+    #[serde(default)]
+    pub on_batch_failure: OnBatchFailure,
+    /// Batch mode: jobs of the step open at the provider at once.
+    #[serde(default = "default_max_open_jobs")]
+    pub max_open_jobs: u64,
 }
 
 /// Most requests in flight per endpoint.
@@ -97,6 +116,10 @@ pub const MAX_ATTEMPTS: u64 = 100;
 pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 /// Largest `generation.max_tokens` accepted (far above any model's context).
 pub const MAX_TOKENS: u64 = 10_000_000;
+/// Most seconds between two polls of a batch job (a day: jobs finish within one).
+pub const MAX_POLL_SECS: u64 = 86_400;
+/// Most batch jobs of one step open at once.
+pub const MAX_OPEN_JOBS: u64 = 100;
 
 /// `value` of `name` within `min..=max`, or a parameter error naming it.
 fn bounded(name: &str, value: u64, min: u64, max: u64) -> Result<()> {
@@ -150,6 +173,15 @@ fn default_check_timeout() -> f64 {
 fn one() -> u32 {
     1
 }
+fn default_batch_window() -> u64 {
+    1000
+}
+fn default_poll_secs() -> u64 {
+    30
+}
+fn default_max_open_jobs() -> u64 {
+    4
+}
 
 impl LlmParams {
     /// The parameters that change how requests are made but never an answer: where they go,
@@ -165,6 +197,12 @@ impl LlmParams {
         "timeout_secs",
         "check_timeout_secs",
         "max_attempts",
+        "mode",
+        "batch_window",
+        "poll_secs",
+        "on_batch_wait",
+        "on_batch_failure",
+        "max_open_jobs",
     ];
 
     /// Parses the connection parameters from a task's parameters, leaving out the task's
@@ -217,7 +255,17 @@ impl LlmParams {
             bounded("generation.max_tokens", max, 1, MAX_TOKENS)?;
         }
         seconds("timeout_secs", self.timeout_secs)?;
-        seconds("check_timeout_secs", self.check_timeout_secs)
+        seconds("check_timeout_secs", self.check_timeout_secs)?;
+        let lines = crate::batch::MAX_LINES;
+        bounded("batch_window", self.batch_window, 1, lines)?;
+        if self.batch_window * u64::from(self.num_generations) > lines {
+            return Err(Error::params(format!(
+                "`batch_window` ({}) times `num_generations` ({}) must be at most {lines}, the most requests a provider takes in one job",
+                self.batch_window, self.num_generations
+            )));
+        }
+        bounded("poll_secs", self.poll_secs, 1, MAX_POLL_SECS)?;
+        bounded("max_open_jobs", self.max_open_jobs, 1, MAX_OPEN_JOBS)
     }
 
     /// The base URLs.

@@ -5,12 +5,13 @@
 //! `output_tokens`, `generation_error` (null, or why the row's request failed for good) and,
 //! with `keep_raw`, `raw_response`.
 
+use crate::batch::Planner;
 use crate::error::{Error, Result};
 use crate::prompt::UserPrompt;
 use crate::runner::{Request, Runner};
 use crate::settings::LlmParams;
 use distill_engine::step::{BuildContext, Lifecycle, StepKind, StepResult};
-use distill_engine::task::{Task, TaskContext};
+use distill_engine::task::{Prefetch, Ready, Task, TaskContext};
 use distill_storage::{Row, Value};
 use std::sync::Arc;
 
@@ -28,6 +29,12 @@ enum Prompt {
 /// An LLM task: one request per row and generation.
 pub struct LlmTask {
     runner: Runner,
+    plan: Arc<GenerationPlan>,
+}
+
+/// How rows become requests (shared with batch mode's manager).
+struct GenerationPlan {
+    params: LlmParams,
     prompt: Prompt,
 }
 
@@ -37,19 +44,16 @@ pub fn text_generation(params: &serde_json::Value, _ctx: &BuildContext) -> StepR
     let llm = LlmParams::from_params(params, &["template", "system_prompt"])?;
     let system = text_param(params, "system_prompt")?;
     let user = UserPrompt::new(text_param(params, "template")?.as_deref())?;
-    Ok(StepKind::Task(Box::new(LlmTask {
-        runner: Runner::new(llm),
-        prompt: Prompt::Text { user, system },
-    })))
+    Ok(StepKind::Task(Box::new(LlmTask::new(
+        llm,
+        Prompt::Text { user, system },
+    ))))
 }
 
 /// Builds `chat_generation`: the `messages` column holds the conversation.
 pub fn chat_generation(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let llm = LlmParams::from_params(params, &[])?;
-    Ok(StepKind::Task(Box::new(LlmTask {
-        runner: Runner::new(llm),
-        prompt: Prompt::Chat,
-    })))
+    Ok(StepKind::Task(Box::new(LlmTask::new(llm, Prompt::Chat))))
 }
 
 /// An optional text parameter `key` of a task; another kind of value is an error naming it.
@@ -65,6 +69,36 @@ pub(crate) fn text_param(params: &serde_json::Value, key: &str) -> Result<Option
 }
 
 impl LlmTask {
+    fn new(params: LlmParams, prompt: Prompt) -> Self {
+        Self {
+            runner: Runner::new(params.clone()),
+            plan: Arc::new(GenerationPlan { params, prompt }),
+        }
+    }
+}
+
+impl Planner for GenerationPlan {
+    fn requests(&self, rows: &[Row]) -> Result<Vec<Request>> {
+        let n = self.params.num_generations;
+        let mut requests = Vec::with_capacity(rows.len() * n as usize);
+        for (index, row) in rows.iter().enumerate() {
+            let body = self.params.body(self.messages(row, index)?);
+            for generation in 0..n {
+                requests.push(Request {
+                    body: body.clone(),
+                    generation,
+                });
+            }
+        }
+        Ok(requests)
+    }
+
+    fn lines_per_row(&self) -> u64 {
+        u64::from(self.params.num_generations)
+    }
+}
+
+impl GenerationPlan {
     fn messages(&self, row: &Row, index: usize) -> Result<Vec<serde_json::Value>> {
         match &self.prompt {
             Prompt::Text { user, system } => {
@@ -104,7 +138,7 @@ impl Lifecycle for LlmTask {
 
 impl Task for LlmTask {
     fn inputs(&self) -> Vec<String> {
-        match &self.prompt {
+        match &self.plan.prompt {
             Prompt::Text { user, .. } => user.inputs(),
             Prompt::Chat => vec!["messages".into()],
         }
@@ -126,18 +160,18 @@ impl Task for LlmTask {
         out
     }
 
+    fn prefetch(
+        &self,
+        step: &str,
+        ctx: &Arc<dyn TaskContext>,
+        ready: Ready,
+    ) -> StepResult<Option<Box<dyn Prefetch>>> {
+        self.runner.prefetch(step, ctx, ready, self.plan.clone())
+    }
+
     fn process(&self, rows: Vec<Row>, ctx: &Arc<dyn TaskContext>) -> StepResult<Vec<Row>> {
         let n = self.runner.params.num_generations;
-        let mut requests = Vec::with_capacity(rows.len() * n as usize);
-        for (index, row) in rows.iter().enumerate() {
-            let body = self.runner.params.body(self.messages(row, index)?);
-            for generation in 0..n {
-                requests.push(Request {
-                    body: body.clone(),
-                    generation,
-                });
-            }
-        }
+        let requests = self.plan.requests(&rows)?;
         let mut results = self.runner.run(requests, ctx)?.into_iter();
         let mut out = Vec::with_capacity(rows.len());
         for mut row in rows {
