@@ -64,3 +64,239 @@ fn a_batch_run_makes_the_rows_of_an_online_run_with_each_request_in_one_job() {
             > 0
     );
 }
+
+/// A job that takes a day must not hold a worker: with one worker, an online branch runs to
+/// its end while the batch branch's jobs wait at the provider.
+#[test]
+fn waiting_jobs_hold_no_worker() {
+    let server = server(None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "batch", "");
+    let yaml = std::fs::read_to_string(d.join("p.yaml")).unwrap();
+    let online = format!(
+        "  - name: online\n    type: text_generation\n    after: [load]\n    input_batch_size: 5\n    params: {{base_url: {}, model: mock-model}}\n",
+        server.base_url()
+    );
+    std::fs::write(d.join("p.yaml"), format!("{yaml}{online}")).unwrap();
+    let mut child = distill(d)
+        .args(["run", "p.yaml", "--db", "r.redb", "--workers", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        assert!(
+            std::time::Instant::now() < until,
+            "the online branch did not finish"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        let out = run(d, &["status", "--db", "r.redb", "--json"]);
+        if out.status.success() {
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if json["steps"][2]["done"] == true {
+                break json;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["steps"][1]["step"], "generate");
+    assert_eq!(status["steps"][1]["rows"], 0);
+    let jobs = status["batch_jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(
+        jobs.iter().all(|j| j["status"] == "in_progress"),
+        "{jobs:?}"
+    );
+    server.set_batch_behaviour(BatchBehaviour {
+        processing: Some(Duration::ZERO),
+        ..BatchBehaviour::default()
+    });
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(export(d, "out"), online_rows());
+}
+
+/// `on_batch_wait: exit`: the run ends with exit code 75 once only jobs are left, `status`
+/// says so, and a later run collects the same jobs (none created again).
+#[test]
+fn on_batch_wait_exit_ends_the_run_and_a_later_run_collects() {
+    let server = server(None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "batch", "on_batch_wait: exit");
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("waiting for provider batch jobs (generate: 2 jobs open"),
+        "{}",
+        stderr(&out)
+    );
+    let status = stdout(&run(d, &["status", "--db", "r.redb"]));
+    assert!(status.contains("waiting"), "{status}");
+    assert!(
+        status.contains("run the same command again later to collect"),
+        "{status}"
+    );
+    let job_lines: Vec<&str> = status
+        .lines()
+        .filter(|l| l.trim_start().starts_with("generate") && l.contains("batch_"))
+        .collect();
+    assert_eq!(job_lines.len(), 2, "{status}");
+    assert!(
+        job_lines
+            .iter()
+            .all(|l| l.contains("generate") && l.contains("in_progress"))
+    );
+    // Still waiting: the next run ends the same way, creating nothing.
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    server.set_batch_behaviour(BatchBehaviour {
+        processing: Some(Duration::ZERO),
+        ..BatchBehaviour::default()
+    });
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(server.batch_log().created.len(), 2);
+    assert_eq!(server.chats_answered(), 0);
+    assert_eq!(export(d, "out"), online_rows());
+}
+
+/// `distill cancel` cancels the open jobs; the next run handles their requests as
+/// `on_batch_failure` says (here: marked).
+#[test]
+fn cancel_then_mark() {
+    let server = server(None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "batch", "on_batch_wait: exit");
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    let out = run(d, &["cancel", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert_eq!(
+        printed
+            .lines()
+            .filter(|l| l.contains("is cancelling"))
+            .count(),
+        2,
+        "{printed}"
+    );
+    assert_eq!(server.batch_log().cancels.len(), 2);
+    write_pipeline(
+        d,
+        &server.base_url(),
+        "batch",
+        "on_batch_wait: exit\non_batch_failure: mark",
+    );
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = export(d, "out");
+    assert_eq!(rows.len(), ROWS);
+    for row in &rows {
+        assert!(row["generation"].is_null(), "{row}");
+        let error = row["generation_error"].as_str().unwrap();
+        assert!(error.contains("cancelled"), "{error}");
+    }
+    assert_eq!(server.chats_answered(), 0);
+    assert_eq!(server.batch_log().created.len(), 2);
+    // Nothing is open any more: a second cancel has nothing to do.
+    let out = run(d, &["cancel", "--db", "r.redb"]);
+    assert!(
+        stdout(&out).contains("no open batch jobs"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// The custom ids of the lines the double failed (every 4th line it ran).
+fn failing(every: u64, expire: bool) -> MockLlm {
+    let server = MockLlm::start(Behaviour::default());
+    server.set_batch_behaviour(BatchBehaviour {
+        processing: Some(Duration::from_millis(100)),
+        fail_line_every: (!expire).then_some(every),
+        expire,
+        ..BatchBehaviour::default()
+    });
+    server
+}
+
+#[test]
+fn failed_lines_are_asked_online_by_default() {
+    let server = failing(4, false);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "batch", "");
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // 30 lines, every 4th failed: 7 asked online, each once.
+    assert_eq!(server.chats_answered(), 7);
+    assert_eq!(server.batch_log().created.len(), 2);
+    assert_eq!(export(d, "out"), online_rows());
+}
+
+#[test]
+fn failed_lines_are_resubmitted_in_new_jobs() {
+    let server = failing(4, false);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "batch", "on_batch_failure: resubmit");
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(server.chats_answered(), 0);
+    let log = server.batch_log();
+    assert!(log.created.len() > 2, "{} jobs", log.created.len());
+    let submissions = log.submissions();
+    // 7 of the first 30 lines failed and went into a new job; of those 7 lines, 2 failed
+    // again and went into a third.
+    assert_eq!(submissions.values().sum::<usize>(), 30 + 7 + 2);
+    assert!(submissions.values().all(|n| *n <= 3));
+    assert_eq!(export(d, "out"), online_rows());
+}
+
+#[test]
+fn failed_lines_are_marked() {
+    let server = failing(4, false);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "batch", "on_batch_failure: mark");
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(server.chats_answered(), 0);
+    let rows = export(d, "out");
+    let marked: Vec<&serde_json::Value> =
+        rows.iter().filter(|r| r["generation"].is_null()).collect();
+    assert_eq!(marked.len(), 7);
+    for row in marked {
+        let error = row["generation_error"].as_str().unwrap();
+        assert!(
+            error.contains("HTTP 500") && error.contains("server had an error"),
+            "{error}"
+        );
+    }
+    let online = online_rows();
+    for (row, expected) in rows.iter().zip(&online) {
+        if !row["generation"].is_null() {
+            assert_eq!(row, expected);
+        }
+    }
+}
+
+#[test]
+fn expired_lines_are_asked_online() {
+    let server = failing(0, true);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "batch", "");
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Two jobs (20 and 10 lines) each expired with their second half undone.
+    assert_eq!(server.chats_answered(), 10 + 5);
+    let status = run(d, &["status", "--db", "r.redb", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let jobs = json["batch_jobs"].as_array().unwrap();
+    assert!(jobs.iter().all(|j| j["status"] == "expired"), "{jobs:?}");
+    assert_eq!(export(d, "out"), online_rows());
+}

@@ -41,7 +41,7 @@ fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
     if r.status == RunStatus::Interrupted {
         outln!("  its process died; run the same command again to resume")?;
     }
-    if r.status == RunStatus::Waiting {
+    if r.status == RunStatus::Waiting && r.message.is_none() {
         outln!("  only provider batch jobs are left; run the same command again to collect them")?;
     }
     outln!(

@@ -8,14 +8,16 @@ use std::path::Path;
 /// Rows of the test data.
 pub const ROWS: usize = 30;
 
-/// Writes `data.jsonl` (ROWS rows) and `p.yaml`: load, then `generate` (text_generation) in
+/// Writes `data.jsonl` (ROWS rows, once) and `p.yaml`: load, then `generate` (text_generation) in
 /// `mode` against `base_url`, polling every second, in jobs of 20 rows unless `extra` (more
 /// parameters, one a line) says otherwise.
 pub fn write_pipeline(dir: &Path, base_url: &str, mode: &str, extra: &str) {
     let data: String = (0..ROWS)
         .map(|i| format!("{{\"id\": {i}, \"instruction\": \"write line {i}\"}}\n"))
         .collect();
-    std::fs::write(dir.join("data.jsonl"), data).unwrap();
+    if !dir.join("data.jsonl").exists() {
+        std::fs::write(dir.join("data.jsonl"), data).unwrap();
+    }
     let mut extra_lines = String::new();
     if !extra.contains("batch_window") {
         extra_lines.push_str("      batch_window: 20\n");

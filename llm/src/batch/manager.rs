@@ -281,7 +281,8 @@ struct Manager {
     attempts: HashMap<Key, u32>,
     /// Requests failed by a job and left to `process` to ask online.
     fallback: HashSet<Key>,
-    /// Send what the pool holds now (nothing else in the stage moves).
+    /// Send what the pool holds now: nothing else in the stage moved since the scheduler said
+    /// so (a new window ends it). Requests pooled meanwhile (resubmitted) go out at once too.
     flush: bool,
     /// The step's last window came: no more rows to wait for.
     upstream_done: bool,
@@ -314,7 +315,11 @@ impl Manager {
                         match msg {
                             Msg::Close => return,
                             Msg::Flush => self.flush = true,
-                            Msg::Window { window, rows, last } => self.take(window, rows, last),
+                            Msg::Window { window, rows, last } => {
+                                // Rows are coming: jobs fill up to `batch_window` again.
+                                self.flush = false;
+                                self.take(window, rows, last);
+                            }
                         }
                     }
                 }
@@ -549,7 +554,6 @@ impl Manager {
     fn submit_ready(&mut self) -> Result<()> {
         loop {
             if self.pool.is_empty() {
-                self.flush = false;
                 return Ok(());
             }
             let full = self.pool.len() >= self.cap_lines;
