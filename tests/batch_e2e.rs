@@ -300,3 +300,170 @@ fn expired_lines_are_asked_online() {
     assert!(jobs.iter().all(|j| j["status"] == "expired"), "{jobs:?}");
     assert_eq!(export(d, "out"), online_rows());
 }
+
+/// SIGTERM stops the run without cancelling its jobs (exit 143); the next run collects them.
+/// `--new` keeps the records of open jobs: a new run collects them instead of paying again.
+#[test]
+fn sigterm_leaves_jobs_running_and_a_new_run_collects_them() {
+    let server = server(None);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "batch", "");
+    let child = distill(d)
+        .args(["run", "p.yaml", "--db", "r.redb"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while server.batch_log().created.len() < 2 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the jobs were not created"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
+    assert!(server.batch_log().cancels.is_empty(), "no job is cancelled");
+    let status = run(d, &["status", "--db", "r.redb", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["status"], "stopped");
+    assert_eq!(json["batch_jobs"].as_array().unwrap().len(), 2);
+    server.set_batch_behaviour(BatchBehaviour {
+        processing: Some(Duration::ZERO),
+        ..BatchBehaviour::default()
+    });
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb", "--new"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        server.batch_log().created.len(),
+        2,
+        "no job is created again"
+    );
+    assert_eq!(server.chats_answered(), 0);
+    assert_eq!(export(d, "out"), online_rows());
+}
+
+/// Switching a step from online to batch mode changes no row: its committed batches are kept
+/// and its cached answers are not asked again (here: a killed online run, resumed in batch
+/// mode).
+#[test]
+fn switching_a_step_to_batch_mode_keeps_its_batches_and_answers() {
+    let server = MockLlm::start(Behaviour {
+        latency: Duration::from_millis(40),
+        ..Behaviour::default()
+    });
+    server.set_batch_behaviour(BatchBehaviour {
+        processing: Some(Duration::from_millis(100)),
+        ..BatchBehaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "online", "concurrency: 1");
+    let mut child = distill(d)
+        .args(["run", "p.yaml", "--db", "r.redb"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while server.chats_answered() < 12 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the online run did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The answers the killed run committed (one in flight at the kill may be lost).
+    let reader = distill_storage::RunReader::open(d.join("r.redb")).unwrap();
+    let snapshot = reader.snapshot().unwrap();
+    let cached: std::collections::HashSet<String> = server
+        .received()
+        .iter()
+        .filter(|r| r.status == 200 && r.path.ends_with("/chat/completions"))
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap())
+        .filter(|b| {
+            let key = distill_llm::cache_key(b, 0);
+            snapshot.cached(&key).unwrap().is_some()
+        })
+        .map(|b| b.to_string())
+        .collect();
+    drop((snapshot, reader));
+    assert!(cached.len() >= 10, "{} answers cached", cached.len());
+    let asked_online = server.chats_answered();
+    write_pipeline(d, &server.base_url(), "batch", "concurrency: 1");
+    let plan = stdout(&run(d, &["run", "p.yaml", "--db", "r.redb", "--dry-run"]));
+    assert!(plan.contains("change no row"), "{plan}");
+    assert!(!plan.contains("dropped"), "{plan}");
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = server.batch_log();
+    let in_jobs: Vec<String> = log
+        .created
+        .iter()
+        .flat_map(|j| j.bodies.iter().map(|b| b.to_string()))
+        .collect();
+    // No cached answer is asked again; every other row goes into a job, once.
+    assert!(in_jobs.iter().all(|b| !cached.contains(b)), "{in_jobs:?}");
+    assert_eq!(in_jobs.len() + cached.len(), ROWS, "{in_jobs:?}");
+    assert_eq!(
+        server.chats_answered(),
+        asked_online,
+        "nothing more is asked online"
+    );
+    assert_eq!(export(d, "out"), online_rows());
+}
+
+/// structured_generation in batch mode: an answer that does not match the schema is asked
+/// again in a later job (not online), as `process` would ask it again.
+#[test]
+fn structured_generation_asks_invalid_answers_again_in_later_jobs() {
+    let server = server(Some(Duration::from_millis(100)));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "batch", "");
+    let pipeline = |mode: &str, url: &str| {
+        format!(
+            "name: structured\nsteps:\n  - name: load\n    type: load_jsonl\n    params: {{path: data.jsonl}}\n  - name: generate\n    type: structured_generation\n    after: [load]\n    input_batch_size: 5\n    params:\n      base_url: {url}\n      model: mock-model\n      mode: {mode}\n      poll_secs: 1\n      max_invalid_retries: 1\n      schema: {{type: object, properties: {{score: {{type: integer, maximum: 2}}}}, required: [score]}}\n"
+        )
+    };
+    std::fs::write(d.join("p.yaml"), pipeline("batch", &server.base_url())).unwrap();
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(server.chats_answered(), 0);
+    // The double answers score 3: every first answer is invalid and asked once more.
+    let log = server.batch_log();
+    assert_eq!(log.submissions().len(), 2 * ROWS);
+    assert!(log.created.len() >= 2);
+    let rows = export(d, "out");
+    assert_eq!(rows.len(), ROWS);
+    assert!(rows.iter().all(|r| {
+        r["structured"].is_null()
+            && r["structured_error"]
+                .as_str()
+                .unwrap()
+                .contains("does not match the schema")
+    }));
+    // The same rows as online.
+    let online_server = MockLlm::start(Behaviour::default());
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(d.join("data.jsonl"), other.path().join("data.jsonl")).unwrap();
+    std::fs::write(
+        other.path().join("p.yaml"),
+        pipeline("online", &online_server.base_url()),
+    )
+    .unwrap();
+    let out = run(other.path(), &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(online_server.chats_answered(), 2 * ROWS);
+    assert_eq!(export(other.path(), "out"), rows);
+}
