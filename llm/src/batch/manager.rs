@@ -251,7 +251,7 @@ impl Fatal {
             detail: self.detail.clone(),
         };
         match self.kind {
-            ErrorKind::Storage | ErrorKind::Bug => classified(self.kind, error),
+            ErrorKind::Storage | ErrorKind::Bug | ErrorKind::Budget => classified(self.kind, error),
             _ => Box::new(error),
         }
     }
@@ -586,9 +586,20 @@ impl Manager {
         }
     }
 
+    /// Hook for spending budgets (the reservation API of the budgets work): reserve what a job
+    /// of `lines` requests may cost, at batch prices, before anything of it is recorded or
+    /// uploaded. An error stops batch mode for the step like a provider's refusal (its windows
+    /// fail with it; a budget error keeps its kind, so the run exits with the budget's code).
+    /// Until budgets land, every job is admitted.
+    fn admit(&self, lines: u64) -> Result<()> {
+        let _ = lines;
+        Ok(())
+    }
+
     /// The exactly-once protocol: the request set, then the file, then the job, each
     /// committed before the next call.
     fn submit(&mut self, keys: Vec<Key>, jsonl: &[u8]) -> Result<()> {
+        self.admit(keys.len() as u64)?;
         let tagged: Vec<(Key, u32)> = keys
             .iter()
             .map(|k| (*k, self.attempts.get(k).copied().unwrap_or(0)))
