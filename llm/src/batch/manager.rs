@@ -698,9 +698,13 @@ impl Manager {
         record.batch_id = Some(batch.id.clone());
         record.status = Some(batch.status);
         record.counts = batch.request_counts.unwrap_or_default();
-        self.ctx.count("batch_jobs", 1);
-        self.ctx.count("batch_requests", record.lines);
-        self.save(&mut record, Progress::new())?;
+        // Counted in the unit that records the job, so a kill never counts it twice.
+        let counts = Progress::new().count(&self.step, "batch_jobs", 1).count(
+            &self.step,
+            "batch_requests",
+            record.lines,
+        );
+        self.save(&mut record, counts)?;
         tracing::info!(step = %self.step, batch = %batch.id, requests = record.lines, "batch job created");
         self.in_jobs.extend(keys.iter().copied());
         self.jobs.push(Job {
@@ -786,10 +790,12 @@ impl Manager {
                         }
                         unit_bytes += body.len();
                         unit_answers += 1;
-                        unit = std::mem::take(&mut unit).cache(key, body);
-                        self.ctx.count("batch_answers", 1);
-                        self.ctx.count("batch_input_tokens", input);
-                        self.ctx.count("batch_output_tokens", output);
+                        // Counted with the answers they belong to: committed together, once.
+                        unit = std::mem::take(&mut unit)
+                            .cache(key, body)
+                            .count(&self.step, "batch_answers", 1)
+                            .count(&self.step, "batch_input_tokens", input)
+                            .count(&self.step, "batch_output_tokens", output);
                         if unit_answers >= ANSWERS_PER_COMMIT || unit_bytes >= BYTES_PER_COMMIT {
                             self.ctx.commit(std::mem::take(&mut unit))?;
                             (unit_answers, unit_bytes) = (0, 0);
@@ -817,7 +823,7 @@ impl Manager {
             }
         }
         if !failures.is_empty() {
-            self.ctx.count("batch_failures", failures.len() as u64);
+            unit = unit.count(&self.step, "batch_failures", failures.len() as u64);
         }
         let job = &mut self.jobs[i];
         let mut record = job.record.clone();

@@ -2,7 +2,7 @@
 
 use crate::batch::provider::{BatchStatus, Connection, Provider};
 use crate::batch::record::{JobRecord, Phase, RECORD};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use distill_engine::PipelineSpec;
 use distill_engine::task::TaskContext;
 use distill_storage::{Snapshot, now_ms};
@@ -103,17 +103,14 @@ pub fn cancel(snapshot: &Snapshot, spec: &PipelineSpec) -> Result<Vec<CancelledJ
         {
             continue;
         }
-        let step = spec
-            .steps
-            .iter()
-            .find(|s| s.name == record.step)
-            .ok_or_else(|| Error::Batch {
-                detail: format!(
-                    "batch job {} belongs to step '{}', which the run's pipeline no longer has: cancel it with the provider",
-                    record.batch_id.as_deref().unwrap_or(&record.hash),
-                    record.step
-                ),
-            })?;
+        let Some(step) = spec.steps.iter().find(|s| s.name == record.step) else {
+            tracing::warn!(
+                "batch job {} belongs to step '{}', which the run's pipeline no longer has (its endpoint is unknown): cancel it with the provider",
+                record.batch_id.as_deref().unwrap_or(&record.hash),
+                record.step
+            );
+            continue;
+        };
         let provider = Provider::new(&Connection::from_params(&step.params)?, None)?;
         let id = match &record.batch_id {
             Some(id) => id.clone(),
