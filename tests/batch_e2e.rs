@@ -383,6 +383,8 @@ fn switching_a_step_to_batch_mode_keeps_its_batches_and_answers() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // A request in flight at the kill is still answered by the server (40 ms later).
+    std::thread::sleep(Duration::from_millis(300));
     // The answers the killed run committed (one in flight at the kill may be lost).
     let reader = distill_storage::RunReader::open(d.join("r.redb")).unwrap();
     let snapshot = reader.snapshot().unwrap();
@@ -466,4 +468,53 @@ fn structured_generation_asks_invalid_answers_again_in_later_jobs() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(online_server.chats_answered(), 2 * ROWS);
     assert_eq!(export(other.path(), "out"), rows);
+}
+
+/// A provider that refuses batch jobs fails the step (exit 4) with its message; bad batch
+/// settings are refused before anything runs (exit 3), naming the parameter.
+#[test]
+fn refusals_and_bad_settings_are_clear_errors() {
+    let server = MockLlm::start(Behaviour::default());
+    server.set_batch_behaviour(BatchBehaviour {
+        refuse_uploads: true,
+        ..BatchBehaviour::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pipeline(d, &server.base_url(), "batch", "");
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains("step 'generate'")
+            && message.contains("batch mode")
+            && message.contains("/files: HTTP 400")
+            && message.contains("does not take batch files"),
+        "{message}"
+    );
+    assert!(server.batch_log().created.is_empty());
+    for (setting, expected) in [
+        ("poll_secs: 0", "`poll_secs` must be from 1 to 86400, not 0"),
+        ("poll_secs: 1.5", "poll_secs"),
+        (
+            "batch_window: 50001",
+            "`batch_window` must be from 1 to 50000",
+        ),
+        (
+            "batch_window: 30000\nnum_generations: 2",
+            "times `num_generations` (2) must be at most 50000",
+        ),
+        ("on_batch_failure: retry", "on_batch_failure"),
+        ("mode: later", "mode"),
+    ] {
+        let other = tempfile::tempdir().unwrap();
+        write_pipeline(other.path(), &server.base_url(), "batch", setting);
+        let out = run(other.path(), &["run", "p.yaml", "--db", "r.redb"]);
+        assert_eq!(out.status.code(), Some(3), "{setting}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("step 'generate'") && stderr(&out).contains(expected),
+            "{setting}: {}",
+            stderr(&out)
+        );
+    }
 }

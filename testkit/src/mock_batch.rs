@@ -31,6 +31,8 @@ pub struct BatchBehaviour {
     pub expire: bool,
     /// The server holds its answer after this step until [`crate::mock_llm::MockLlm::release`].
     pub hold: Option<Hold>,
+    /// Uploads are refused with HTTP 400 (a server that does not take batch files).
+    pub refuse_uploads: bool,
 }
 
 /// A point where the server holds its answer.
@@ -219,6 +221,9 @@ impl State {
     }
 
     fn upload(&self, request: &Request) -> Response {
+        if self.lock().behaviour.refuse_uploads {
+            return error(400, "this server does not take batch files");
+        }
         let Some(fields) = multipart(request) else {
             return error(400, "expected a multipart/form-data body");
         };

@@ -9,7 +9,7 @@ use std::path::Path;
 pub const ROWS: usize = 30;
 
 /// Writes `data.jsonl` (ROWS rows, once) and `p.yaml`: load, then `generate` (text_generation) in
-/// `mode` against `base_url`, polling every second, in jobs of 20 rows unless `extra` (more
+/// `mode` against `base_url`, polling every second, in jobs of 20 rows, unless `extra` (more
 /// parameters, one a line) says otherwise.
 pub fn write_pipeline(dir: &Path, base_url: &str, mode: &str, extra: &str) {
     let data: String = (0..ROWS)
@@ -19,8 +19,12 @@ pub fn write_pipeline(dir: &Path, base_url: &str, mode: &str, extra: &str) {
         std::fs::write(dir.join("data.jsonl"), data).unwrap();
     }
     let mut extra_lines = String::new();
-    if !extra.contains("batch_window") {
-        extra_lines.push_str("      batch_window: 20\n");
+    let mode_line = format!("mode: {mode}");
+    for default in [mode_line.as_str(), "batch_window: 20", "poll_secs: 1"] {
+        let key = default.split(':').next().unwrap_or_default();
+        if !extra.contains(&format!("{key}:")) {
+            extra_lines.push_str(&format!("      {default}\n"));
+        }
     }
     for line in extra.lines().filter(|l| !l.trim().is_empty()) {
         extra_lines.push_str(&format!("      {}\n", line.trim()));
@@ -28,7 +32,7 @@ pub fn write_pipeline(dir: &Path, base_url: &str, mode: &str, extra: &str) {
     std::fs::write(
         dir.join("p.yaml"),
         format!(
-            "name: batch-test\nsteps:\n  - name: load\n    type: load_jsonl\n    batch_size: 10\n    params: {{path: data.jsonl}}\n  - name: generate\n    type: text_generation\n    after: [load]\n    input_batch_size: 5\n    params:\n      base_url: {base_url}\n      model: mock-model\n      generation: {{temperature: 0.0, max_tokens: 32}}\n      mode: {mode}\n      poll_secs: 1\n{extra_lines}"
+            "name: batch-test\nsteps:\n  - name: load\n    type: load_jsonl\n    batch_size: 10\n    params: {{path: data.jsonl}}\n  - name: generate\n    type: text_generation\n    after: [load]\n    input_batch_size: 5\n    params:\n      base_url: {base_url}\n      model: mock-model\n      generation: {{temperature: 0.0, max_tokens: 32}}\n{extra_lines}"
         ),
     )
     .unwrap();
