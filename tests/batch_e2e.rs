@@ -493,6 +493,36 @@ fn refusals_and_bad_settings_are_clear_errors() {
         "{message}"
     );
     assert!(server.batch_log().created.is_empty());
+    // With `on_error: mark` the step goes on: its rows are marked with the refusal.
+    let yaml = std::fs::read_to_string(d.join("p.yaml")).unwrap();
+    let marked = yaml.replace(
+        "    input_batch_size: 5\n",
+        "    input_batch_size: 5\n    on_error: mark\n",
+    );
+    std::fs::write(d.join("p.yaml"), marked).unwrap();
+    let out = run(d, &["run", "p.yaml", "--db", "marked.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        d,
+        &[
+            "export",
+            "--db",
+            "marked.redb",
+            "--out",
+            "m",
+            "--format",
+            "jsonl",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = common::distill::read_jsonl(&d.join("m/generate/train/data-00000.jsonl"));
+    assert_eq!(rows.len(), ROWS);
+    assert!(rows.iter().all(|r| {
+        r["generation"].is_null()
+            && r["distill_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("does not take batch files"))
+    }));
     for (setting, expected) in [
         ("poll_secs: 0", "`poll_secs` must be from 1 to 86400, not 0"),
         ("poll_secs: 1.5", "poll_secs"),

@@ -11,6 +11,7 @@ use crate::fault::Fault;
 use crate::mapping;
 use crate::observer::{Observer, RunEvent};
 use crate::pipeline::Pipeline;
+use crate::spec::OnError;
 use crate::step::{StepKind, StepResult};
 use crate::task::{Prefetch, Ready};
 use crate::worker::{Input, JobError, Output, StepInfo, run_job};
@@ -536,12 +537,27 @@ impl<'a> StageRunner<'a> {
             run.waiting_rows -= window.rows;
             match window.ready {
                 Some(Err(source)) => {
-                    // Reported as a failed job, so that it fails the step in its turn.
+                    // Reported as the job's outcome, so that it takes its turn: the rows
+                    // marked failed (`on_error: mark`), or the step failed.
+                    let info = &self.infos[run.node];
+                    let result = if info.spec.on_error == OnError::Mark {
+                        Ok(Output {
+                            batches: vec![mapping::mark_failed(
+                                &info.spec,
+                                &info.outputs,
+                                window.parts.concat(),
+                                &source.to_string(),
+                            )],
+                            last: window.last,
+                        })
+                    } else {
+                        Err(JobError::Failed(source))
+                    };
                     run.in_flight += 1;
                     let _ = events.send(Event::Processed {
                         step: run.node,
                         job,
-                        result: Err(JobError::Failed(source)),
+                        result,
                         cursors: window.cursors,
                     });
                 }
