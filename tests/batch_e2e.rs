@@ -23,12 +23,34 @@ fn server(processing: Option<Duration>) -> MockLlm {
 
 #[test]
 fn a_batch_run_makes_the_rows_of_an_online_run_with_each_request_in_one_job() {
-    let server = server(Some(Duration::from_millis(300)));
+    const KEY: &str = "sk-batch-e2e-4c1d9a7f";
+    let server = MockLlm::start(Behaviour {
+        api_key: Some(KEY.into()),
+        ..Behaviour::default()
+    });
+    server.set_batch_behaviour(BatchBehaviour {
+        processing: Some(Duration::from_millis(300)),
+        ..BatchBehaviour::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_pipeline(d, &server.base_url(), "batch", "");
-    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    write_pipeline(
+        d,
+        &server.base_url(),
+        "batch",
+        "api_key_env: DISTILL_TEST_BATCH_KEY",
+    );
+    let out = distill(d)
+        .args(["run", "p.yaml", "--db", "r.redb", "--log-level", "debug"])
+        .env("DISTILL_TEST_BATCH_KEY", KEY)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    // The key went to the provider and nowhere else.
+    let printed = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(printed.contains("batch job created") && !printed.contains(KEY));
+    let db = std::fs::read(d.join("r.redb")).unwrap();
+    assert!(!db.windows(KEY.len()).any(|w| w == KEY.as_bytes()));
     let log = server.batch_log();
     // 30 rows in jobs of at most 20 rows (batch_window).
     assert_eq!(log.created.len(), 2, "{:?}", log.created);
