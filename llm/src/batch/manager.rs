@@ -292,6 +292,9 @@ struct Manager {
 impl Manager {
     fn run(mut self, inbox: &Receiver<Msg>) {
         if let Err(e) = self.resume() {
+            if self.ctx.stopping() {
+                return;
+            }
             self.fail(e);
         }
         self.publish();
@@ -329,6 +332,10 @@ impl Manager {
             if self.fatal.is_none()
                 && let Err(e) = self.work()
             {
+                if self.ctx.stopping() {
+                    // Cut short by Ctrl-C or SIGTERM: the next run takes the jobs up.
+                    return;
+                }
                 self.fail(e);
             }
             self.publish();
