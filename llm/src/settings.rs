@@ -185,8 +185,9 @@ fn default_max_open_jobs() -> u64 {
 
 impl LlmParams {
     /// The parameters that change how requests are made but never an answer: where they go,
-    /// with which key, how many at once, how fast, how long they may take and how often they
-    /// are tried. They are outside a task's step signature.
+    /// with which key, how many at once, how fast, how long they may take, how often they
+    /// are tried, and whether they go one by one or in provider batch jobs. They are outside a
+    /// task's step signature.
     pub const OPERATIONAL: &[&str] = &[
         "base_url",
         "base_urls",

@@ -181,6 +181,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_new_run_keeps_the_job_records() {
+        for prefix in [RECORD, KEYS] {
+            assert!(distill_engine::task::KEPT_RECORDS.contains(&prefix));
+        }
+    }
+
+    #[test]
     fn keys_and_hashes() {
         let a = [1u8; 32];
         let b = [2u8; 32];
