@@ -30,9 +30,13 @@ const EXIT_PUSH_BEHIND: u8 = 5;
 const EXIT_BUDGET: u8 = 6;
 /// Exit code of a bug in distill (EX_SOFTWARE): an engine invariant broken, or a panic.
 const EXIT_BUG: u8 = 70;
+/// Exit code of a run that ended with only provider batch jobs left (`on_batch_wait: exit`):
+/// EX_TEMPFAIL, "try again later", which is what running it again later does (it collects
+/// the jobs). Job schedulers and retry wrappers already read 75 that way.
+const EXIT_WAITING: u8 = 75;
 
 /// Every exit code, as the help and the README list them.
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 5 run done but the Hub push is behind, 6 budget reached, 70 a bug in distill, 130 stopped by Ctrl-C, 143 stopped by SIGTERM";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 5 run done but the Hub push is behind, 6 budget reached, 70 a bug in distill, 75 waiting for provider batch jobs (run again later), 130 stopped by Ctrl-C, 143 stopped by SIGTERM";
 
 #[derive(Parser)]
 #[command(
@@ -124,6 +128,14 @@ enum Command {
               value_parser = clap::value_parser!(u64).range(0..=PushSpec::MAX_SECS))]
         wait: u64,
     },
+    /// Cancel the run's open provider batch jobs (answers already collected stay in the
+    /// request cache; the run's next session handles the cancelled requests as
+    /// `on_batch_failure` says). API keys come from the steps' `api_key_env` variables.
+    Cancel {
+        /// The run database.
+        #[arg(long)]
+        db: PathBuf,
+    },
     /// Show where a run stands (works while it runs, from another terminal).
     Status {
         /// The run database.
@@ -214,6 +226,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(ErrorKind::Invalid) => EXIT_INVALID,
         Some(ErrorKind::StepFailed) => EXIT_STEP_FAILED,
         Some(ErrorKind::Budget) => EXIT_BUDGET,
+        Some(ErrorKind::Waiting) => EXIT_WAITING,
         Some(ErrorKind::Bug) => EXIT_BUG,
         Some(ErrorKind::Interrupted) => SIGNALS
             .get()
@@ -253,6 +266,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Info { pipeline } => info(&pipeline),
         Command::Export { db, out, format } => export(&db, &out, format),
         Command::Status { db, json, watch } => status::print(&db, json, watch),
+        Command::Cancel { db } => cancel(&db),
         Command::Push {
             db,
             repo,
@@ -304,6 +318,17 @@ fn export(db: &Path, out: &Path, format: Format) -> anyhow::Result<()> {
                 if *n == 1 { "" } else { "s" }
             );
         }
+    }
+    Ok(())
+}
+
+fn cancel(db: &Path) -> anyhow::Result<()> {
+    let cancelled = distill::cancel(db)?;
+    if cancelled.is_empty() {
+        outln!("{}: no open batch jobs", db.display())?;
+    }
+    for job in &cancelled {
+        outln!("{}: batch job {} is {}", job.step, job.batch_id, job.status)?;
     }
     Ok(())
 }

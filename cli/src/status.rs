@@ -50,6 +50,9 @@ fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
     if r.status == RunStatus::Interrupted {
         outln!("  its process died; run the same command again to resume")?;
     }
+    if r.status == RunStatus::Waiting && r.message.is_none() {
+        outln!("  only provider batch jobs are left; run the same command again to collect them")?;
+    }
     outln!(
         "  {:<20} {:<9} {:>9} {:>8} {:>9} {:>8}",
         "step",
@@ -107,6 +110,30 @@ fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
             dollars(r.saved_usd)
         )?;
     }
+    if !s.batch_jobs.is_empty() {
+        outln!(
+            "  {:<20} {:<24} {:<12} {:>9} {:>9} {:>7} {:>8}",
+            "batch job of",
+            "id",
+            "state",
+            "requests",
+            "completed",
+            "failed",
+            "age"
+        )?;
+    }
+    for j in &s.batch_jobs {
+        outln!(
+            "  {:<20} {:<24} {:<12} {:>9} {:>9} {:>7} {:>8}",
+            j.step,
+            j.batch_id.as_deref().unwrap_or("-"),
+            j.state(),
+            j.requests,
+            j.completed.max(j.answered),
+            j.failed.max(j.failures),
+            age(j.age_secs)
+        )?;
+    }
     for p in &s.pushes {
         let st = &p.status;
         outln!(
@@ -123,4 +150,14 @@ fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A duration in seconds, as `42s`, `7m`, `3h` or `2d`.
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }

@@ -18,6 +18,9 @@ pub enum Error {
     /// The run log failed.
     #[error(transparent)]
     Storage(#[from] distill_storage::Error),
+    /// An LLM task's provider (batch jobs) failed.
+    #[error(transparent)]
+    Llm(#[from] distill_llm::Error),
 }
 
 impl Error {
@@ -28,6 +31,10 @@ impl Error {
             Error::Distiset(e) => e.kind(),
             Error::Hub(e) => e.kind(),
             Error::Storage(_) => ErrorKind::Storage,
+            Error::Llm(e) => match e {
+                distill_llm::Error::Cache(_) => ErrorKind::Storage,
+                e => e.kind(),
+            },
         }
     }
 }

@@ -24,7 +24,7 @@ mod status;
 
 pub use error::{Error, Result};
 pub use run::{RunSummary, load_pipeline, registry, run, run_with_hub};
-pub use status::{Status, status};
+pub use status::{Status, cancel, status};
 
 pub use distill_distiset::{Distiset, ExportFormat, LeafExport, LeafStatus, export};
 pub use distill_engine::{
@@ -33,4 +33,5 @@ pub use distill_engine::{
     plan, step, task,
 };
 pub use distill_hub as hub;
+pub use distill_llm::batch;
 pub use distill_storage::{Row, RunStatus, StepState, Value};

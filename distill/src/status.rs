@@ -3,6 +3,7 @@
 use crate::error::Result;
 use distill_engine::{PipelineSpec, RunReport};
 use distill_hub::PushReport;
+use distill_llm::batch::BatchJobReport;
 use distill_storage::RunReader;
 use serde::Serialize;
 use std::path::Path;
@@ -15,6 +16,8 @@ pub struct Status {
     pub run: RunReport,
     /// Pushes to the Hub recorded in the run database, with the rows still to push.
     pub pushes: Vec<PushReport>,
+    /// Provider batch jobs of the run's batch-mode steps, oldest first.
+    pub batch_jobs: Vec<BatchJobReport>,
 }
 
 /// Reads the status of the run in `db`, from one snapshot.
@@ -24,5 +27,20 @@ pub fn status(db: &Path) -> Result<Status> {
     let run = distill_engine::status_of(&snapshot, db)?;
     let spec = PipelineSpec::from_yaml(&snapshot.meta()?.pipeline, db)?;
     let pushes = distill_hub::push_reports(&snapshot, &spec)?;
-    Ok(Status { run, pushes })
+    let batch_jobs = distill_llm::batch::job_reports(&snapshot)?;
+    Ok(Status {
+        run,
+        pushes,
+        batch_jobs,
+    })
+}
+
+/// Asks the provider to cancel every open batch job of the run in `db` (with each step's
+/// endpoint and API key variable, read from the environment); returns the jobs asked. The
+/// database is only read: the run's next session sees the jobs cancelled.
+pub fn cancel(db: &Path) -> Result<Vec<distill_llm::batch::CancelledJob>> {
+    let reader = RunReader::open(db)?;
+    let snapshot = reader.snapshot()?;
+    let spec = PipelineSpec::from_yaml(&snapshot.meta()?.pipeline, db)?;
+    Ok(distill_llm::batch::cancel(&snapshot, &spec)?)
 }

@@ -403,3 +403,70 @@ fn a_changed_pipeline_started_anew_in_the_same_database_reuses_every_paid_answer
     );
     assert_eq!(snap.meta().unwrap().signature, changed.signature());
 }
+
+/// Both tasks of a chain in batch mode (two generations per row, then a judge): the rows an
+/// online run makes, with nothing asked online and every request in one job.
+#[test]
+fn a_generate_and_judge_chain_in_batch_mode_equals_the_online_chain() {
+    let chain = |server: &MockLlm, mode: &str| {
+        let llm = |spec: StepSpec| {
+            spec.param("base_url", server.base_url())
+                .param("model", "mock-model")
+                .param("mode", mode)
+                .param("poll_secs", 1)
+                .param("batch_window", 4)
+        };
+        let spec = PipelineSpec::new("chain")
+            .step(
+                StepSpec::new("load", "inline")
+                    .param("rows", rows(9))
+                    .batch_size(3),
+            )
+            .step(
+                llm(StepSpec::new("generate", "text_generation").after("load"))
+                    .input_batch_size(2)
+                    .param("num_generations", 2)
+                    .output_mapping("generation", "generations"),
+            )
+            .step(llm(StepSpec::new("rate", "judge").after("generate")).input_batch_size(4));
+        Pipeline::build(spec, &distill::registry(), &BuildContext::default()).unwrap()
+    };
+    let leaf = |db: &std::path::Path| -> Vec<distill_storage::Row> {
+        let reader = RunReader::open(db).unwrap();
+        let snap = reader.snapshot().unwrap();
+        snap.batches("rate", 0)
+            .unwrap()
+            .flat_map(|b| b.unwrap().rows)
+            .collect()
+    };
+    let server = MockLlm::start(Behaviour::default());
+    server.set_batch_behaviour(distill_testkit::mock_batch::BatchBehaviour {
+        processing: Some(std::time::Duration::from_millis(50)),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    run(
+        &chain(&server, "batch"),
+        &RunOptions::new(dir.path().join("b.redb")),
+    )
+    .unwrap();
+    assert_eq!(server.chats_answered(), 0);
+    let log = server.batch_log();
+    let submissions = log.submissions();
+    // 9 rows x 2 generations, then 9 judge requests: each in one job.
+    assert_eq!(submissions.len(), 18 + 9);
+    assert!(submissions.values().all(|n| *n == 1));
+    // Jobs of at most 4 rows: 8 generation requests, 4 judge requests.
+    assert!(log.created.iter().all(|j| j.custom_ids.len() <= 8));
+    let online = MockLlm::start(Behaviour::default());
+    run(
+        &chain(&online, "online"),
+        &RunOptions::new(dir.path().join("o.redb")),
+    )
+    .unwrap();
+    assert_eq!(online.chats_answered(), 27);
+    assert_eq!(
+        leaf(&dir.path().join("b.redb")),
+        leaf(&dir.path().join("o.redb"))
+    );
+}

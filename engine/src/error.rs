@@ -15,6 +15,9 @@ pub enum ErrorKind {
     Interrupted,
     /// The spending budget (`budget_usd`) was reached: no request fits in what is left.
     Budget,
+    /// The run ended with only provider batch jobs left to wait for (`on_batch_wait: exit`);
+    /// running it again collects them.
+    Waiting,
     /// The run database failed (damaged, full disk, in use).
     Storage,
     /// A file could not be read or written.
@@ -192,6 +195,15 @@ pub enum Error {
         /// The worst-case cost of the request that did not fit.
         needed: crate::budget::Cost,
     },
+    /// Only provider batch jobs remain, and the steps waiting on them say to end the run
+    /// rather than wait (`on_batch_wait: exit`); running it again collects them.
+    #[error(
+        "waiting for provider batch jobs ({detail}); run the same command again later to collect them"
+    )]
+    Waiting {
+        /// What waits, per step.
+        detail: String,
+    },
     /// The worker threads could not be started.
     #[error("cannot start the worker threads: {detail}")]
     Threads {
@@ -230,6 +242,7 @@ impl Error {
             Error::PipelineMismatch { .. } | Error::InputChanged { .. } => ErrorKind::Other,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::BudgetReached { .. } => ErrorKind::Budget,
+            Error::Waiting { .. } => ErrorKind::Waiting,
             Error::Io { .. } | Error::Threads { .. } => ErrorKind::Io,
             Error::InputUnreachable { .. } => ErrorKind::Remote,
             Error::Internal { .. } => ErrorKind::Bug,

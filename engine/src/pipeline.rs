@@ -96,7 +96,8 @@ impl Pipeline {
             if spec.budget_usd.is_some()
                 && let StepKind::Task(task) = &kind
             {
-                task.check_budgeted().map_err(|detail| bad(step, &detail))?;
+                task.check_budgeted()
+                    .map_err(|e| bad(step, &e.to_string()))?;
             }
             check_alignment(&spec, i, &kind, &preds[i], &origin)?;
             if kind.keeps_rows() {

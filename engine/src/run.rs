@@ -112,7 +112,7 @@ impl<'a> RunSession<'a> {
             RunLog::open_or_create_with(&options.db, new_run.clone(), options.log)?;
         let plan = if created || options.new_run {
             if !created {
-                log.restart(new_run)?;
+                log.restart_keeping(new_run, crate::task::KEPT_RECORDS)?;
             }
             let records = resume::fresh_records(pipeline)?;
             log.commit(
@@ -304,6 +304,15 @@ fn run_on_log(
             Err(Error::Interrupted) => {
                 set_run_state(committer, RunStatus::Stopped, Some(stage), None)?;
                 return Err(Error::Interrupted);
+            }
+            Err(e @ Error::Waiting { .. }) => {
+                set_run_state(
+                    committer,
+                    RunStatus::Waiting,
+                    Some(stage),
+                    Some(e.to_string()),
+                )?;
+                return Err(e);
             }
             Err(e) => return Err(e),
         }

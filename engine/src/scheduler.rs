@@ -8,8 +8,12 @@
 
 use crate::error::{Error, Result};
 use crate::fault::Fault;
+use crate::mapping;
 use crate::observer::{Observer, RunEvent};
 use crate::pipeline::Pipeline;
+use crate::spec::OnError;
+use crate::step::{StepKind, StepResult};
+use crate::task::{Prefetch, Ready};
 use crate::worker::{Input, JobError, Output, StepInfo, run_job};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use distill_storage::{
@@ -22,7 +26,8 @@ use std::time::Duration;
 
 /// Batches of one step that may be between dispatch and durable commit at once (processing,
 /// waiting for their turn, or committing). This bounds memory: the pipeline never runs ahead
-/// of the disk by more than this many batches per step.
+/// of the disk by more than this many batches per step. Windows of a batch-mode task waiting
+/// on their prefetcher are not in flight: they are bounded by its `max_waiting_rows`.
 const MAX_IN_FLIGHT: usize = 8;
 /// A producer pauses while a consumer has this many input windows waiting.
 const HIGH_WATER_WINDOWS: u64 = 8;
@@ -59,6 +64,21 @@ struct Edge {
 /// A processed job waiting for its turn to commit: its output and the cursors it advances.
 type Finished = (std::result::Result<Output, JobError>, Vec<(String, u64)>);
 
+/// A window handed to a step's prefetcher, until it is dispatched to a worker.
+struct Waiting {
+    /// The window's rows per predecessor.
+    parts: Vec<Vec<Row>>,
+    last: bool,
+    cursors: Vec<(String, u64)>,
+    rows: u64,
+    /// What the prefetcher said, once it did.
+    ready: Option<StepResult<()>>,
+}
+
+/// One window formed from a step's inputs: rows per predecessor, whether it is the last, and
+/// the cursors it advances.
+type Window = (Vec<Vec<Row>>, bool, Vec<(String, u64)>);
+
 struct StepRun {
     node: usize,
     committed: Committed,
@@ -81,6 +101,12 @@ struct StepRun {
     edges: Vec<Edge>,
     /// Whether committed rows are kept in memory for a consumer in this stage.
     feeds_stage: bool,
+    /// The task's prefetcher (batch mode): its windows wait in `waiting` until it reports
+    /// them ready, and go to workers in job order.
+    prefetch: Option<Box<dyn Prefetch>>,
+    waiting: BTreeMap<u64, Waiting>,
+    /// Rows of the windows in `waiting`.
+    waiting_rows: u64,
 }
 
 impl StepRun {
@@ -104,6 +130,12 @@ enum Event {
         last: bool,
     },
     CommitFailed(distill_storage::Error),
+    /// A prefetcher says a window is ready (or cannot be).
+    Prefetched {
+        step: usize,
+        window: u64,
+        result: StepResult<()>,
+    },
 }
 
 struct Pending {
@@ -196,22 +228,66 @@ impl<'a> StageRunner<'a> {
                 reorder: BTreeMap::new(),
                 edges,
                 feeds_stage,
+                prefetch: None,
+                waiting: BTreeMap::new(),
+                waiting_rows: 0,
             });
         }
         drop(snapshot);
         let (events_tx, events) = unbounded::<Event>();
-        let (acks_tx, acks) = unbounded::<Pending>();
-        let acker = {
-            let events_tx = events_tx.clone();
-            std::thread::spawn(move || acknowledge(&acks, &events_tx))
-        };
-        let outcome = self.drive(&mut runs, &events_tx, &events, &acks_tx);
-        drop(acks_tx);
-        let _ = acker.join();
+        let mut outcome = self.start_prefetch(&mut runs, &events_tx);
+        if outcome.is_ok() {
+            let (acks_tx, acks) = unbounded::<Pending>();
+            let acker = {
+                let events_tx = events_tx.clone();
+                std::thread::spawn(move || acknowledge(&acks, &events_tx))
+            };
+            outcome = self.drive(&mut runs, &events_tx, &events, &acks_tx);
+            drop(acks_tx);
+            let _ = acker.join();
+        }
         for run in &runs {
+            if let Some(prefetch) = &run.prefetch {
+                prefetch.close();
+            }
             self.progress[run.node] = run.committed;
         }
         outcome
+    }
+
+    /// Asks each task of the stage for its prefetcher (batch mode), telling it to send its
+    /// reports as events.
+    fn start_prefetch(&self, runs: &mut [StepRun], events: &Sender<Event>) -> Result<()> {
+        for run in runs.iter_mut() {
+            let info = &self.infos[run.node];
+            let step = info.slot.read();
+            let StepKind::Task(task) = &*step else {
+                continue;
+            };
+            let ready: Ready = {
+                let (events, step) = (events.clone(), run.node);
+                Arc::new(move |window, result| {
+                    let _ = events.send(Event::Prefetched {
+                        step,
+                        window,
+                        result,
+                    });
+                })
+            };
+            let name = self.pipeline.nodes()[run.node].name();
+            match task.prefetch(name, &info.task_context, ready) {
+                Ok(prefetch) => run.prefetch = prefetch,
+                Err(source) => {
+                    let error = Error::LoadFailed {
+                        step: name.to_owned(),
+                        source,
+                    };
+                    self.fail(name, &error)?;
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn drive(
@@ -223,6 +299,7 @@ impl<'a> StageRunner<'a> {
     ) -> Result<()> {
         let mut failure: Option<Error> = None;
         let mut outstanding = 0usize; // jobs dispatched + commits pending
+        let mut flushed = false; // prefetchers told that nothing else moves
         loop {
             let stopping = failure.is_some() || self.stop.load(Ordering::SeqCst);
             if !stopping {
@@ -233,7 +310,39 @@ impl<'a> StageRunner<'a> {
             if runs.iter().all(|r| r.committed.done) {
                 return Ok(());
             }
-            if outstanding == 0 {
+            if outstanding > 0 {
+                flushed = false;
+            } else if runs.iter().any(|r| !r.waiting.is_empty()) && !stopping {
+                // Only prefetched windows wait: what the prefetchers hold goes out now, and
+                // the run may end here if they say so.
+                let waiting = runs.iter().filter(|r| !r.waiting.is_empty());
+                if !flushed {
+                    waiting
+                        .clone()
+                        .flat_map(|r| &r.prefetch)
+                        .for_each(|p| p.flush());
+                    flushed = true;
+                }
+                let exit = waiting.clone().all(|r| {
+                    r.prefetch
+                        .as_ref()
+                        .is_some_and(|p| p.exit_when_parked() && p.parked())
+                });
+                if exit && events.is_empty() {
+                    let detail = waiting
+                        .filter_map(|r| {
+                            let p = r.prefetch.as_ref()?;
+                            Some(format!(
+                                "{}: {}",
+                                self.pipeline.nodes()[r.node].name(),
+                                p.describe()
+                            ))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Err(Error::Waiting { detail });
+                }
+            } else {
                 if let Some(e) = failure {
                     return Err(e);
                 }
@@ -293,6 +402,19 @@ impl<'a> StageRunner<'a> {
                     self.on_committed(runs, step, batches, &rows_per_batch, last);
                 }
                 Event::CommitFailed(e) => return Err(e.into()),
+                Event::Prefetched {
+                    step,
+                    window,
+                    result,
+                } => {
+                    if let Some(w) = runs
+                        .iter_mut()
+                        .find(|r| r.node == step)
+                        .and_then(|r| r.waiting.get_mut(&window))
+                    {
+                        w.ready = Some(result);
+                    }
+                }
             }
         }
     }
@@ -347,36 +469,139 @@ impl<'a> StageRunner<'a> {
             }
             return Ok(count);
         }
-        let n = node.batch_size as u64;
+        if runs[r].prefetch.is_some() {
+            return self.dispatch_prefetched(runs, r, events);
+        }
         while runs[r].unfinished() < MAX_IN_FLIGHT && !runs[r].last_dispatched {
-            let ready = runs[r].edges.iter().all(|e| {
-                let pred = self.committed(runs, e.pred);
-                pred.rows - e.taken >= n || pred.done
-            });
-            if !ready || self.backlogged(runs, r) {
+            let Some((parts, last, cursors)) = self.form_window(runs, r)? else {
                 break;
-            }
-            let mut parts = Vec::with_capacity(runs[r].edges.len());
-            let mut last = true;
-            let mut cursors = Vec::new();
-            for e in 0..runs[r].edges.len() {
-                let pred = runs[r].edges[e].pred;
-                let committed = self.committed(runs, pred);
-                let available = committed.rows - runs[r].edges[e].taken;
-                let take = available.min(n);
-                let rows =
-                    self.take_rows(&mut runs[r].edges[e], take as usize, committed.batches)?;
-                last &= committed.done && available == take;
-                runs[r].edges[e].taken += take;
-                parts.push(rows);
-                cursors.push((
-                    cursor_name(node.name(), nodes[pred].name()),
-                    runs[r].edges[e].taken,
-                ));
-            }
-            runs[r].last_dispatched = last;
+            };
             self.spawn(&mut runs[r], Input::Window(parts), last, cursors, events);
             count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The next input window of step `r`, when its inputs have it and its consumers are not
+    /// backlogged; the rows are taken and the step's cursors advanced in memory.
+    fn form_window(&mut self, runs: &mut [StepRun], r: usize) -> Result<Option<Window>> {
+        let nodes = self.pipeline.nodes();
+        let node = &nodes[runs[r].node];
+        let n = node.batch_size as u64;
+        let ready = runs[r].edges.iter().all(|e| {
+            let pred = self.committed(runs, e.pred);
+            pred.rows - e.taken >= n || pred.done
+        });
+        if !ready || self.backlogged(runs, r) {
+            return Ok(None);
+        }
+        let mut parts = Vec::with_capacity(runs[r].edges.len());
+        let mut last = true;
+        let mut cursors = Vec::new();
+        for e in 0..runs[r].edges.len() {
+            let pred = runs[r].edges[e].pred;
+            let committed = self.committed(runs, pred);
+            let available = committed.rows - runs[r].edges[e].taken;
+            let take = available.min(n);
+            let rows = self.take_rows(&mut runs[r].edges[e], take as usize, committed.batches)?;
+            last &= committed.done && available == take;
+            runs[r].edges[e].taken += take;
+            parts.push(rows);
+            cursors.push((
+                cursor_name(node.name(), nodes[pred].name()),
+                runs[r].edges[e].taken,
+            ));
+        }
+        runs[r].last_dispatched = last;
+        Ok(Some((parts, last, cursors)))
+    }
+
+    /// A batch-mode task: ready windows go to workers in job order (within the in-flight
+    /// bound), and new windows go to the prefetcher while few enough rows wait on it.
+    fn dispatch_prefetched(
+        &mut self,
+        runs: &mut [StepRun],
+        r: usize,
+        events: &Sender<Event>,
+    ) -> Result<usize> {
+        let mut count = 0;
+        while runs[r].unfinished() < MAX_IN_FLIGHT {
+            let run = &mut runs[r];
+            let Some(entry) = run.waiting.first_entry() else {
+                break;
+            };
+            if entry.get().ready.is_none() {
+                break;
+            }
+            let (job, window) = entry.remove_entry();
+            run.waiting_rows -= window.rows;
+            match window.ready {
+                Some(Err(source)) => {
+                    // Reported as the job's outcome, so that it takes its turn: the rows
+                    // marked failed (`on_error: mark`), or the step failed.
+                    let info = &self.infos[run.node];
+                    let result = if info.spec.on_error == OnError::Mark {
+                        Ok(Output {
+                            batches: vec![mapping::mark_failed(
+                                &info.spec,
+                                &info.outputs,
+                                window.parts.concat(),
+                                &source.to_string(),
+                            )],
+                            last: window.last,
+                        })
+                    } else {
+                        Err(JobError::Failed(source))
+                    };
+                    run.in_flight += 1;
+                    let _ = events.send(Event::Processed {
+                        step: run.node,
+                        job,
+                        result,
+                        cursors: window.cursors,
+                    });
+                }
+                _ => self.spawn_job(
+                    run,
+                    job,
+                    Input::Window(window.parts),
+                    window.last,
+                    window.cursors,
+                    events,
+                ),
+            }
+            count += 1;
+        }
+        let node = &self.pipeline.nodes()[runs[r].node];
+        let most = runs[r]
+            .prefetch
+            .as_ref()
+            .map_or(0, |p| p.max_waiting_rows())
+            .max(node.batch_size as u64);
+        while !runs[r].last_dispatched && runs[r].waiting_rows < most {
+            let Some((parts, last, cursors)) = self.form_window(runs, r)? else {
+                break;
+            };
+            let run = &mut runs[r];
+            let job = run.next_job;
+            run.next_job += 1;
+            let mut rows: Vec<Row> = parts.iter().flatten().cloned().collect();
+            mapping::before(&node.spec, &mut rows);
+            let size = rows.len() as u64;
+            run.waiting.insert(
+                job,
+                Waiting {
+                    parts,
+                    last,
+                    cursors,
+                    rows: size,
+                    ready: None,
+                },
+            );
+            run.waiting_rows += size;
+            if let Some(prefetch) = &run.prefetch {
+                prefetch.window(job, rows, last);
+            }
         }
         Ok(count)
     }
@@ -439,11 +664,24 @@ impl<'a> StageRunner<'a> {
         cursors: Vec<(String, u64)>,
         events: &Sender<Event>,
     ) {
+        let job = run.next_job;
+        run.next_job += 1;
+        self.spawn_job(run, job, input, last, cursors, events);
+    }
+
+    /// Runs job `job` of `run` (numbered when its window was formed) on the pool.
+    fn spawn_job(
+        &self,
+        run: &mut StepRun,
+        job: u64,
+        input: Input,
+        last: bool,
+        cursors: Vec<(String, u64)>,
+        events: &Sender<Event>,
+    ) {
         let info = self.infos[run.node].clone();
         let events = events.clone();
         let step = run.node;
-        let job = run.next_job;
-        run.next_job += 1;
         run.in_flight += 1;
         self.pool.spawn_fifo(move || {
             let result = run_job(&info, input, last);

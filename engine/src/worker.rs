@@ -284,6 +284,15 @@ impl TaskContext for LogTaskContext {
         self.budget.clone()
     }
 
+    fn records(&self, prefix: &str) -> distill_storage::Result<Vec<(String, Vec<u8>)>> {
+        self.log.snapshot()?.records(prefix)
+    }
+
+    fn commit(&self, unit: Progress) -> distill_storage::Result<()> {
+        self.committer.commit(self.with_counts(unit))?;
+        Ok(())
+    }
+
     fn count(&self, name: &str, delta: u64) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         *pending.entry(name.to_owned()).or_default() += delta;

@@ -205,7 +205,11 @@ fn follow_live(
         let snapshot = reader.snapshot()?;
         if matches!(
             snapshot.run_state()?.status,
-            RunStatus::Finished | RunStatus::Failed | RunStatus::Stopped | RunStatus::Interrupted
+            RunStatus::Finished
+                | RunStatus::Failed
+                | RunStatus::Stopped
+                | RunStatus::Interrupted
+                | RunStatus::Waiting
         ) {
             return Ok(pusher);
         }

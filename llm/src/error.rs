@@ -65,6 +65,20 @@ pub enum Error {
     /// A request was made before `load`.
     #[error("the task is not loaded")]
     NotLoaded,
+    /// Batch mode: a job could not be submitted or collected (the provider refused it, its
+    /// results do not follow the protocol, or the run database holds a damaged job record).
+    #[error("batch mode: {detail}")]
+    Batch {
+        /// What happened.
+        detail: String,
+    },
+    /// Batch mode: a job failed this request for good (`on_batch_failure: mark`, or
+    /// resubmitted too often).
+    #[error("the batch job failed this request: {detail}")]
+    BatchRequest {
+        /// Why, as the provider said.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -74,7 +88,11 @@ impl Error {
             Error::Params { .. } | Error::ApiKeyMissing { .. } => ErrorKind::Invalid,
             Error::Cache(_) | Error::DamagedCache { .. } => ErrorKind::Storage,
             Error::NotLoaded => ErrorKind::Bug,
-            Error::Endpoint { .. } | Error::Request(_) | Error::Answer { .. } => ErrorKind::Remote,
+            Error::Endpoint { .. }
+            | Error::Request(_)
+            | Error::Answer { .. }
+            | Error::Batch { .. }
+            | Error::BatchRequest { .. } => ErrorKind::Remote,
             Error::Row { .. } => ErrorKind::StepFailed,
             Error::Budget(e) => e.kind(),
         }

@@ -4,10 +4,12 @@
 //! `judge` and `structured_generation` to a [`Registry`]. Every task shares the connection parameters of
 //! [`LlmParams`] (endpoints, key variable, concurrency, limits, retries), asks the run's request
 //! cache before paying for a request, checks each answer and commits it before using it, and
-//! keeps failures as data (`generation_error` and friends) unless told to fail.
+//! keeps failures as data (`generation_error` and friends) unless told to fail. With
+//! `mode: batch` a task's requests go to provider batch jobs instead ([`batch`]).
 #![deny(missing_docs)]
 
 mod api;
+pub mod batch;
 mod client;
 mod embedding;
 mod error;

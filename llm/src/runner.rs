@@ -10,6 +10,7 @@
 //! answer is committed.
 
 use crate::api::{Api, worst_prompt_tokens};
+use crate::batch::{BatchFetcher, Mode, Planner, Settled};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::rate::RateLimit;
@@ -17,8 +18,8 @@ use crate::response::{Completion, reported_usage};
 use crate::settings::{LlmParams, OnFailure};
 use crossbeam_channel::RecvTimeoutError;
 use distill_engine::budget::counters;
-use distill_engine::step::StepError;
-use distill_engine::task::{Stopped, TaskContext};
+use distill_engine::step::{StepError, StepResult};
+use distill_engine::task::{Prefetch, Ready, Stopped, TaskContext};
 use distill_engine::{Budget, Cost, Price, Reservation, canonical_json};
 use distill_http::FailureKind;
 use std::sync::Arc;
@@ -83,6 +84,8 @@ pub struct Runner {
     api: Api,
     client: Option<Arc<Client>>,
     rate: Arc<RateLimit>,
+    /// Requests batch jobs failed for good (batch mode), answered with their failure.
+    settled: Arc<Settled>,
 }
 
 impl Runner {
@@ -102,6 +105,37 @@ impl Runner {
             api,
             client: None,
             rate,
+            settled: Arc::new(Settled::default()),
+        }
+    }
+
+    /// The task's prefetcher for a stage (see [`distill_engine::task::Task::prefetch`]): in
+    /// batch mode, a manager of provider jobs for `step` that asks `planner` for the requests
+    /// of each window; online, none (with a warning when batch jobs of the step are open).
+    pub fn prefetch(
+        &self,
+        step: &str,
+        ctx: &Arc<dyn TaskContext>,
+        ready: Ready,
+        planner: Arc<dyn Planner>,
+    ) -> StepResult<Option<Box<dyn Prefetch>>> {
+        match self.params.mode {
+            Mode::Online => {
+                crate::batch::warn_open_jobs(step, ctx.as_ref());
+                Ok(None)
+            }
+            Mode::Batch => {
+                let fetcher = BatchFetcher::start(
+                    step,
+                    &self.params,
+                    ctx.clone(),
+                    ready,
+                    planner,
+                    self.settled.clone(),
+                )
+                .map_err(Error::into_step_error)?;
+                Ok(Some(Box::new(fetcher)))
+            }
         }
     }
 
@@ -156,6 +190,7 @@ impl Runner {
                 _ => self.params.generation.max_tokens.unwrap_or(0),
             },
             hits: AtomicUsize::new(0),
+            settled: self.settled.clone(),
         })
     }
 
@@ -305,6 +340,7 @@ pub(crate) struct Caller {
     on_failure: OnFailure,
     max_tokens: u64,
     hits: AtomicUsize,
+    settled: Arc<Settled>,
 }
 
 impl Caller {
@@ -448,6 +484,11 @@ impl Caller {
                     });
                 }
             }
+        }
+        if let Some(detail) = self.settled.failure(&key) {
+            // A batch job failed it for good (batch mode): kept as the row's failure.
+            self.ctx.count("failures", 1);
+            return Ok(Some(Err(Error::BatchRequest { detail })));
         }
         let (body, reservation) = match self.pay(&request.body)? {
             Paid::Answer { body, reservation } => (body, reservation),

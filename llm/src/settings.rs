@@ -1,5 +1,6 @@
 //! What every LLM task takes as parameters: where to send requests, how, and how many.
 
+use crate::batch::{Mode, OnBatchFailure, OnBatchWait};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use distill_engine::Price;
@@ -89,6 +90,24 @@ pub struct LlmParams {
     /// What tokens cost (dollars per million), for spend in `status` and the budget.
     #[serde(default)]
     pub price: Option<Price>,
+    /// `online` (each request sent as rows come) or `batch` (provider batch jobs).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Batch mode: rows per provider job (the job's lines are its rows' requests).
+    #[serde(default = "default_batch_window")]
+    pub batch_window: u64,
+    /// Batch mode: seconds between two looks at an open job.
+    #[serde(default = "default_poll_secs")]
+    pub poll_secs: u64,
+    /// Batch mode: what a run whose only work left is at the provider does.
+    #[serde(default)]
+    pub on_batch_wait: OnBatchWait,
+    /// Batch mode: what becomes of a request a job failed, expired or cancelled.
+    #[serde(default)]
+    pub on_batch_failure: OnBatchFailure,
+    /// Batch mode: jobs of the step open at the provider at once.
+    #[serde(default = "default_max_open_jobs")]
+    pub max_open_jobs: u64,
 }
 
 /// Most requests in flight per endpoint.
@@ -101,6 +120,10 @@ pub const MAX_ATTEMPTS: u64 = 100;
 pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 /// Largest `generation.max_tokens` accepted (far above any model's context).
 pub const MAX_TOKENS: u64 = 10_000_000;
+/// Most seconds between two polls of a batch job (a day: jobs finish within one).
+pub const MAX_POLL_SECS: u64 = 86_400;
+/// Most batch jobs of one step open at once.
+pub const MAX_OPEN_JOBS: u64 = 100;
 
 /// `value` of `name` within `min..=max`, or a parameter error naming it.
 fn bounded(name: &str, value: u64, min: u64, max: u64) -> Result<()> {
@@ -154,11 +177,21 @@ fn default_check_timeout() -> f64 {
 fn one() -> u32 {
     1
 }
+fn default_batch_window() -> u64 {
+    1000
+}
+fn default_poll_secs() -> u64 {
+    30
+}
+fn default_max_open_jobs() -> u64 {
+    4
+}
 
 impl LlmParams {
     /// The parameters that change how requests are made but never an answer: where they go,
-    /// with which key, how many at once, how fast, how long they may take and how often they
-    /// are tried. They are outside a task's step signature.
+    /// with which key, how many at once, how fast, how long they may take, how often they
+    /// are tried, and whether they go one by one or in provider batch jobs. They are outside a
+    /// task's step signature.
     pub const OPERATIONAL: &[&str] = &[
         "base_url",
         "base_urls",
@@ -170,6 +203,12 @@ impl LlmParams {
         "check_timeout_secs",
         "max_attempts",
         "price",
+        "mode",
+        "batch_window",
+        "poll_secs",
+        "on_batch_wait",
+        "on_batch_failure",
+        "max_open_jobs",
     ];
 
     /// Parses the connection parameters from a task's parameters, leaving out the task's
@@ -226,15 +265,26 @@ impl LlmParams {
         if let Some(price) = &self.price {
             price.check().map_err(|e| Error::params(e.to_string()))?;
         }
-        Ok(())
+        let lines = crate::batch::MAX_LINES;
+        bounded("batch_window", self.batch_window, 1, lines)?;
+        if self.batch_window * u64::from(self.num_generations) > lines {
+            return Err(Error::params(format!(
+                "`batch_window` ({}) times `num_generations` ({}) must be at most {lines}, the most requests a provider takes in one job",
+                self.batch_window, self.num_generations
+            )));
+        }
+        bounded("poll_secs", self.poll_secs, 1, MAX_POLL_SECS)?;
+        bounded("max_open_jobs", self.max_open_jobs, 1, MAX_OPEN_JOBS)
     }
 
     /// Whether every request's cost is bounded before it is sent, as a budget needs: a task
     /// whose completion tokens cost something needs `generation.max_tokens`.
-    pub fn check_budgeted(&self) -> std::result::Result<(), String> {
+    pub fn check_budgeted(&self) -> Result<()> {
         match &self.price {
             Some(price) if price.charges_output() && self.generation.max_tokens.is_none() => {
-                Err("with a `price` and the pipeline's `budget_usd`, `generation.max_tokens` is needed: it bounds what each answer may cost".into())
+                Err(Error::params(
+                    "with a `price` and the pipeline's `budget_usd`, `generation.max_tokens` is needed: it bounds what each answer may cost",
+                ))
             }
             _ => Ok(()),
         }

@@ -99,6 +99,9 @@ pub enum RunStatus {
     /// Its process died while running it (found by the next open, when no writer held the
     /// file); resumes like a stopped run. Last, so that older files keep their encoding.
     Interrupted,
+    /// The run ended with only provider batch jobs left to wait for (`on_batch_wait: exit`);
+    /// running it again collects them. After `Interrupted`, for the same reason.
+    Waiting,
 }
 
 impl RunStatus {
@@ -111,6 +114,7 @@ impl RunStatus {
             RunStatus::Finished => "finished",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Waiting => "waiting",
         }
     }
 }

@@ -227,6 +227,12 @@ impl RunLog {
     /// and the log are kept (the log announces the new run). So a changed pipeline still gets
     /// the answers it already paid for.
     pub fn restart(&self, run: NewRun) -> Result<()> {
+        self.restart_keeping(run, &[])
+    }
+
+    /// [`RunLog::restart`], keeping the records whose keys start with one of `prefixes`
+    /// (those of work paid for and still under way, such as provider batch jobs).
+    pub fn restart_keeping(&self, run: NewRun, prefixes: &[&str]) -> Result<()> {
         let mut state = self.lock();
         if let Some(cause) = &state.poisoned {
             return Err(Error::Poisoned {
@@ -236,12 +242,15 @@ impl RunLog {
         let txn = self.begin_write()?;
         {
             let t = |e: redb::TableError| map(&self.path, "restart", e);
+            let e = |e: redb::StorageError| map(&self.path, "restart", e);
             txn.delete_table(BATCHES).map_err(t)?;
             txn.open_table(BATCHES).map_err(t)?;
-            for table in [STEPS, RECORDS] {
-                txn.delete_table(table).map_err(t)?;
-                txn.open_table(table).map_err(t)?;
-            }
+            txn.delete_table(STEPS).map_err(t)?;
+            txn.open_table(STEPS).map_err(t)?;
+            txn.open_table(RECORDS)
+                .map_err(t)?
+                .retain(|key, _| prefixes.iter().any(|p| key.starts_with(p)))
+                .map_err(e)?;
             for table in [CURSORS, OFFSETS] {
                 txn.delete_table(table).map_err(t)?;
                 txn.open_table(table).map_err(t)?;

@@ -575,3 +575,31 @@ fn restart_drops_progress_keeps_the_cache_and_continues_the_log() {
     log.commit(Progress::new().batch(batch("a", 0, 1, false)))
         .unwrap();
 }
+
+#[test]
+fn restart_keeping_keeps_only_the_records_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RunLog::create(dir.path().join("run.redb"), new_run()).unwrap();
+    log.commit(
+        Progress::new()
+            .record("batch:gen:abc", Some(b"open job".to_vec()))
+            .record("batchkeys:gen:abc", Some(vec![1; 32]))
+            .record("hub:org/repo", Some(b"pushed".to_vec()))
+            .record("sig:gen", Some(b"s".to_vec())),
+    )
+    .unwrap();
+    log.restart_keeping(new_run(), &["batch:", "batchkeys:"])
+        .unwrap();
+    let snap = log.snapshot().unwrap();
+    let kept: Vec<String> = snap
+        .records("")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(kept, ["batch:gen:abc", "batchkeys:gen:abc"]);
+    assert_eq!(
+        snap.record("batch:gen:abc").unwrap().as_deref(),
+        Some(&b"open job"[..])
+    );
+}

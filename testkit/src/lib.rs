@@ -3,5 +3,6 @@
 #![deny(missing_docs)]
 
 mod http;
+pub mod mock_batch;
 pub mod mock_hub;
 pub mod mock_llm;

@@ -10,8 +10,12 @@
 //! whitespace-separated words. A request whose `response_format` asks for JSON gets
 //! `{"answer": "<last message>", "score": 3}` as its content. An input's embedding is
 //! [`mock_embedding`] (`dimensions` numbers, 4 by default), as floats or, when asked, base64.
+//!
+//! The same server speaks the OpenAI Batch protocol (files and batches, see
+//! [`crate::mock_batch`]), answering a job's requests as the chat endpoint does.
 
 use crate::http::{self, Incoming, Request, Response};
+use crate::mock_batch::{self, BatchBehaviour, BatchLog, Hold};
 use std::io::BufReader;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,6 +98,7 @@ struct Shared {
     started: std::time::Instant,
     windows: Mutex<Vec<u64>>,
     log: Mutex<Vec<Received>>,
+    batch: mock_batch::State,
 }
 
 /// A running server; stops when dropped.
@@ -122,6 +127,7 @@ impl MockLlm {
             started: std::time::Instant::now(),
             windows: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            batch: mock_batch::State::default(),
         });
         let server = {
             let shared = shared.clone();
@@ -165,6 +171,36 @@ impl MockLlm {
     /// Number of requests received so far.
     pub fn count(&self) -> u64 {
         self.shared.count.load(Ordering::SeqCst)
+    }
+
+    /// Replaces the batch side's behaviour (a job that became due completes at its next look).
+    pub fn set_batch_behaviour(&self, behaviour: BatchBehaviour) {
+        self.shared.batch.set_behaviour(behaviour);
+    }
+
+    /// What the batch side saw: jobs created (with their request lines), uploads, lists,
+    /// cancels, downloads.
+    pub fn batch_log(&self) -> BatchLog {
+        self.shared.batch.log()
+    }
+
+    /// Waits until the server holds its answer at `hold` (at most `timeout`); false if it did
+    /// not get there.
+    pub fn wait_held(&self, hold: Hold, timeout: Duration) -> bool {
+        self.shared.batch.wait_held(hold, timeout)
+    }
+
+    /// Lets held answers go and ends holding.
+    pub fn release(&self) {
+        self.shared.batch.release();
+    }
+
+    /// Chat requests answered with 200 so far.
+    pub fn chats_answered(&self) -> usize {
+        self.received()
+            .iter()
+            .filter(|r| r.status == 200 && r.path.ends_with("/chat/completions"))
+            .count()
     }
 
     /// Most API requests in progress at once among those let through the limits
@@ -219,6 +255,12 @@ fn serve(shared: &Shared, stream: TcpStream) {
                 return;
             }
         };
+        if mock_batch::State::serves(request.path()) && authorised(shared, &request) {
+            if !shared.batch.handle(&request, &mut writer) || request.wants_close() {
+                return;
+            }
+            continue;
+        }
         let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         shared.peak.fetch_max(now, Ordering::SeqCst);
         let answer = respond(shared, &request);
@@ -241,6 +283,16 @@ fn serve(shared: &Shared, stream: TcpStream) {
             return;
         }
     }
+}
+
+/// Whether `request` carries the key the behaviour requires (if any).
+fn authorised(shared: &Shared, request: &Request) -> bool {
+    let key = shared
+        .behaviour
+        .lock()
+        .map(|b| b.api_key.clone())
+        .unwrap_or_default();
+    key.is_none_or(|key| request.header("authorization") == Some(&format!("Bearer {key}")))
 }
 
 fn every(n: Option<u64>, count: u64) -> bool {
@@ -478,7 +530,8 @@ fn error_json(message: &str) -> String {
     serde_json::json!({"error": {"message": message, "type": "mock"}}).to_string()
 }
 
-fn completion(body: &str) -> Option<String> {
+/// The good completion a chat request gets (also a batch job's answer to a line).
+pub(crate) fn completion(body: &str) -> Option<String> {
     let request: serde_json::Value = serde_json::from_str(body).ok()?;
     let model = request["model"].as_str()?.to_owned();
     let messages = request["messages"].as_array()?;

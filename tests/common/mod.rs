@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod batch;
 pub mod distill;
 pub mod embeddings;
 pub mod llm;

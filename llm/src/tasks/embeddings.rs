@@ -183,8 +183,8 @@ impl Lifecycle for EmbeddingsTask {
 }
 
 impl Task for EmbeddingsTask {
-    fn check_budgeted(&self) -> std::result::Result<(), String> {
-        self.runner.params.check_budgeted()
+    fn check_budgeted(&self) -> StepResult<()> {
+        Ok(self.runner.params.check_budgeted()?)
     }
 
     fn inputs(&self) -> Vec<String> {

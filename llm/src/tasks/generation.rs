@@ -6,12 +6,14 @@
 //! with `keep_raw`, `raw_response`.
 
 use crate::api::Api;
+use crate::batch::Planner;
 use crate::error::{Error, Result};
 use crate::prompt::UserPrompt;
+use crate::response::Completion;
 use crate::runner::{Request, Runner};
 use crate::settings::LlmParams;
 use distill_engine::step::{BuildContext, Lifecycle, StepKind, StepResult};
-use distill_engine::task::{Task, TaskContext};
+use distill_engine::task::{Prefetch, Ready, Task, TaskContext};
 use distill_storage::{Row, Value};
 use std::sync::Arc;
 
@@ -31,7 +33,14 @@ enum Prompt {
 /// An LLM task: one request per row and generation.
 pub struct LlmTask {
     runner: Runner,
+    plan: Arc<GenerationPlan>,
+}
+
+/// How rows become requests (shared with batch mode's manager).
+struct GenerationPlan {
+    params: LlmParams,
     prompt: Prompt,
+    api: Api,
 }
 
 /// Builds `text_generation`: parameters `template` (optional Jinja over the row; default: the
@@ -40,19 +49,21 @@ pub fn text_generation(params: &serde_json::Value, _ctx: &BuildContext) -> StepR
     let llm = LlmParams::from_params(params, &["template", "system_prompt"])?;
     let system = text_param(params, "system_prompt")?;
     let user = UserPrompt::new(text_param(params, "template")?.as_deref())?;
-    Ok(StepKind::Task(Box::new(LlmTask {
-        runner: Runner::new(llm),
-        prompt: Prompt::Text { user, system },
-    })))
+    Ok(StepKind::Task(Box::new(LlmTask::new(
+        llm,
+        Prompt::Text { user, system },
+        Api::Chat,
+    ))))
 }
 
 /// Builds `chat_generation`: the `messages` column holds the conversation.
 pub fn chat_generation(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let llm = LlmParams::from_params(params, &[])?;
-    Ok(StepKind::Task(Box::new(LlmTask {
-        runner: Runner::new(llm),
-        prompt: Prompt::Chat,
-    })))
+    Ok(StepKind::Task(Box::new(LlmTask::new(
+        llm,
+        Prompt::Chat,
+        Api::Chat,
+    ))))
 }
 
 /// Builds `text_completion` (the `/completions` API): parameters `template` (optional Jinja
@@ -60,10 +71,11 @@ pub fn chat_generation(params: &serde_json::Value, _ctx: &BuildContext) -> StepR
 pub fn text_completion(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<StepKind> {
     let llm = LlmParams::from_params(params, &["template"])?;
     let prompt = UserPrompt::or_column(text_param(params, "template")?.as_deref(), "prompt")?;
-    Ok(StepKind::Task(Box::new(LlmTask {
-        runner: Runner::for_api(llm, Api::Completions),
-        prompt: Prompt::Completion(prompt),
-    })))
+    Ok(StepKind::Task(Box::new(LlmTask::new(
+        llm,
+        Prompt::Completion(prompt),
+        Api::Completions,
+    ))))
 }
 
 /// An optional text parameter `key` of a task; another kind of value is an error naming it.
@@ -79,14 +91,56 @@ pub(crate) fn text_param(params: &serde_json::Value, key: &str) -> Result<Option
 }
 
 impl LlmTask {
+    fn new(params: LlmParams, prompt: Prompt, api: Api) -> Self {
+        Self {
+            runner: Runner::for_api(params.clone(), api),
+            plan: Arc::new(GenerationPlan {
+                params,
+                prompt,
+                api,
+            }),
+        }
+    }
+}
+
+impl Planner for GenerationPlan {
+    fn requests(&self, rows: &[Row]) -> Result<Vec<Request>> {
+        let n = self.params.num_generations;
+        let mut requests = Vec::with_capacity(rows.len() * n as usize);
+        for (index, row) in rows.iter().enumerate() {
+            let body = self.body(row, index)?;
+            for generation in 0..n {
+                requests.push(Request {
+                    body: body.clone(),
+                    generation,
+                });
+            }
+        }
+        Ok(requests)
+    }
+
+    fn endpoint(&self) -> &'static str {
+        self.api.path()
+    }
+
+    fn lines_per_row(&self) -> u64 {
+        u64::from(self.params.num_generations)
+    }
+
+    fn accept(&self, body: &[u8]) -> Result<(u64, u64)> {
+        let completion = Completion::parse_for(self.api, "a batch job's output", body)?;
+        Ok((completion.input_tokens, completion.output_tokens))
+    }
+}
+
+impl GenerationPlan {
     /// The request body of row `index`.
     fn body(&self, row: &Row, index: usize) -> Result<serde_json::Value> {
         match &self.prompt {
-            Prompt::Completion(prompt) => Ok(self
-                .runner
-                .params
-                .completion_body(prompt.render(row, index)?)),
-            _ => Ok(self.runner.params.body(self.messages(row, index)?)),
+            Prompt::Completion(prompt) => {
+                Ok(self.params.completion_body(prompt.render(row, index)?))
+            }
+            _ => Ok(self.params.body(self.messages(row, index)?)),
         }
     }
 
@@ -132,12 +186,12 @@ impl Lifecycle for LlmTask {
 }
 
 impl Task for LlmTask {
-    fn check_budgeted(&self) -> std::result::Result<(), String> {
-        self.runner.params.check_budgeted()
+    fn check_budgeted(&self) -> StepResult<()> {
+        Ok(self.runner.params.check_budgeted()?)
     }
 
     fn inputs(&self) -> Vec<String> {
-        match &self.prompt {
+        match &self.plan.prompt {
             Prompt::Text { user, .. } => user.inputs(),
             Prompt::Chat => vec!["messages".into()],
             Prompt::Completion(prompt) => prompt.inputs(),
@@ -160,18 +214,18 @@ impl Task for LlmTask {
         out
     }
 
+    fn prefetch(
+        &self,
+        step: &str,
+        ctx: &Arc<dyn TaskContext>,
+        ready: Ready,
+    ) -> StepResult<Option<Box<dyn Prefetch>>> {
+        self.runner.prefetch(step, ctx, ready, self.plan.clone())
+    }
+
     fn process(&self, rows: Vec<Row>, ctx: &Arc<dyn TaskContext>) -> StepResult<Vec<Row>> {
         let n = self.runner.params.num_generations;
-        let mut requests = Vec::with_capacity(rows.len() * n as usize);
-        for (index, row) in rows.iter().enumerate() {
-            let body = self.body(row, index)?;
-            for generation in 0..n {
-                requests.push(Request {
-                    body: body.clone(),
-                    generation,
-                });
-            }
-        }
+        let requests = self.plan.requests(&rows)?;
         let mut results = self.runner.run(requests, ctx)?.into_iter();
         let mut out = Vec::with_capacity(rows.len());
         for mut row in rows {

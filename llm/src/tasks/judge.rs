@@ -9,20 +9,77 @@
 //! generating), `{"ratings": [{"rating": 1..5, "rationale": "..."}, ...]}`, one per text, so
 //! that even a small model gives an answer that parses.
 
-use crate::error::Error;
+use crate::batch::Planner;
+use crate::error::{Error, Result};
 use crate::runner::{Request, Runner};
 use crate::settings::LlmParams;
 use crate::tasks::generation::text_param;
 use distill_engine::step::{BuildContext, Lifecycle, StepKind, StepResult};
-use distill_engine::task::{Task, TaskContext};
+use distill_engine::task::{Prefetch, Ready, Task, TaskContext};
 use distill_storage::{Row, Value};
 use std::sync::Arc;
 
 /// The judge task.
 pub struct Judge {
     runner: Runner,
+    plan: Arc<JudgePlan>,
+}
+
+/// How rows become requests (shared with batch mode's manager).
+struct JudgePlan {
+    params: LlmParams,
     aspect: String,
     structured: bool,
+}
+
+impl JudgePlan {
+    /// One request per row, and how many texts each row rates.
+    fn build(&self, rows: &[Row]) -> Result<(Vec<Request>, Vec<usize>)> {
+        let p = &self.params;
+        let mut requests = Vec::with_capacity(rows.len());
+        let mut counts = Vec::with_capacity(rows.len());
+        for (index, row) in rows.iter().enumerate() {
+            let instruction = row
+                .get("instruction")
+                .map(Value::to_string)
+                .unwrap_or_default();
+            let texts: Vec<String> = match row.get("generations") {
+                Some(Value::List(items)) => items.iter().map(Value::to_string).collect(),
+                other => {
+                    return Err(Error::Row {
+                        row: index,
+                        detail: format!(
+                            "`generations` must be a list, found {}",
+                            other.map_or("nothing", Value::kind)
+                        ),
+                    });
+                }
+            };
+            counts.push(texts.len());
+            let content = if self.structured {
+                json_prompt(&self.aspect, &instruction, &texts)
+            } else {
+                prompt(&self.aspect, &instruction, &texts)
+            };
+            let messages = vec![serde_json::json!({"role": "user", "content": content})];
+            let body = if self.structured {
+                p.json_body(messages, &answer_schema(texts.len()))
+            } else {
+                p.body(messages)
+            };
+            requests.push(Request {
+                body,
+                generation: 0,
+            });
+        }
+        Ok((requests, counts))
+    }
+}
+
+impl Planner for JudgePlan {
+    fn requests(&self, rows: &[Row]) -> Result<Vec<Request>> {
+        Ok(self.build(rows)?.0)
+    }
 }
 
 /// Builds `judge`.
@@ -35,9 +92,12 @@ pub fn judge(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult<Step
         Some(_) => return Err(Error::params("`structured` must be true or false").into()),
     };
     Ok(StepKind::Task(Box::new(Judge {
-        runner: Runner::new(llm),
-        aspect,
-        structured,
+        runner: Runner::new(llm.clone()),
+        plan: Arc::new(JudgePlan {
+            params: llm,
+            aspect,
+            structured,
+        }),
     })))
 }
 
@@ -183,8 +243,8 @@ impl Lifecycle for Judge {
 }
 
 impl Task for Judge {
-    fn check_budgeted(&self) -> std::result::Result<(), String> {
-        self.runner.params.check_budgeted()
+    fn check_budgeted(&self) -> StepResult<()> {
+        Ok(self.runner.params.check_budgeted()?)
     }
 
     fn inputs(&self) -> Vec<String> {
@@ -197,45 +257,17 @@ impl Task for Judge {
             .to_vec()
     }
 
+    fn prefetch(
+        &self,
+        step: &str,
+        ctx: &Arc<dyn TaskContext>,
+        ready: Ready,
+    ) -> StepResult<Option<Box<dyn Prefetch>>> {
+        self.runner.prefetch(step, ctx, ready, self.plan.clone())
+    }
+
     fn process(&self, rows: Vec<Row>, ctx: &Arc<dyn TaskContext>) -> StepResult<Vec<Row>> {
-        let p = &self.runner.params;
-        let mut requests = Vec::with_capacity(rows.len());
-        let mut counts = Vec::with_capacity(rows.len());
-        for (index, row) in rows.iter().enumerate() {
-            let instruction = row
-                .get("instruction")
-                .map(Value::to_string)
-                .unwrap_or_default();
-            let texts: Vec<String> = match row.get("generations") {
-                Some(Value::List(items)) => items.iter().map(Value::to_string).collect(),
-                other => {
-                    return Err(Error::Row {
-                        row: index,
-                        detail: format!(
-                            "`generations` must be a list, found {}",
-                            other.map_or("nothing", Value::kind)
-                        ),
-                    }
-                    .into());
-                }
-            };
-            counts.push(texts.len());
-            let content = if self.structured {
-                json_prompt(&self.aspect, &instruction, &texts)
-            } else {
-                prompt(&self.aspect, &instruction, &texts)
-            };
-            let messages = vec![serde_json::json!({"role": "user", "content": content})];
-            let body = if self.structured {
-                p.json_body(messages, &answer_schema(texts.len()))
-            } else {
-                p.body(messages)
-            };
-            requests.push(Request {
-                body,
-                generation: 0,
-            });
-        }
+        let (requests, counts) = self.plan.build(&rows)?;
         let results = self.runner.run(requests, ctx)?;
         Ok(rows
             .into_iter()
@@ -245,7 +277,7 @@ impl Task for Judge {
                 let (ratings, rationales, error, model) = match result {
                     Ok(answered) => {
                         let c = answered.completion;
-                        let (r, why, e) = if self.structured {
+                        let (r, why, e) = if self.plan.structured {
                             parse_json(&c.text, count)
                         } else {
                             parse(&c.text, count)

@@ -7,6 +7,7 @@
 //! asked again (a new request, cached under its own key) up to the limit, then the row's
 //! `structured` is null and `structured_error` says why.
 
+use crate::batch::Planner;
 use crate::error::{Error, Result};
 use crate::prompt::UserPrompt;
 use crate::response::Completion;
@@ -14,7 +15,7 @@ use crate::runner::{Request, Runner};
 use crate::settings::LlmParams;
 use crate::tasks::generation::text_param;
 use distill_engine::step::{BuildContext, Lifecycle, StepKind, StepResult};
-use distill_engine::task::{Task, TaskContext};
+use distill_engine::task::{Prefetch, Ready, Task, TaskContext};
 use distill_storage::{Row, Value};
 use std::sync::Arc;
 
@@ -24,6 +25,13 @@ const MAX_INVALID_RETRIES: u32 = 100;
 /// The structured generation task.
 pub struct Structured {
     runner: Runner,
+    plan: Arc<StructuredPlan>,
+}
+
+/// How rows become requests, and when an answer is asked again (shared with batch mode's
+/// manager).
+struct StructuredPlan {
+    params: LlmParams,
     schema: serde_json::Value,
     validator: jsonschema::Validator,
     user: UserPrompt,
@@ -56,18 +64,44 @@ pub fn structured_generation(
     };
     let user = UserPrompt::new(text_param(params, "template")?.as_deref())?;
     Ok(StepKind::Task(Box::new(Structured {
-        runner: Runner::new(llm),
-        schema,
-        validator,
-        user,
-        retries,
+        runner: Runner::new(llm.clone()),
+        plan: Arc::new(StructuredPlan {
+            params: llm,
+            schema,
+            validator,
+            user,
+            retries,
+        }),
     })))
 }
 
-impl Structured {
+impl Planner for StructuredPlan {
+    fn requests(&self, rows: &[Row]) -> Result<Vec<Request>> {
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Ok(Request {
+                    body: self.body(r, i)?,
+                    generation: 0,
+                })
+            })
+            .collect()
+    }
+
+    /// An answer that is not JSON matching the schema is asked again, as `process` does.
+    fn again(&self, request: &Request, answer: &[u8]) -> Option<Request> {
+        let completion = Completion::parse("the request cache", answer).ok()?;
+        (self.check(&completion).is_err() && request.generation < self.retries).then(|| Request {
+            body: request.body.clone(),
+            generation: request.generation + 1,
+        })
+    }
+}
+
+impl StructuredPlan {
     fn body(&self, row: &Row, index: usize) -> Result<serde_json::Value> {
         let user = self.user.render(row, index)?;
-        Ok(self.runner.params.json_body(
+        Ok(self.params.json_body(
             vec![serde_json::json!({"role": "user", "content": user})],
             &self.schema,
         ))
@@ -98,12 +132,12 @@ impl Lifecycle for Structured {
 }
 
 impl Task for Structured {
-    fn check_budgeted(&self) -> std::result::Result<(), String> {
-        self.runner.params.check_budgeted()
+    fn check_budgeted(&self) -> StepResult<()> {
+        Ok(self.runner.params.check_budgeted()?)
     }
 
     fn inputs(&self) -> Vec<String> {
-        self.user.inputs()
+        self.plan.user.inputs()
     }
 
     fn outputs(&self) -> Vec<String> {
@@ -112,16 +146,26 @@ impl Task for Structured {
             .to_vec()
     }
 
+    fn prefetch(
+        &self,
+        step: &str,
+        ctx: &Arc<dyn TaskContext>,
+        ready: Ready,
+    ) -> StepResult<Option<Box<dyn Prefetch>>> {
+        self.runner.prefetch(step, ctx, ready, self.plan.clone())
+    }
+
     fn process(&self, rows: Vec<Row>, ctx: &Arc<dyn TaskContext>) -> StepResult<Vec<Row>> {
+        let plan = &self.plan;
         let bodies: Vec<serde_json::Value> = rows
             .iter()
             .enumerate()
-            .map(|(i, r)| self.body(r, i))
+            .map(|(i, r)| plan.body(r, i))
             .collect::<Result<_>>()?;
         let mut outcome: Vec<Result<(serde_json::Value, Option<String>), String>> =
             vec![Err("not asked".into()); rows.len()];
         let mut todo: Vec<usize> = (0..rows.len()).collect();
-        for attempt in 0..=self.retries {
+        for attempt in 0..=plan.retries {
             if todo.is_empty() {
                 break;
             }
@@ -136,7 +180,7 @@ impl Task for Structured {
             let mut again = Vec::new();
             for (&i, result) in todo.iter().zip(results) {
                 outcome[i] = match result {
-                    Ok(answered) => match self.check(&answered.completion) {
+                    Ok(answered) => match plan.check(&answered.completion) {
                         Ok(json) => Ok((json, answered.completion.model)),
                         Err(why) => {
                             ctx.count("invalid_answers", 1);
