@@ -127,8 +127,12 @@ fn waiting_jobs_hold_no_worker() {
     assert_eq!(status["steps"][1]["rows"], 0);
     let jobs = status["batch_jobs"].as_array().unwrap();
     assert_eq!(jobs.len(), 2);
+    // Both open at the provider (a job not looked at since its creation is still
+    // `validating`): waiting there, not in a worker.
     assert!(
-        jobs.iter().all(|j| j["status"] == "in_progress"),
+        jobs.iter()
+            .all(|j| j["open"] == true
+                && (j["status"] == "in_progress" || j["status"] == "validating")),
         "{jobs:?}"
     );
     server.set_batch_behaviour(BatchBehaviour {
@@ -569,4 +573,54 @@ fn refusals_and_bad_settings_are_clear_errors() {
             stderr(&out)
         );
     }
+}
+
+/// A budget holds in batch mode too: a job is created only when its worst case fits in what
+/// is left (jobs shrink to fit), a resumed run counts jobs still open against it, and when not
+/// one more request fits the run stops with exit 6; a higher budget finishes it, with every
+/// request in exactly one job.
+#[test]
+fn batch_jobs_stay_within_the_budget_and_a_higher_one_finishes_the_run() {
+    let server = server(Some(Duration::from_millis(100)));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let price = "price: {input_per_mtok: 1000, output_per_mtok: 1000}";
+    let budgeted = |budget: f64| {
+        write_pipeline(d, &server.base_url(), "batch", price);
+        let yaml = std::fs::read_to_string(d.join("p.yaml")).unwrap();
+        std::fs::write(d.join("p.yaml"), format!("{yaml}budget_usd: {budget}\n")).unwrap();
+    };
+    // A line's worst case at batch prices (half of 1000 $/Mtok): "write line N" (12 or 13
+    // bytes) + 16 per message + 16, and max_tokens 32: about $0.0385. Its real cost: 7 tokens.
+    let worst_line = (13.0 + 16.0 + 16.0 + 32.0) * 500.0 / 1e6;
+    let budget = 0.05;
+    budgeted(budget);
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("budget"), "{}", stderr(&out));
+    let status = run(d, &["status", "--db", "r.redb", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let spent = json["spent_usd"].as_f64().unwrap();
+    assert!(spent <= budget, "spent {spent} of {budget}");
+    assert!(
+        budget - spent < worst_line,
+        "stopped early: {spent} of {budget}"
+    );
+    let log = server.batch_log();
+    assert!(!log.created.is_empty());
+    assert!(
+        log.created.iter().all(|j| j.custom_ids.len() == 1),
+        "a job's worst case must fit what is left: {:?}",
+        log.created
+    );
+    assert!(log.submissions().len() < ROWS);
+
+    budgeted(10.0);
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let submissions = server.batch_log().submissions();
+    assert_eq!(submissions.len(), ROWS);
+    assert!(submissions.values().all(|n| *n == 1), "{submissions:?}");
+    assert_eq!(server.chats_answered(), 0, "nothing is asked online");
+    assert_eq!(export(d, "budgeted"), online_rows());
 }

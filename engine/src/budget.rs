@@ -246,6 +246,57 @@ impl Budget {
         self.ledger().reserved
     }
 
+    /// What may still be reserved now: the limit less what is spent and reserved.
+    pub fn available(&self) -> Cost {
+        let ledger = self.ledger();
+        Cost(
+            self.limit
+                .0
+                .saturating_sub((ledger.spent + ledger.reserved).0),
+        )
+    }
+
+    /// Reserves `worst` if it fits now, without waiting (for a thread that must not block:
+    /// the batch manager, whose own reservations settle only when it collects its jobs).
+    pub fn try_reserve(self: &Arc<Self>, worst: Cost) -> Option<Reservation> {
+        let mut ledger = self.ledger();
+        if ledger.spent + ledger.reserved + worst > self.limit {
+            return None;
+        }
+        ledger.reserved = ledger.reserved + worst;
+        ledger.in_flight += 1;
+        Some(Reservation {
+            budget: self.clone(),
+            amount: worst,
+        })
+    }
+
+    /// Holds `amount` whatever the limit says: work a provider already has (a batch job
+    /// submitted before the run stopped) costs what it costs, and must count against what
+    /// later requests may spend.
+    pub fn hold(self: &Arc<Self>, amount: Cost) -> Reservation {
+        let mut ledger = self.ledger();
+        ledger.reserved = ledger.reserved + amount;
+        ledger.in_flight += 1;
+        Reservation {
+            budget: self.clone(),
+            amount,
+        }
+    }
+
+    /// [`Error::BudgetReached`] for a cost of `needed` that does not fit while nothing is in
+    /// flight (nothing will settle to make room); `None` while something may.
+    pub fn reached(&self, needed: Cost) -> Option<Error> {
+        let ledger = self.ledger();
+        (ledger.in_flight == 0 && ledger.spent + ledger.reserved + needed > self.limit).then(|| {
+            Error::BudgetReached {
+                limit: self.limit,
+                spent: ledger.spent,
+                needed,
+            }
+        })
+    }
+
     /// Reserves `worst` (a request's or a whole batch job's worst-case cost) before paying for
     /// it. While it does not fit but other reservations are in flight, waits for them to
     /// settle; when it does not fit and none is in flight, nothing ever will:
@@ -319,6 +370,29 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn try_reserve_never_waits_and_held_work_counts_against_later_reservations() {
+        let budget = Arc::new(Budget::new(Cost(100), Cost(30)));
+        assert_eq!(budget.available(), Cost(70));
+        let held = budget.hold(Cost(50));
+        assert!(budget.try_reserve(Cost(21)).is_none());
+        assert!(
+            budget.reached(Cost(21)).is_none(),
+            "the held job may settle for less"
+        );
+        let small = budget.try_reserve(Cost(20)).unwrap();
+        held.settle(Cost(10));
+        small.settle(Cost(20));
+        assert_eq!((budget.spent(), budget.available()), (Cost(60), Cost(40)));
+        assert!(matches!(
+            budget.reached(Cost(41)),
+            Some(Error::BudgetReached {
+                needed: Cost(41),
+                ..
+            })
+        ));
+    }
 
     fn price(input: f64, output: f64) -> Price {
         Price {

@@ -18,7 +18,7 @@ use crate::runner::Request;
 use crate::settings::LlmParams;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use distill_engine::task::{Prefetch, Ready, TaskContext};
-use distill_engine::{ErrorKind, classified};
+use distill_engine::{Budget, Cost, ErrorKind, Price, Reservation, classified};
 use distill_storage::{Progress, Row, now_ms};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -116,6 +116,7 @@ impl BatchFetcher {
         settled.clear();
         let shared = Arc::new(Shared::default());
         let cap_lines = (params.batch_window * planner.lines_per_row()).max(1) as usize;
+        let budget = params.price.and(ctx.budget());
         let manager = Manager {
             step: step.to_owned(),
             endpoint: format!("/v1/{}", planner.endpoint()),
@@ -125,6 +126,9 @@ impl BatchFetcher {
             ready: ready.clone(),
             settled,
             shared: shared.clone(),
+            budget,
+            price: params.price,
+            max_tokens: params.generation.max_tokens.unwrap_or(0),
             policy: params.on_batch_failure,
             poll: Duration::from_secs(params.poll_secs),
             cap_lines,
@@ -237,6 +241,8 @@ struct Job {
     record: JobRecord,
     keys: Vec<Key>,
     next_poll: Instant,
+    /// The job's worst case held on the run's budget until its answers are committed.
+    reservation: Option<Reservation>,
 }
 
 /// Why the manager stopped working: every waiting window fails with it.
@@ -266,6 +272,11 @@ struct Manager {
     ready: Ready,
     settled: Arc<Settled>,
     shared: Arc<Shared>,
+    /// The run's budget, when the step is priced and the pipeline has one.
+    budget: Option<Arc<Budget>>,
+    price: Option<Price>,
+    /// Completion tokens a request may use (`generation.max_tokens`), for its worst case.
+    max_tokens: u64,
     policy: OnBatchFailure,
     poll: Duration,
     /// Most requests in one job.
@@ -512,6 +523,12 @@ impl Manager {
                             });
                         }
                     };
+                    // Paid for (or about to be) whatever the budget says now: it counts against
+                    // what later jobs and requests may spend.
+                    let reservation = self
+                        .budget
+                        .as_ref()
+                        .map(|b| b.hold(Cost(record.worst_nanos)));
                     if record.phase == Phase::Uploaded {
                         // Killed between creating the job and recording it, perhaps.
                         let batch = match self.find(&record)? {
@@ -521,13 +538,14 @@ impl Manager {
                             }
                             None => self.create(&record)?,
                         };
-                        self.created(record, keys, batch)?;
+                        self.created(record, keys, batch, reservation)?;
                     } else {
                         self.in_jobs.extend(keys.iter().copied());
                         self.jobs.push(Job {
                             record,
                             keys,
                             next_poll: Instant::now(),
+                            reservation,
                         });
                     }
                 }
@@ -567,12 +585,10 @@ impl Manager {
             if self.jobs.len() >= self.max_open || !(full || self.flush || self.upstream_done) {
                 return Ok(());
             }
-            let mut keys = Vec::new();
-            let mut jsonl = Vec::new();
-            while let Some((key, request)) = self.pool.front() {
-                if keys.len() >= self.cap_lines {
-                    break;
-                }
+            // The job's lines: as many as the cap, the file size and the budget allow.
+            let available = self.budget.as_ref().map(|b| b.available());
+            let (mut lines, mut bytes, mut worst) = (Vec::new(), 0usize, Cost::ZERO);
+            for (key, request) in self.pool.iter().take(self.cap_lines) {
                 let line = serde_json::json!({
                     "custom_id": hex(key),
                     "method": "POST",
@@ -580,33 +596,66 @@ impl Manager {
                     "body": request.body,
                 })
                 .to_string();
-                if !keys.is_empty() && jsonl.len() + line.len() + 1 > MAX_FILE_BYTES {
+                if !lines.is_empty() && bytes + line.len() + 1 > MAX_FILE_BYTES {
                     break;
                 }
+                let line_worst = self.worst(&request.body);
+                if available.is_some_and(|room| worst + line_worst > room) {
+                    break;
+                }
+                bytes += line.len() + 1;
+                worst = worst + line_worst;
+                lines.push(line);
+            }
+            let reservation = match &self.budget {
+                None => None,
+                Some(budget) => match budget.try_reserve(worst).filter(|_| !lines.is_empty()) {
+                    Some(reservation) => Some(reservation),
+                    None => {
+                        // Nothing fits what is left now: wait for what is in flight to
+                        // settle, unless nothing is (then nothing ever will).
+                        let needed = self
+                            .pool
+                            .front()
+                            .map_or(Cost::ZERO, |(_, r)| self.worst(&r.body));
+                        return match budget.reached(needed) {
+                            Some(reached) if self.jobs.is_empty() => Err(Error::Budget(reached)),
+                            _ => Ok(()),
+                        };
+                    }
+                },
+            };
+            let mut keys = Vec::with_capacity(lines.len());
+            let mut jsonl = Vec::with_capacity(bytes);
+            for line in lines {
+                let Some((key, _)) = self.pool.pop_front() else {
+                    break;
+                };
+                self.pooled.remove(&key);
                 jsonl.extend_from_slice(line.as_bytes());
                 jsonl.push(b'\n');
-                keys.push(*key);
-                self.pooled.remove(key);
-                self.pool.pop_front();
+                keys.push(key);
             }
-            self.submit(keys, &jsonl)?;
+            self.submit(keys, &jsonl, worst, reservation)?;
         }
     }
 
-    /// Hook for spending budgets (the reservation API of the budgets work): reserve what a job
-    /// of `lines` requests may cost, at batch prices, before anything of it is recorded or
-    /// uploaded. An error stops batch mode for the step like a provider's refusal (its windows
-    /// fail with it; a budget error keeps its kind, so the run exits with the budget's code).
-    /// Until budgets land, every job is admitted.
-    fn admit(&self, lines: u64) -> Result<()> {
-        let _ = lines;
-        Ok(())
+    /// The most a request may cost at batch prices (nothing for an unpriced step).
+    fn worst(&self, body: &serde_json::Value) -> Cost {
+        self.price.map_or(Cost::ZERO, |price| {
+            price.batch(crate::api::worst_prompt_tokens(body), self.max_tokens)
+        })
     }
 
     /// The exactly-once protocol: the request set, then the file, then the job, each
     /// committed before the next call.
-    fn submit(&mut self, keys: Vec<Key>, jsonl: &[u8]) -> Result<()> {
-        self.admit(keys.len() as u64)?;
+    fn submit(
+        &mut self,
+        keys: Vec<Key>,
+        jsonl: &[u8],
+        worst: Cost,
+        reservation: Option<Reservation>,
+    ) -> Result<()> {
         let tagged: Vec<(Key, u32)> = keys
             .iter()
             .map(|k| (*k, self.attempts.get(k).copied().unwrap_or(0)))
@@ -627,6 +676,7 @@ impl Manager {
             failures: BTreeMap::new(),
             created_ms: now,
             updated_ms: now,
+            worst_nanos: worst.0,
         };
         self.ctx.commit(
             Progress::new()
@@ -641,7 +691,7 @@ impl Manager {
         record.file_created_at = file.created_at;
         self.save(&mut record, Progress::new())?;
         let batch = self.create(&record)?;
-        self.created(record, keys, batch)
+        self.created(record, keys, batch, reservation)
     }
 
     /// Commits `record` (touched now) with `unit`.
@@ -700,7 +750,13 @@ impl Manager {
     }
 
     /// Records the job `batch` created for `record`, and polls it from now on.
-    fn created(&mut self, mut record: JobRecord, keys: Vec<Key>, batch: BatchObject) -> Result<()> {
+    fn created(
+        &mut self,
+        mut record: JobRecord,
+        keys: Vec<Key>,
+        batch: BatchObject,
+        reservation: Option<Reservation>,
+    ) -> Result<()> {
         record.phase = Phase::Submitted;
         record.batch_id = Some(batch.id.clone());
         record.status = Some(batch.status);
@@ -718,6 +774,7 @@ impl Manager {
             record,
             keys,
             next_poll: Instant::now(),
+            reservation,
         });
         Ok(())
     }
@@ -783,6 +840,7 @@ impl Manager {
         let mut failures: BTreeMap<Key, String> = BTreeMap::new();
         let mut unit = Progress::new();
         let (mut unit_answers, mut unit_bytes) = (0usize, 0usize);
+        let (mut paid_input, mut paid_output) = (0u64, 0u64);
         let files = [&batch.output_file_id, &batch.error_file_id];
         for file in files.into_iter().flatten() {
             self.provider.lines(file, |line| {
@@ -797,6 +855,8 @@ impl Manager {
                         }
                         unit_bytes += body.len();
                         unit_answers += 1;
+                        paid_input += input;
+                        paid_output += output;
                         // Counted with the answers they belong to: committed together, once.
                         unit = std::mem::take(&mut unit)
                             .cache(key, body)
@@ -844,6 +904,12 @@ impl Manager {
         self.save(&mut record, unit.record(keys_key, None))?;
         tracing::info!(step = %self.step, batch = %batch.id, answered = record.answered, failed = failures.len(), "batch job collected");
         self.jobs[i].record = record;
+        if let Some(reservation) = self.jobs[i].reservation.take() {
+            let paid = self
+                .price
+                .map_or(Cost::ZERO, |p| p.batch(paid_input, paid_output));
+            reservation.settle(paid);
+        }
         self.settle(failures);
         Ok(())
     }

@@ -84,6 +84,10 @@ pub struct JobRecord {
     pub created_ms: u64,
     /// When the record last changed (ms since the epoch).
     pub updated_ms: u64,
+    /// The job's worst-case cost at batch prices (nano-dollars; 0 when the step has no
+    /// price), held on the run's budget while the job is open, also by a resumed run.
+    #[serde(default)]
+    pub worst_nanos: u64,
 }
 
 impl JobRecord {
