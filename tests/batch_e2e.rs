@@ -624,3 +624,61 @@ fn batch_jobs_stay_within_the_budget_and_a_higher_one_finishes_the_run() {
     assert_eq!(server.chats_answered(), 0, "nothing is asked online");
     assert_eq!(export(d, "budgeted"), online_rows());
 }
+
+/// `text_completion` and `embeddings` in batch mode: their jobs go to their own endpoints,
+/// each request in one job, nothing asked online, and the rows equal an online run's (an
+/// embedding cached per input, as online mode keeps it).
+#[test]
+fn completions_and_embeddings_run_in_batch_mode_as_online() {
+    let run_mode = |mode: &str| {
+        let server = server(Some(Duration::from_millis(50)));
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let rows: Vec<String> = (0..12)
+            .map(|i| format!("{{text: item {}}}", i % 9))
+            .collect();
+        let yaml = format!(
+            "name: modes\nsteps:\n  - name: load\n    type: inline\n    batch_size: 5\n    params: {{rows: [{rows}]}}\n  - name: complete\n    type: text_completion\n    after: [load]\n    input_batch_size: 4\n    params: {{base_url: {url}, model: m, template: 'Say {{{{ text }}}}', mode: {mode}, batch_window: 5, poll_secs: 1}}\n  - name: embed\n    type: embeddings\n    after: [complete]\n    input_batch_size: 4\n    params: {{base_url: {url}, model: e, template: '{{{{ text }}}}', dimensions: 3, mode: {mode}, batch_window: 5, poll_secs: 1}}\n",
+            rows = rows.join(", "),
+            url = server.base_url()
+        );
+        std::fs::write(d.join("p.yaml"), yaml).unwrap();
+        let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let exported = run(
+            d,
+            &[
+                "export", "--db", "r.redb", "--out", "o", "--format", "jsonl",
+            ],
+        );
+        assert!(exported.status.success(), "{}", stderr(&exported));
+        let rows = common::distill::read_jsonl(&d.join("o/embed/train/data-00000.jsonl"));
+        (rows, server)
+    };
+    let (online, _) = run_mode("online");
+    let (batch, server) = run_mode("batch");
+    assert_eq!(batch, online);
+    assert_eq!(batch.len(), 12);
+    assert!(
+        batch
+            .iter()
+            .all(|r| r["embedding"].as_array().is_some_and(|v| v.len() == 3))
+    );
+    let log = server.batch_log();
+    let endpoints: std::collections::BTreeSet<&str> =
+        log.created.iter().map(|j| j.endpoint.as_str()).collect();
+    assert_eq!(
+        endpoints,
+        ["/v1/completions", "/v1/embeddings"].into_iter().collect()
+    );
+    // 12 prompts (9 distinct texts, but each row's prompt is its own request) and 9 distinct
+    // inputs to embed: each in exactly one job.
+    let submissions = log.submissions();
+    assert!(submissions.values().all(|n| *n == 1), "{submissions:?}");
+    let online_requests = server
+        .received()
+        .iter()
+        .filter(|r| r.path.ends_with("/completions") || r.path.ends_with("/embeddings"))
+        .count();
+    assert_eq!(online_requests, 0, "nothing is asked online");
+}

@@ -349,6 +349,12 @@ impl Caller {
         Ok(self.ctx.cached(key)?)
     }
 
+    /// Why a batch job failed the request with cache key `key` for good, if it did (batch
+    /// mode: kept as the row's failure rather than asked online).
+    pub fn settled_failure(&self, key: &[u8; 32]) -> Option<String> {
+        self.settled.failure(key)
+    }
+
     /// Counts an answer served from the cache, with the tokens it would have cost.
     pub fn hit(&self, input_tokens: u64, output_tokens: u64) {
         self.ctx.count("cache_hits", 1);
@@ -485,7 +491,7 @@ impl Caller {
                 }
             }
         }
-        if let Some(detail) = self.settled.failure(&key) {
+        if let Some(detail) = self.settled_failure(&key) {
             // A batch job failed it for good (batch mode): kept as the row's failure.
             self.ctx.count("failures", 1);
             return Ok(Some(Err(Error::BatchRequest { detail })));

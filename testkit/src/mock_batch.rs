@@ -53,6 +53,8 @@ pub struct CreatedJob {
     pub id: String,
     /// Its input file.
     pub input_file_id: String,
+    /// The endpoint its requests go to (`/v1/chat/completions`).
+    pub endpoint: String,
     /// Its metadata.
     pub metadata: BTreeMap<String, String>,
     /// The `custom_id` of each request line, in order.
@@ -357,6 +359,7 @@ impl State {
         inner.log.created.push(CreatedJob {
             id,
             input_file_id: file_id.to_owned(),
+            endpoint: endpoint.to_owned(),
             metadata,
             custom_ids: lines.iter().map(|(c, _)| c.clone()).collect(),
             bodies: lines.into_iter().map(|(_, b)| b).collect(),
@@ -476,7 +479,7 @@ fn advance(inner: &mut Inner, i: usize) {
                 "error": null
             }));
         } else {
-            let answer = crate::mock_llm::completion(&body.to_string())
+            let answer = crate::mock_llm::good_answer(&job.endpoint, &body.to_string())
                 .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
             match answer {
                 Some(answer) => output.push(serde_json::json!({

@@ -530,7 +530,17 @@ fn error_json(message: &str) -> String {
     serde_json::json!({"error": {"message": message, "type": "mock"}}).to_string()
 }
 
-/// The good completion a chat request gets (also a batch job's answer to a line).
+/// The good answer a request to `path` (`/v1/chat/completions`, `/v1/completions` or
+/// `/v1/embeddings`) gets: a batch job's answer to one of its lines.
+pub(crate) fn good_answer(path: &str, body: &str) -> Option<String> {
+    match api_of(path)? {
+        Api::Chat => completion(body),
+        Api::Completions => text_completion(body),
+        Api::Embeddings => embeddings(body),
+    }
+}
+
+/// The good completion a chat request gets.
 pub(crate) fn completion(body: &str) -> Option<String> {
     let request: serde_json::Value = serde_json::from_str(body).ok()?;
     let model = request["model"].as_str()?.to_owned();

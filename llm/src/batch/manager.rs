@@ -948,10 +948,7 @@ impl Manager {
         let body = serde_json::to_vec(body).unwrap_or_default();
         Ok(Some((
             key,
-            match self.planner.accept(&body) {
-                Ok((input, output)) => Ok((body, input, output)),
-                Err(e) => Err(e.to_string()),
-            },
+            self.planner.accept(body).map_err(|e| e.to_string()),
         )))
     }
 

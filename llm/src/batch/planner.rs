@@ -41,11 +41,13 @@ pub trait Planner: Send + Sync + 'static {
         1
     }
 
-    /// Checks an answer from a job's output before it is cached, as online answers are:
-    /// its input and output tokens, or why it cannot be used.
-    fn accept(&self, body: &[u8]) -> Result<(u64, u64)> {
-        let completion = Completion::parse("a batch job's output", body)?;
-        Ok((completion.input_tokens, completion.output_tokens))
+    /// Checks an answer from a job's output before it is cached, as online answers are: the
+    /// record to cache (what `process` looks up under the request's key: the answer as
+    /// received, unless the task caches another form), its input and output tokens, or why
+    /// it cannot be used.
+    fn accept(&self, body: Vec<u8>) -> Result<(Vec<u8>, u64, u64)> {
+        let completion = Completion::parse("a batch job's output", &body)?;
+        Ok((body, completion.input_tokens, completion.output_tokens))
     }
 }
 

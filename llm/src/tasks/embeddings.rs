@@ -12,14 +12,15 @@
 //! twice in a batch are asked once.
 
 use crate::api::Api;
+use crate::batch::Planner;
 use crate::embedding::{CachedVector, Embeddings, share};
 use crate::error::{Error, Result};
 use crate::prompt::UserPrompt;
-use crate::runner::{Caller, Paid, Runner, cache_key};
+use crate::runner::{Caller, Paid, Request, Runner, cache_key};
 use crate::settings::{Generation, LlmParams};
 use crate::tasks::generation::text_param;
 use distill_engine::step::{BuildContext, Lifecycle, StepKind, StepResult};
-use distill_engine::task::{Task, TaskContext};
+use distill_engine::task::{Prefetch, Ready, Task, TaskContext};
 use distill_storage::{Row, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,10 +52,17 @@ impl Encoding {
 /// The embeddings task.
 pub struct EmbeddingsTask {
     runner: Runner,
+    plan: Arc<EmbeddingsPlan>,
+    rows_per_request: usize,
+}
+
+/// How rows become requests (shared with batch mode's manager, which asks one input per
+/// line: the request whose key the cache keeps each vector under).
+struct EmbeddingsPlan {
+    model: String,
     input: UserPrompt,
     dimensions: Option<u64>,
     encoding: Option<Encoding>,
-    rows_per_request: usize,
 }
 
 fn whole(params: &serde_json::Value, key: &str, min: u64, max: u64) -> Result<Option<u64>> {
@@ -97,11 +105,15 @@ pub fn embeddings(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult
     };
     let rows_per_request = whole(params, "rows_per_request", 1, MAX_ROWS_PER_REQUEST)?
         .unwrap_or(DEFAULT_ROWS_PER_REQUEST) as usize;
-    Ok(StepKind::Task(Box::new(EmbeddingsTask {
-        runner: Runner::for_api(llm, Api::Embeddings),
+    let plan = EmbeddingsPlan {
+        model: llm.model.clone(),
         input: UserPrompt::or_column(text_param(params, "template")?.as_deref(), "input")?,
         dimensions: whole(params, "dimensions", 1, MAX_DIMENSIONS)?,
         encoding,
+    };
+    Ok(StepKind::Task(Box::new(EmbeddingsTask {
+        runner: Runner::for_api(llm, Api::Embeddings),
+        plan: Arc::new(plan),
         rows_per_request,
     })))
 }
@@ -109,10 +121,40 @@ pub fn embeddings(params: &serde_json::Value, _ctx: &BuildContext) -> StepResult
 /// What became of one input: its vector, or why it failed for good.
 type Vector = std::result::Result<CachedVector, String>;
 
-impl EmbeddingsTask {
+impl Planner for EmbeddingsPlan {
+    fn requests(&self, rows: &[Row]) -> Result<Vec<Request>> {
+        rows.iter()
+            .enumerate()
+            .map(|(i, row)| {
+                Ok(Request {
+                    body: self.body(self.input.render(row, i)?.into()),
+                    generation: 0,
+                })
+            })
+            .collect()
+    }
+
+    fn endpoint(&self) -> &'static str {
+        Api::Embeddings.path()
+    }
+
+    fn accept(&self, body: Vec<u8>) -> Result<(Vec<u8>, u64, u64)> {
+        let parsed = Embeddings::parse("a batch job's output", &body, 1, self.dimensions)?;
+        let vector = CachedVector {
+            embedding: parsed.vectors.into_iter().next().unwrap_or_default(),
+            model: parsed.model,
+            input_tokens: parsed.input_tokens,
+        };
+        let record = serde_json::to_vec(&vector)
+            .map_err(|e| Error::params(format!("cannot encode a vector: {e}")))?;
+        Ok((record, parsed.input_tokens, 0))
+    }
+}
+
+impl EmbeddingsPlan {
     /// The request for `inputs`.
     fn body(&self, inputs: serde_json::Value) -> serde_json::Value {
-        let mut body = serde_json::json!({"model": self.runner.params.model, "input": inputs});
+        let mut body = serde_json::json!({"model": self.model, "input": inputs});
         if let Some(obj) = body.as_object_mut() {
             if let Some(d) = self.dimensions {
                 obj.insert("dimensions".into(), d.into());
@@ -123,7 +165,9 @@ impl EmbeddingsTask {
         }
         body
     }
+}
 
+impl EmbeddingsTask {
     /// Asks for the vectors of `texts` (cache misses) in one request; one result per text.
     fn ask(
         caller: &Caller,
@@ -188,7 +232,16 @@ impl Task for EmbeddingsTask {
     }
 
     fn inputs(&self) -> Vec<String> {
-        self.input.inputs()
+        self.plan.input.inputs()
+    }
+
+    fn prefetch(
+        &self,
+        step: &str,
+        ctx: &Arc<dyn TaskContext>,
+        ready: Ready,
+    ) -> StepResult<Option<Box<dyn Prefetch>>> {
+        self.runner.prefetch(step, ctx, ready, self.plan.clone())
     }
 
     fn outputs(&self) -> Vec<String> {
@@ -201,7 +254,7 @@ impl Task for EmbeddingsTask {
         let texts: Vec<String> = rows
             .iter()
             .enumerate()
-            .map(|(i, r)| self.input.render(r, i))
+            .map(|(i, r)| self.plan.input.render(r, i))
             .collect::<Result<_>>()?;
         let caller = Arc::new(self.runner.caller(ctx)?);
         // Each distinct input once: from the cache, or in a request with other misses.
@@ -210,7 +263,7 @@ impl Task for EmbeddingsTask {
         let mut misses: Vec<usize> = Vec::new();
         let keys: Vec<[u8; 32]> = texts
             .iter()
-            .map(|t| cache_key(&self.body(t.as_str().into()), 0))
+            .map(|t| cache_key(&self.plan.body(t.as_str().into()), 0))
             .collect();
         let mut distinct: Vec<usize> = Vec::new();
         for (i, text) in texts.iter().enumerate() {
@@ -236,7 +289,14 @@ impl Task for EmbeddingsTask {
                     caller.hit(cached.input_tokens, 0);
                     results[i] = Some(Ok(cached));
                 }
-                None => misses.push(i),
+                None => match caller.settled_failure(&keys[i]) {
+                    // A batch job failed it for good (batch mode): kept as the row's failure.
+                    Some(detail) => {
+                        ctx.count("failures", 1);
+                        results[i] = Some(Err(Error::BatchRequest { detail }.to_string()));
+                    }
+                    None => misses.push(i),
+                },
             }
         }
         let groups: Vec<Vec<usize>> = misses
@@ -248,12 +308,12 @@ impl Task for EmbeddingsTask {
             .map(|group| {
                 let texts: Vec<String> = group.iter().map(|&i| texts[i].clone()).collect();
                 let keys = group.iter().map(|&i| keys[i]).collect();
-                (self.body(texts.clone().into()), texts, keys)
+                (self.plan.body(texts.clone().into()), texts, keys)
             })
             .collect();
         let answered = {
             let (caller, requests) = (caller.clone(), Arc::new(requests));
-            let dimensions = self.dimensions;
+            let dimensions = self.plan.dimensions;
             self.runner.run_jobs(requests.len(), ctx, move |g| {
                 let (body, texts, keys) = &requests[g];
                 Self::ask(&caller, body, texts, keys, dimensions)

@@ -127,9 +127,9 @@ impl Planner for GenerationPlan {
         u64::from(self.params.num_generations)
     }
 
-    fn accept(&self, body: &[u8]) -> Result<(u64, u64)> {
-        let completion = Completion::parse_for(self.api, "a batch job's output", body)?;
-        Ok((completion.input_tokens, completion.output_tokens))
+    fn accept(&self, body: Vec<u8>) -> Result<(Vec<u8>, u64, u64)> {
+        let completion = Completion::parse_for(self.api, "a batch job's output", &body)?;
+        Ok((body, completion.input_tokens, completion.output_tokens))
     }
 }
 
