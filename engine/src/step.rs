@@ -37,6 +37,18 @@ pub trait Generator: Lifecycle {
     /// Returns up to `count` rows starting at row `offset`, and whether no row follows them.
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)>;
 
+    /// [`Generator::generate`] with the run's task context (request cache, counters, stop
+    /// flag), for generators that call an LLM (Magpie's). The engine calls this one; by
+    /// default it is `generate`.
+    fn generate_in(
+        &mut self,
+        offset: u64,
+        count: usize,
+        _ctx: &std::sync::Arc<dyn crate::task::TaskContext>,
+    ) -> StepResult<(Vec<Row>, bool)> {
+        self.generate(offset, count)
+    }
+
     /// A short text that changes when the generator's input changes (a file's size and
     /// modification time, say), read without reading the input; `None` when the parameters
     /// are the whole input (inline rows). A run refuses to resume when it changed.

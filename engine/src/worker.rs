@@ -105,7 +105,9 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                     step.kind()
                 ))));
             };
-            let (mut rows, last) = generator.generate(offset, info.batch_size)?;
+            let generated = generator.generate_in(offset, info.batch_size, &info.task_context);
+            info.task_context.flush();
+            let (mut rows, last) = generated?;
             mapping::after(&info.spec, &mut rows);
             Ok(Output {
                 batches: vec![rows],

@@ -34,6 +34,8 @@ use distill_engine::Registry;
 
 /// The built-in recipes (LLM tasks that follow a published method), by type name.
 pub const RECIPES: &[&str] = &[
+    "magpie",
+    "magpie_generator",
     "self_instruct",
     "evol_instruct",
     "evol_quality",
@@ -57,6 +59,8 @@ pub fn register(registry: &mut Registry) {
         "structured_generation",
         tasks::structured::structured_generation,
     );
+    registry.register("magpie", tasks::magpie::magpie);
+    registry.register("magpie_generator", tasks::magpie::magpie_generator);
     registry.register("self_instruct", tasks::self_instruct::self_instruct);
     registry.register("evol_instruct", tasks::evol::evol_instruct);
     registry.register("evol_quality", tasks::evol::evol_quality);

@@ -85,6 +85,7 @@ pub mod builtin {
                 pub const $name: (&str, &str) = ($file, include_str!(concat!("tasks/templates/", $file)));
             )*
             /// Every built-in template.
+            #[cfg(test)]
             pub const ALL: &[(&str, &str)] = &[$($name),*];
         };
     }

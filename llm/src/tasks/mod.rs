@@ -6,6 +6,7 @@ pub(crate) mod embeddings;
 pub(crate) mod evol;
 pub(crate) mod generation;
 pub(crate) mod judge;
+pub(crate) mod magpie;
 pub(crate) mod parse;
 pub(crate) mod prometheus;
 pub(crate) mod recipe;

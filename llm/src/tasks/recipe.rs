@@ -53,6 +53,18 @@ pub(crate) trait Recipe: Send + Sync + 'static {
     /// The state of row `row` (its index in the batch is `index`) before any request.
     fn start(&self, row: &Row, index: usize, llm: &LlmParams) -> Result<Self::State>;
 
+    /// [`Recipe::start`] for row number `number` of a generator's output (a number that is
+    /// the same in every run): recipes whose rows all look alike use it to tell them apart.
+    fn start_numbered(
+        &self,
+        row: &Row,
+        index: usize,
+        _number: u64,
+        llm: &LlmParams,
+    ) -> Result<Self::State> {
+        self.start(row, index, llm)
+    }
+
     /// The row's next request, or `None` when it is done.
     fn next(&self, state: &Self::State, llm: &LlmParams) -> Option<Call>;
 
@@ -90,13 +102,23 @@ impl<R: Recipe> RecipeTask<R> {
         &self.runners[0].1.params
     }
 
-    /// Runs the recipe over `rows`: round after round until every row is done.
-    pub fn run_rows(&self, rows: Vec<Row>, ctx: &Arc<dyn TaskContext>) -> StepResult<Vec<Row>> {
+    /// Runs the recipe over `rows`: round after round until every row is done. `first` is
+    /// the number of the first row when they are a generator's (see
+    /// [`Recipe::start_numbered`]).
+    pub fn run_rows(
+        &self,
+        rows: Vec<Row>,
+        first: Option<u64>,
+        ctx: &Arc<dyn TaskContext>,
+    ) -> StepResult<Vec<Row>> {
         let llm = self.llm();
         let mut states = rows
             .iter()
             .enumerate()
-            .map(|(i, row)| self.recipe.start(row, i, llm))
+            .map(|(i, row)| match first {
+                Some(first) => self.recipe.start_numbered(row, i, first + i as u64, llm),
+                None => self.recipe.start(row, i, llm),
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut models: Vec<Option<String>> = vec![None; rows.len()];
         for round in 0.. {
@@ -194,7 +216,7 @@ impl<R: Recipe> Task for RecipeTask<R> {
     }
 
     fn process(&self, rows: Vec<Row>, ctx: &Arc<dyn TaskContext>) -> StepResult<Vec<Row>> {
-        self.run_rows(rows, ctx)
+        self.run_rows(rows, None, ctx)
     }
 }
 
