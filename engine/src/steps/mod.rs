@@ -8,6 +8,7 @@ mod format_text;
 mod generators;
 mod global;
 mod json_integers;
+mod minhash;
 
 use crate::registry::Registry;
 
@@ -25,4 +26,5 @@ pub fn register_builtins(registry: &mut Registry) {
     registry.register("filter", filter::filter);
     registry.register("dedup", global::dedup);
     registry.register("sample", global::sample);
+    registry.register("minhash_dedup", minhash::minhash_dedup);
 }
