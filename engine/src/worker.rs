@@ -27,6 +27,9 @@ pub struct StepInfo {
     pub task_context: Arc<dyn TaskContext>,
 }
 
+/// Rows to push through a stream again: the log, and per predecessor how many of its rows.
+pub type Replay = (Arc<RunLog>, Vec<(String, u64)>);
+
 /// The input of one job.
 pub enum Input {
     /// A generator's next rows from this offset.
@@ -45,7 +48,7 @@ pub enum Input {
         parts: Vec<Vec<Row>>,
         /// Rows the committed windows consumed, per predecessor, to push again (their output
         /// is dropped) before the window.
-        replay: Option<(Arc<RunLog>, Vec<(String, u64)>)>,
+        replay: Option<Replay>,
     },
     /// All rows of all predecessors (global steps), read from the log by the worker.
     All {
