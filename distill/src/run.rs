@@ -20,6 +20,7 @@ pub struct RunSummary {
 pub fn registry() -> Registry {
     let mut registry = Registry::default();
     distill_llm::register(&mut registry);
+    distill_vector::register(&mut registry);
     registry
 }
 
