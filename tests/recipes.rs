@@ -99,7 +99,7 @@ fn magpie_generator_then_sft_rows() {
                 )
             ])
         );
-        assert_eq!(row["model_name"], "mock-model");
+        assert_eq!(row["model_name"], "smollm2-135m");
         assert!(row["magpie_error"].is_null());
     }
     // One raw completion per row, each its own (seed offset by the row number), ending in
@@ -525,7 +525,7 @@ fn deita_complexity_and_quality_scores() {
     assert_eq!(rows[0]["quality_scores"], json!([3, 5]));
     assert_eq!(rows[1]["quality_scores"], json!([4, 1]));
     assert!(rows.iter().all(|r| r["quality_scorer_error"].is_null()));
-    assert_eq!(rows[0]["quality_model"], "mock-model");
+    assert_eq!(rows[0]["quality_model"], "smollm2-135m");
 }
 
 #[test]
@@ -552,7 +552,7 @@ fn text_classification_with_a_schema() {
     let body = &bodies(&server, "chat/completions")[0];
     assert_eq!(
         body["response_format"]["schema"]["properties"]["labels"]["enum"],
-        json!(["negative", "positive", "Unclassified"])
+        json!(["positive", "negative", "Unclassified"])
     );
     let prompt = body["messages"][0]["content"].as_str().unwrap();
     assert!(
