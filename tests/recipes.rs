@@ -601,3 +601,41 @@ fn minhash_dedup_example_drops_the_near_copies() {
         .collect();
     assert_eq!(ids, vec![1, 3, 5]);
 }
+
+#[test]
+fn embedding_dedup_example_drops_the_near_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let leaves = run_example(dir.path(), "embedding_dedup.yaml", "unused", "r.redb");
+    let ids: Vec<i64> = leaves["unique"]
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 3, 5]);
+}
+
+#[test]
+fn embeddings_then_embedding_dedup_drops_repeated_texts() {
+    // The mock's vectors are a hash of the text: equal texts, equal vectors; others far apart.
+    let server = mock(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let yaml = format!(
+        "name: embed-dedup\nsteps:\n  - name: texts\n    type: inline\n    params: {{rows: [{{id: 1, text: alpha}}, {{id: 2, text: beta}}, {{id: 3, text: alpha}}, {{id: 4, text: gamma}}, {{id: 5, text: beta}}]}}\n  - name: embed\n    type: embeddings\n    after: [texts]\n    input_batch_size: 5\n    input_mappings: {{input: text}}\n    params: {{base_url: {}, model: m, dimensions: 16}}\n  - name: unique\n    type: embedding_dedup\n    after: [embed]\n    input_batch_size: 2\n    params: {{threshold: 0.999}}\n",
+        server.base_url()
+    );
+    std::fs::write(d.join("p.yaml"), yaml).unwrap();
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        d,
+        &[
+            "export", "--db", "r.redb", "--out", "o", "--format", "jsonl",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids: Vec<i64> = read_jsonl(&d.join("o/unique/train/data-00000.jsonl"))
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 4]);
+}
