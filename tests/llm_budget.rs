@@ -109,6 +109,21 @@ fn a_run_stops_at_its_budget_and_resumes_with_a_higher_one() {
     );
     assert!(text.contains("of a $0.150000 budget"), "{text}");
 
+    // A changed step keeps what its answers cost: the budget is still spent, nothing is sent.
+    std::fs::write(
+        d.join("p.yaml"),
+        pipeline(&server, Some(budget), true).replace(
+            "      model: mock-model\n",
+            "      model: mock-model\n      system_prompt: Be brief.\n",
+        ),
+    )
+    .unwrap();
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(chats(&server), paid);
+    let again = status_json(d, "r.redb")["spent_usd"].as_f64().unwrap();
+    assert!((again - spent).abs() < 1e-12, "{again} vs {spent}");
+
     // A higher budget (not part of the signature): the run resumes and finishes, paying only
     // for the answers it did not have.
     std::fs::write(d.join("p.yaml"), pipeline(&server, Some(10.0), true)).unwrap();

@@ -319,7 +319,7 @@ fn run_on_log(
 }
 
 /// What the answers committed in `snapshot` cost, at each step's `price` (steps of the
-/// pipeline only: a step a changed pipeline dropped took its counters with it).
+/// pipeline only; a step a changed pipeline dropped keeps its counters, so its spend counts).
 fn committed_spend(pipeline: &Pipeline, snapshot: &distill_storage::Snapshot) -> Result<Cost> {
     let mut spent = Cost::ZERO;
     for node in pipeline.nodes() {

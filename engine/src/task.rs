@@ -13,6 +13,12 @@ pub trait TaskContext: Send + Sync {
     /// never a miss: a miss would pay again for an answer already paid for.
     fn cached(&self, key: &[u8; 32]) -> distill_storage::Result<Option<Vec<u8>>>;
 
+    /// The responses committed for each of `keys` (see [`TaskContext::cached`]), read from
+    /// one snapshot.
+    fn cached_all(&self, keys: &[[u8; 32]]) -> distill_storage::Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.cached(key)).collect()
+    }
+
     /// Commits a response durably before returning, so it is never paid for twice.
     fn store(&self, key: [u8; 32], response: Vec<u8>) -> distill_storage::Result<()>;
 

@@ -296,6 +296,17 @@ impl TaskContext for LogTaskContext {
         self.log.snapshot()?.cached(key)
     }
 
+    fn cached_all(&self, keys: &[[u8; 32]]) -> distill_storage::Result<Vec<Option<Vec<u8>>>> {
+        if Fault::CacheRead.armed() {
+            return Err(distill_storage::Error::Io {
+                path: self.log.path().to_path_buf(),
+                source: std::io::Error::other("injected failure reading the request cache"),
+            });
+        }
+        let snapshot = self.log.snapshot()?;
+        keys.iter().map(|key| snapshot.cached(key)).collect()
+    }
+
     fn store(&self, key: [u8; 32], response: Vec<u8>) -> distill_storage::Result<()> {
         self.committer
             .commit(self.with_counts(Progress::new().cache(key, response)))?;

@@ -176,10 +176,11 @@ impl Client {
                     return Err(distill_http::Error::Interrupted { call });
                 };
                 let request = self.authorised(self.http.client().post(&url)).json(body);
+                let mut said = (None, None);
                 let reply = self.http.once_observed(&call, &[], request, |reply| {
-                    let (requests, tokens) = announced(&reply.headers);
-                    limits.after(ticket, requests, tokens);
+                    said = announced(&reply.headers);
                 });
+                limits.after(ticket, said);
                 match &reply {
                     Ok(_) => self.pool.answered(slot.endpoint),
                     Err(e) if e.status() == Some(429) && e.retry_after().is_none() => {

@@ -2,7 +2,9 @@
 //! `x-ratelimit-remaining-requests`/`-tokens` and `x-ratelimit-reset-requests`/`-tokens`
 //! (durations like `6m0s`, `1s`, `20ms`). Once an endpoint said how many requests (or tokens)
 //! are left until its window resets, no more than that start before the reset: the run slows
-//! down before the provider answers 429.
+//! down before the provider answers 429. When a window resets, the endpoint's whole limit
+//! (`x-ratelimit-limit-*`) may start, and no more until an answer says where the new window
+//! stands.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +16,8 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// What one answer said about a window: requests (or tokens) left, and when it resets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Announced {
+    /// The window's size (`x-ratelimit-limit-*`), when given.
+    pub limit: Option<u64>,
     /// Left in the window when the request was counted.
     pub remaining: u64,
     /// Until the window resets, from when the answer was read.
@@ -36,7 +40,12 @@ pub(crate) fn announced(
             .parse::<u64>()
             .ok()?;
         let reset = parse_duration(get(format!("x-ratelimit-reset-{what}"))?)?;
-        Some(Announced { remaining, reset })
+        let limit = get(format!("x-ratelimit-limit-{what}")).and_then(|l| l.parse().ok());
+        Some(Announced {
+            limit,
+            remaining,
+            reset,
+        })
     };
     (read("requests"), read("tokens"))
 }
@@ -77,30 +86,131 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(total).ok()
 }
 
-/// A window the endpoint announced: `remaining` more may start after the request numbered
-/// `base` (requests, or estimated tokens, counted as they start) until `reset_at`.
+/// What one meter (requests, or estimated tokens) may still start: `remaining` counted from
+/// `base`, until `reset_at`.
 #[derive(Debug, Clone, Copy)]
 struct Window {
     remaining: u64,
     base: u64,
     reset_at: Instant,
+    limit: Option<u64>,
+    /// Taken to be whole after a reset, with a reset time of our own: the first answer in it
+    /// gives the real reset time.
+    guessed: bool,
+}
+
+/// How long a window taken to be whole after a reset lasts when no answer says otherwise.
+const FRESH_WINDOW: Duration = Duration::from_secs(60);
+
+/// Requests or tokens: what started, what is still in flight, and the window in force.
+#[derive(Debug, Default)]
+struct Meter {
+    /// Amount started so far (requests, or estimated tokens).
+    started: u64,
+    /// Amount started but not answered.
+    in_flight: u64,
+    /// `started` when the window last reset: answers to requests started before it speak
+    /// of the old window.
+    fresh_from: u64,
+    window: Option<Window>,
+}
+
+/// Where a request stood on one meter when it started.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mark {
+    /// `started` with this request.
+    end: u64,
+    /// In flight when it started: the provider may count those after it.
+    in_flight_before: u64,
+    /// Its own amount.
+    amount: u64,
+}
+
+impl Meter {
+    /// How much may still start: the window's remaining less what started since its base.
+    fn room(&self) -> Option<u64> {
+        self.window.map(|w| {
+            w.remaining
+                .saturating_sub(self.started.saturating_sub(w.base))
+        })
+    }
+
+    /// Past its reset, a window is whole again (when its limit is known) from now on.
+    fn roll(&mut self, now: Instant) {
+        if let Some(w) = self.window
+            && w.reset_at <= now
+        {
+            self.fresh_from = self.started;
+            self.window = w.limit.map(|limit| Window {
+                remaining: limit,
+                base: self.started,
+                reset_at: now + FRESH_WINDOW,
+                limit: Some(limit),
+                guessed: true,
+            });
+        }
+    }
+
+    fn start(&mut self, amount: u64) -> Mark {
+        let mark = Mark {
+            end: self.started + amount,
+            in_flight_before: self.in_flight,
+            amount,
+        };
+        self.started += amount;
+        self.in_flight += amount;
+        mark
+    }
+
+    /// The answer to the request of `mark` came (with what it announced, if anything). Each
+    /// announcement bounds what may start: its remaining, less everything that started after
+    /// it or was in flight when it started (the provider may count those after it); the
+    /// tightest bound is kept.
+    fn answered(&mut self, mark: Mark, announced: Option<Announced>, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(mark.amount);
+        let Some(a) = announced else {
+            return;
+        };
+        if mark.end <= self.fresh_from {
+            return;
+        }
+        let candidate = Window {
+            remaining: a.remaining,
+            base: mark.end.saturating_sub(mark.in_flight_before),
+            reset_at: now + a.reset,
+            limit: a.limit.or(self.window.and_then(|w| w.limit)),
+            guessed: false,
+        };
+        let room = |w: &Window| {
+            w.remaining
+                .saturating_sub(self.started.saturating_sub(w.base))
+        };
+        self.window = match self.window {
+            Some(w) if w.reset_at > now && room(&w) <= room(&candidate) => Some(Window {
+                reset_at: if w.guessed {
+                    candidate.reset_at
+                } else {
+                    w.reset_at
+                },
+                guessed: false,
+                ..w
+            }),
+            _ => Some(candidate),
+        };
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// Requests started so far.
-    started: u64,
-    /// Estimated tokens of the requests started so far.
-    tokens: u64,
-    requests_window: Option<Window>,
-    tokens_window: Option<Window>,
+    requests: Meter,
+    tokens: Meter,
 }
 
 /// Where a request stood when it started: what the limits announced by its answer count from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket {
-    seq: u64,
-    tokens: u64,
+    requests: Mark,
+    tokens: Mark,
 }
 
 /// One endpoint's announced limits.
@@ -118,32 +228,9 @@ impl ProviderLimits {
             if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
                 return None;
             }
-            let wait = {
-                let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                let s = &mut *guard;
-                let now = Instant::now();
-                for window in [&mut s.requests_window, &mut s.tokens_window] {
-                    if window.is_some_and(|w| w.reset_at <= now) {
-                        *window = None;
-                    }
-                }
-                let requests_full = s
-                    .requests_window
-                    .filter(|w| s.started.saturating_sub(w.base) >= w.remaining);
-                let tokens_full = s
-                    .tokens_window
-                    .filter(|w| s.tokens.saturating_sub(w.base) + tokens > w.remaining);
-                match requests_full.or(tokens_full) {
-                    None => {
-                        s.started += 1;
-                        s.tokens += tokens;
-                        return Some(Ticket {
-                            seq: s.started,
-                            tokens: s.tokens,
-                        });
-                    }
-                    Some(w) => w.reset_at - now,
-                }
+            let wait = match self.try_start(tokens) {
+                Ok(ticket) => return Some(ticket),
+                Err(wait) => wait,
             };
             if !logged {
                 tracing::debug!(
@@ -152,37 +239,38 @@ impl ProviderLimits {
                 );
                 logged = true;
             }
-            std::thread::sleep(wait.min(STOP_POLL));
+            std::thread::sleep(wait.clamp(Duration::from_millis(1), STOP_POLL));
         }
     }
 
-    /// Takes in what the answer to the request of `ticket` announced (its headers).
-    pub fn after(&self, ticket: Ticket, requests: Option<Announced>, tokens: Option<Announced>) {
-        if requests.is_none() && tokens.is_none() {
-            return;
+    /// Counts a request of about `tokens` tokens as started when the windows announced have
+    /// room for it; else how long until the window in the way resets.
+    fn try_start(&self, tokens: u64) -> Result<Ticket, Duration> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        s.requests.roll(now);
+        s.tokens.roll(now);
+        let full = |m: &Meter, amount: u64| {
+            m.room()
+                .is_some_and(|room| room < amount.max(1))
+                .then(|| m.window.map_or(Duration::ZERO, |w| w.reset_at - now))
+        };
+        if let Some(wait) = full(&s.requests, 1).or_else(|| full(&s.tokens, tokens)) {
+            return Err(wait);
         }
+        Ok(Ticket {
+            requests: s.requests.start(1),
+            tokens: s.tokens.start(tokens),
+        })
+    }
+
+    /// The attempt of `ticket` is over; `announced` is what its answer's headers said
+    /// (requests, tokens), when an answer came.
+    pub fn after(&self, ticket: Ticket, announced: (Option<Announced>, Option<Announced>)) {
         let now = Instant::now();
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        // Requests that started after this one may not be counted in what it announced: they
-        // are taken as not counted, so they use up the remaining.
-        if let Some(a) = requests
-            && s.requests_window.is_none_or(|w| w.base <= ticket.seq)
-        {
-            s.requests_window = Some(Window {
-                remaining: a.remaining,
-                base: ticket.seq,
-                reset_at: now + a.reset,
-            });
-        }
-        if let Some(a) = tokens
-            && s.tokens_window.is_none_or(|w| w.base <= ticket.tokens)
-        {
-            s.tokens_window = Some(Window {
-                remaining: a.remaining,
-                base: ticket.tokens,
-                reset_at: now + a.reset,
-            });
-        }
+        s.requests.answered(ticket.requests, announced.0, now);
+        s.tokens.answered(ticket.tokens, announced.1, now);
     }
 }
 
@@ -211,30 +299,70 @@ mod tests {
         // The answer to the first request: 2 more requests may start within 300 ms.
         limits.after(
             first,
-            Some(Announced {
-                remaining: 2,
-                reset: Duration::from_millis(300),
-            }),
-            None,
+            (
+                Some(Announced {
+                    limit: Some(3),
+                    remaining: 2,
+                    reset: Duration::from_millis(300),
+                }),
+                None,
+            ),
         );
         let started = Instant::now();
         limits.before(10, None).unwrap();
         limits.before(10, None).unwrap();
         assert!(started.elapsed() < Duration::from_millis(250));
-        // The third waits for the reset.
+        // The third waits for the reset; then the whole limit may start, and no more.
         limits.before(10, None).unwrap();
         assert!(started.elapsed() >= Duration::from_millis(250));
-        // A stop ends a wait.
-        let fourth = limits.before(10, None).unwrap();
-        limits.after(
-            fourth,
-            None,
-            Some(Announced {
-                remaining: 5,
-                reset: Duration::from_secs(60),
-            }),
-        );
+        limits.before(10, None).unwrap();
+        limits.before(10, None).unwrap();
+        assert!(limits.try_start(10).is_err());
         let stop = AtomicBool::new(true);
         assert!(limits.before(10, Some(&stop)).is_none());
+        // Tokens: what is left bounds the next requests' estimates.
+        let tokens = ProviderLimits::default();
+        let first = tokens.before(10, None).unwrap();
+        tokens.after(
+            first,
+            (
+                None,
+                Some(Announced {
+                    limit: None,
+                    remaining: 25,
+                    reset: Duration::from_secs(60),
+                }),
+            ),
+        );
+        tokens.before(10, None).unwrap();
+        tokens.before(10, None).unwrap();
+        assert!(tokens.try_start(10).is_err());
+        assert!(tokens.try_start(5).is_ok());
+    }
+
+    #[test]
+    fn answers_out_of_order_never_widen_the_window() {
+        let limits = ProviderLimits::default();
+        // A burst of 4; the provider counted the last one first (9 left after it) and the
+        // first one last (6 left after it).
+        let tickets: Vec<Ticket> = (0..4).map(|_| limits.try_start(1).unwrap()).collect();
+        let said = |remaining| {
+            (
+                Some(Announced {
+                    limit: Some(10),
+                    remaining,
+                    reset: Duration::from_secs(60),
+                }),
+                None,
+            )
+        };
+        // The three started after the first may not be counted in its 6: 3 may start.
+        limits.after(tickets[0], said(6));
+        // The last one's 9 (three in flight before it) allows 6: the tighter 3 stays.
+        limits.after(tickets[3], said(9));
+        for _ in 0..3 {
+            limits.try_start(1).unwrap();
+        }
+        assert!(limits.try_start(1).is_err());
     }
 }

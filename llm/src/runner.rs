@@ -3,7 +3,9 @@
 //!
 //! The requests of a batch run on their own threads. When the run is stopping, no new request
 //! starts; answers already on their way are awaited for a short grace period (and cached when
-//! they come), then the batch is given up: a resumed run asks the cache first. With a budget,
+//! they come), then the batch is given up: a resumed run asks the cache first. A batch that
+//! fails (the budget reached, `on_failure: fail`) first waits for the requests already sent,
+//! so every answer paid for is committed. With a budget,
 //! each priced request reserves its worst-case cost before it is sent and settles it once its
 //! answer is committed.
 
@@ -213,6 +215,25 @@ impl Runner {
             }
         };
         jobs.abandoned.store(true, Ordering::SeqCst);
+        if let Err(Halt::Failed(_)) = &outcome {
+            // The batch ends, but requests already sent are paid for: their answers are
+            // committed before it returns (a stop cuts this wait short after the grace).
+            let mut stopping_since = None::<Instant>;
+            loop {
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(_) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if ctx.stopping()
+                            && stopping_since.get_or_insert_with(Instant::now).elapsed()
+                                >= STOP_GRACE
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         outcome?;
         Ok(results.into_iter().flatten().collect())
     }

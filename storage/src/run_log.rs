@@ -256,7 +256,8 @@ impl RunLog {
 
     /// Moves the run to a changed pipeline, keeping what is still valid: the metadata takes the
     /// new signature and pipeline (the creation time stays, so the run stays the same run), and
-    /// everything of the steps in `change.drop_steps` goes (their batches and records), with
+    /// everything of the steps in `change.drop_steps` goes (their batches and records; their
+    /// counters stay, as accounting of the run), with
     /// the cursors and records named; the request cache and the log are kept, and the log
     /// announces the change. One transaction: after a crash, the run is either unchanged or
     /// wholly moved.
@@ -296,7 +297,24 @@ impl RunLog {
                 batches
                     .retain_in((step.as_str(), 0)..=(step.as_str(), u64::MAX), |_, _| false)
                     .map_err(e)?;
-                steps.remove(step.as_str()).map_err(e)?;
+                // Its counters stay: what its answers cost was spent in this run (budgets and
+                // `status` count it); everything else of the step goes.
+                let counters = match steps.remove(step.as_str()).map_err(e)? {
+                    Some(bytes) => {
+                        decode::<StepRecord>(bytes.value(), &format!("state of step '{step}'"))?
+                            .counters
+                    }
+                    None => Default::default(),
+                };
+                if !counters.is_empty() {
+                    let kept = StepRecord {
+                        counters,
+                        updated_ms: now_ms(),
+                        ..StepRecord::default()
+                    };
+                    let bytes = encode(&kept, &format!("state of step '{step}'"))?;
+                    steps.insert(step.as_str(), bytes.as_slice()).map_err(e)?;
+                }
             }
             let mut cursors = txn.open_table(CURSORS).map_err(t)?;
             for cursor in &change.drop_cursors {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod distill;
+pub mod embeddings;
 pub mod llm;
 pub mod python;
 

@@ -212,12 +212,19 @@ impl Task for EmbeddingsTask {
             .iter()
             .map(|t| cache_key(&self.body(t.as_str().into()), 0))
             .collect();
+        let mut distinct: Vec<usize> = Vec::new();
         for (i, text) in texts.iter().enumerate() {
-            if first.contains_key(text.as_str()) {
-                continue;
+            if !first.contains_key(text.as_str()) {
+                first.insert(text, i);
+                distinct.push(i);
             }
-            first.insert(text, i);
-            match caller.cached(&keys[i])? {
+        }
+        let wanted: Vec<[u8; 32]> = distinct.iter().map(|&i| keys[i]).collect();
+        let found = ctx
+            .cached_all(&wanted)
+            .map_err(|e| Error::from(e).into_step_error())?;
+        for (&i, bytes) in distinct.iter().zip(found) {
+            match bytes {
                 Some(bytes) => {
                     let cached: CachedVector = serde_json::from_slice(&bytes).map_err(|e| {
                         Error::DamagedCache {
