@@ -218,6 +218,10 @@ impl<R: Recipe> Task for RecipeTask<R> {
     fn process(&self, rows: Vec<Row>, ctx: &Arc<dyn TaskContext>) -> StepResult<Vec<Row>> {
         self.run_rows(rows, None, ctx)
     }
+
+    fn check_budgeted(&self) -> std::result::Result<(), String> {
+        self.llm().check_budgeted()
+    }
 }
 
 /// The connection parameters of a recipe (its `own` parameters left out); recipes make one
