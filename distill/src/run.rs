@@ -23,6 +23,7 @@ pub fn registry() -> Registry {
     distill_llm::register(&mut registry);
     distill_distiset::read::register(&mut registry);
     distill_hub::load::register(&mut registry);
+    distill_vector::register(&mut registry);
     registry
 }
 

@@ -12,7 +12,7 @@ use crate::mapping;
 use crate::observer::{Observer, RunEvent};
 use crate::pipeline::Pipeline;
 use crate::spec::OnError;
-use crate::step::{StepKind, StepResult};
+use crate::step::{GlobalStream, StepKind, StepResult};
 use crate::task::{Prefetch, Ready};
 use crate::worker::{Input, JobError, Output, StepInfo, run_job};
 use crossbeam_channel::{Receiver, Sender, unbounded};
@@ -107,6 +107,11 @@ struct StepRun {
     waiting: BTreeMap<u64, Waiting>,
     /// Rows of the windows in `waiting`.
     waiting_rows: u64,
+    /// A streaming global step's state (one job at a time uses it).
+    stream: Option<Arc<std::sync::Mutex<Box<dyn GlobalStream>>>>,
+    /// Rows per predecessor its committed windows consumed, pushed again by the session's
+    /// first window to rebuild the stream's state (resume).
+    replay: Vec<(String, u64)>,
 }
 
 impl StepRun {
@@ -214,6 +219,18 @@ impl<'a> StageRunner<'a> {
                 .succs
                 .iter()
                 .any(|&c| members.contains(&c) && !nodes[c].is_global());
+            let stream = match &*self.infos[i].slot.read() {
+                StepKind::Global(g) => g.stream().map(|s| Arc::new(std::sync::Mutex::new(s))),
+                _ => None,
+            };
+            let replay = if stream.is_some() && edges.iter().any(|e| e.taken > 0) {
+                edges
+                    .iter()
+                    .map(|e| (nodes[e.pred].name().to_owned(), e.taken))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             runs.push(StepRun {
                 node: i,
                 committed: self.progress[i],
@@ -231,6 +248,8 @@ impl<'a> StageRunner<'a> {
                 prefetch: None,
                 waiting: BTreeMap::new(),
                 waiting_rows: 0,
+                stream,
+                replay,
             });
         }
         drop(snapshot);
@@ -444,6 +463,9 @@ impl<'a> StageRunner<'a> {
             }
             return Ok(count);
         }
+        if node.is_global() && runs[r].stream.is_some() {
+            return self.dispatch_stream(runs, r, events);
+        }
         if node.is_global() {
             if runs[r].next_job == 0 {
                 let input = Input::All {
@@ -604,6 +626,55 @@ impl<'a> StageRunner<'a> {
             }
         }
         Ok(count)
+    }
+
+    /// Dispatches the next window of a streaming global step: up to `batch_size` rows of its
+    /// predecessors' committed output, one predecessor after the other, once the job before
+    /// it is done with the stream.
+    fn dispatch_stream(
+        &mut self,
+        runs: &mut [StepRun],
+        r: usize,
+        events: &Sender<Event>,
+    ) -> Result<usize> {
+        let nodes = self.pipeline.nodes();
+        let node = &nodes[runs[r].node];
+        if runs[r].in_flight > 0
+            || runs[r].last_dispatched
+            || runs[r].unfinished() >= MAX_IN_FLIGHT
+            || self.backlogged(runs, r)
+        {
+            return Ok(0);
+        }
+        let mut need = node.batch_size as u64;
+        let mut parts = Vec::with_capacity(runs[r].edges.len());
+        let mut cursors = Vec::new();
+        let mut last = true;
+        for e in 0..runs[r].edges.len() {
+            let pred = runs[r].edges[e].pred;
+            let committed = self.committed(runs, pred);
+            let take = (committed.rows - runs[r].edges[e].taken).min(need);
+            let rows = self.take_rows(&mut runs[r].edges[e], take as usize, committed.batches)?;
+            runs[r].edges[e].taken += take;
+            need -= take;
+            last &= committed.done && runs[r].edges[e].taken == committed.rows;
+            parts.push(rows);
+            cursors.push((
+                cursor_name(node.name(), nodes[pred].name()),
+                runs[r].edges[e].taken,
+            ));
+        }
+        let replay = std::mem::take(&mut runs[r].replay);
+        let input = Input::Stream {
+            stream: runs[r].stream.clone().ok_or_else(|| Error::Internal {
+                detail: "a streaming step without its stream".into(),
+            })?,
+            parts,
+            replay: (!replay.is_empty()).then(|| (self.log.clone(), replay)),
+        };
+        runs[r].last_dispatched = last;
+        self.spawn(&mut runs[r], input, last, cursors, events);
+        Ok(1)
     }
 
     fn committed(&self, runs: &[StepRun], step: usize) -> Committed {

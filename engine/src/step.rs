@@ -56,6 +56,18 @@ pub trait Generator: Lifecycle {
     /// Returns up to `count` rows starting at row `offset`, and whether no row follows them.
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)>;
 
+    /// [`Generator::generate`] with the run's task context (request cache, counters, stop
+    /// flag), for generators that call an LLM (Magpie's). The engine calls this one; by
+    /// default it is `generate`.
+    fn generate_in(
+        &mut self,
+        offset: u64,
+        count: usize,
+        _ctx: &std::sync::Arc<dyn crate::task::TaskContext>,
+    ) -> StepResult<(Vec<Row>, bool)> {
+        self.generate(offset, count)
+    }
+
     /// A short text that changes when the generator's input changes (a file's size and
     /// modification time, say), read without reading the input; `None` when the parameters
     /// are the whole input (inline rows). A run refuses to resume when it changed.
@@ -135,6 +147,15 @@ pub trait GlobalStep: Lifecycle {
     /// Processes all upstream rows, in order.
     fn process_all(&self, rows: Vec<Row>) -> StepResult<Vec<Row>>;
 
+    /// The step's streaming form, if it has one: then the engine feeds it the upstream rows
+    /// window by window (`batch_size` rows, predecessors one after the other) instead of all
+    /// at once, and commits each window's output with the input cursors it reached, so its
+    /// memory is what the stream keeps (signatures, hashes), not the rows. `None` (the
+    /// default): [`GlobalStep::process_all`].
+    fn stream(&self) -> Option<Box<dyn GlobalStream>> {
+        None
+    }
+
     /// Processes all upstream rows of several predecessors: `parts[i]` holds predecessor i's
     /// rows. By default the parts are concatenated.
     fn process_all_parts(&self, parts: Vec<Vec<Row>>) -> StepResult<Vec<Row>> {
@@ -146,6 +167,19 @@ pub trait GlobalStep: Lifecycle {
     fn columns_after(&self, received: &[String]) -> Vec<String> {
         with_outputs(received, self.outputs())
     }
+}
+
+/// The state of a global step that sees upstream rows window by window (see
+/// [`GlobalStep::stream`]).
+///
+/// Its output must depend only on the sequence of rows pushed, never on where windows begin
+/// or on anything outside it (time, process, randomness not seeded): a resumed run rebuilds
+/// the state by pushing the rows the committed windows consumed again (their output is
+/// dropped, it is already in the log), then goes on with the next window, so its output
+/// equals an uninterrupted run's.
+pub trait GlobalStream: Send {
+    /// Takes the next upstream rows, in order, and returns the rows it passes on, in order.
+    fn push(&mut self, rows: Vec<Row>) -> StepResult<Vec<Row>>;
 }
 
 /// A constructed step of one of the four kinds.

@@ -6,7 +6,7 @@ use crate::fault::Fault;
 use crate::lifecycle::{StepSlot, panic_message};
 use crate::mapping;
 use crate::spec::{OnError, StepSpec};
-use crate::step::{StepError, StepKind, StepResult};
+use crate::step::{GlobalStream, StepError, StepKind, StepResult};
 use crate::task::{Stopped, TaskContext};
 use distill_storage::{GroupCommitter, Progress, Row, RunLog};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -27,6 +27,9 @@ pub struct StepInfo {
     pub task_context: Arc<dyn TaskContext>,
 }
 
+/// Rows to push through a stream again: the log, and per predecessor how many of its rows.
+pub type Replay = (Arc<RunLog>, Vec<(String, u64)>);
+
 /// The input of one job.
 pub enum Input {
     /// A generator's next rows from this offset.
@@ -36,6 +39,17 @@ pub enum Input {
     },
     /// A window of rows per predecessor.
     Window(Vec<Vec<Row>>),
+    /// The next window of a streaming global step: its rows (predecessors one after the
+    /// other), and on the first window of a resumed session the rows to push again first.
+    Stream {
+        /// The step's stream, used by one job at a time.
+        stream: Arc<std::sync::Mutex<Box<dyn GlobalStream>>>,
+        /// The window's rows per predecessor.
+        parts: Vec<Vec<Row>>,
+        /// Rows the committed windows consumed, per predecessor, to push again (their output
+        /// is dropped) before the window.
+        replay: Option<Replay>,
+    },
     /// All rows of all predecessors (global steps), read from the log by the worker.
     All {
         /// The log to read from.
@@ -105,7 +119,9 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                     step.kind()
                 ))));
             };
-            let (mut rows, last) = generator.generate(offset, info.batch_size)?;
+            let generated = generator.generate_in(offset, info.batch_size, &info.task_context);
+            info.task_context.flush();
+            let (mut rows, last) = generated?;
             mapping::after(&info.spec, &mut rows);
             Ok(Output {
                 batches: vec![rows],
@@ -133,6 +149,37 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                     None => Err(JobError::Failed(e)),
                 },
             }
+        }
+        Input::Stream {
+            stream,
+            parts,
+            replay,
+        } => {
+            let mut stream = stream.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((log, preds)) = replay {
+                let snapshot = log.snapshot()?;
+                for (pred, count) in preds {
+                    let mut left = count as usize;
+                    for batch in snapshot.batches(&pred, 0)? {
+                        if left == 0 {
+                            break;
+                        }
+                        let mut rows = batch?.rows;
+                        rows.truncate(left);
+                        left -= rows.len();
+                        mapping::before(&info.spec, &mut rows);
+                        stream.push(rows)?;
+                    }
+                }
+            }
+            let mut rows = parts.concat();
+            mapping::before(&info.spec, &mut rows);
+            let mut out = stream.push(rows)?;
+            mapping::after(&info.spec, &mut out);
+            Ok(Output {
+                batches: vec![out],
+                last,
+            })
         }
         Input::All { log, preds } => {
             let snapshot = log.snapshot()?;

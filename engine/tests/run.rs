@@ -500,3 +500,79 @@ fn a_constructor_that_cannot_reach_its_input_is_not_an_invalid_pipeline() {
     assert_eq!(err.kind(), distill_engine::ErrorKind::Remote);
     assert_eq!(err.to_string(), "step 'gen': example.org: HTTP 503");
 }
+
+/// Rows of `inline` with a `text` column: `texts` in order, ids from `first`.
+fn inline_texts(first: i64, texts: &[&str]) -> serde_json::Value {
+    serde_json::Value::Array(
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::json!({"id": first + i as i64, "text": t}))
+            .collect(),
+    )
+}
+
+#[test]
+fn a_streaming_global_step_reads_its_predecessors_in_turn_window_by_window() {
+    let probe = Probe::default();
+    let a = [
+        "red fox runs",
+        "blue whale swims",
+        "red fox runs",
+        "green frog jumps",
+        "tall tree grows",
+    ];
+    let b = [
+        "blue whale swims",
+        "small ant walks",
+        "tall tree grows",
+        "old owl hoots",
+        "small ant walks",
+        "new sun rises",
+        "cold wind blows",
+    ];
+    let spec = |window: usize| {
+        PipelineSpec::new("stream")
+            .step(
+                StepSpec::new("a", "inline")
+                    .param("rows", inline_texts(0, &a))
+                    .batch_size(2),
+            )
+            .step(
+                StepSpec::new("b", "inline")
+                    .param("rows", inline_texts(100, &b))
+                    .batch_size(3),
+            )
+            .step(
+                StepSpec::new("unique", "minhash_dedup")
+                    .after("a")
+                    .after("b")
+                    .input_batch_size(window)
+                    .param("column", "text")
+                    .param("threshold", 0.5),
+            )
+    };
+    let ids = |window: usize| -> (Vec<i64>, Vec<(usize, bool)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.redb");
+        run(&build(spec(window), &probe), &RunOptions::new(&db)).unwrap();
+        let rows = leaf_rows(&db, "unique");
+        (
+            rows.iter()
+                .map(|r| r.get("id").unwrap().as_int().unwrap())
+                .collect(),
+            batch_sizes(&db, "unique"),
+        )
+    };
+    // Predecessor a first, then b; duplicates of earlier kept rows dropped, order kept.
+    let (kept, batches) = ids(3);
+    assert_eq!(kept, vec![0, 1, 3, 4, 101, 103, 105, 106]);
+    // Windows of 3 over 12 rows: 4 windows, one batch each, the last flagged.
+    assert_eq!(batches.len(), 4);
+    assert_eq!(batches.iter().filter(|b| b.1).count(), 1);
+    assert!(batches[3].1);
+    // The windows' size changes the batches, never the rows.
+    for window in [1, 5, 12, 100] {
+        assert_eq!(ids(window).0, kept, "window {window}");
+    }
+}

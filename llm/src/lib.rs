@@ -21,6 +21,7 @@ mod response;
 mod runner;
 mod settings;
 mod tasks;
+mod template;
 
 pub use api::{Api, rate_tokens, worst_prompt_tokens};
 pub use client::{Answer, Client, Failure, MAX_ANSWER_BYTES};
@@ -32,6 +33,21 @@ pub use runner::{Answered, Halt, Outcome, Request, Runner, cache_key};
 pub use settings::{Generation, LlmParams, OnFailure};
 
 use distill_engine::Registry;
+
+/// The built-in recipes (LLM tasks that follow a published method), by type name.
+pub const RECIPES: &[&str] = &[
+    "magpie",
+    "magpie_generator",
+    "self_instruct",
+    "evol_instruct",
+    "evol_quality",
+    "ultrafeedback",
+    "prometheus_eval",
+    "quality_scorer",
+    "complexity_scorer",
+    "text_classification",
+    "generate_sentence_pair",
+];
 
 /// Registers the LLM tasks in `registry`, with their operational parameters
 /// ([`LlmParams::OPERATIONAL`]: changing them keeps a run's answers).
@@ -45,6 +61,23 @@ pub fn register(registry: &mut Registry) {
         "structured_generation",
         tasks::structured::structured_generation,
     );
+    registry.register("magpie", tasks::magpie::magpie);
+    registry.register("magpie_generator", tasks::magpie::magpie_generator);
+    registry.register("self_instruct", tasks::self_instruct::self_instruct);
+    registry.register("evol_instruct", tasks::evol::evol_instruct);
+    registry.register("evol_quality", tasks::evol::evol_quality);
+    registry.register("ultrafeedback", tasks::ultrafeedback::ultrafeedback);
+    registry.register("prometheus_eval", tasks::prometheus::prometheus_eval);
+    registry.register("quality_scorer", tasks::deita::quality_scorer);
+    registry.register("complexity_scorer", tasks::deita::complexity_scorer);
+    registry.register("text_classification", tasks::classify::text_classification);
+    registry.register(
+        "generate_sentence_pair",
+        tasks::sentence_pair::generate_sentence_pair,
+    );
+    for task in RECIPES {
+        registry.set_operational(task, LlmParams::OPERATIONAL);
+    }
     for task in [
         "text_generation",
         "chat_generation",

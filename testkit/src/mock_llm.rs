@@ -13,6 +13,8 @@
 //!
 //! The same server speaks the OpenAI Batch protocol (files and batches, see
 //! [`crate::mock_batch`]), answering a job's requests as the chat endpoint does.
+//!
+//! A test scripts answers by request content with [`Behaviour::script`].
 
 use crate::http::{self, Incoming, Request, Response};
 use crate::mock_batch::{self, BatchBehaviour, BatchLog, Hold};
@@ -52,6 +54,38 @@ pub struct Behaviour {
     /// At most this many API requests in progress at once; beyond it, 429 without
     /// `Retry-After`.
     pub max_in_flight: Option<u64>,
+    /// Scripted answers by request content: the first rule whose `contains` occurs in the
+    /// request's text (its messages' contents joined by newlines, or its prompt) gives the
+    /// answer's text, for chat and completions alike (JSON requests too). Requests that no
+    /// rule matches get the default answers.
+    pub script: Vec<Scripted>,
+}
+
+/// One scripted answer: the text to answer when a request's text contains `contains`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scripted {
+    /// What the request's text must contain.
+    pub contains: String,
+    /// The answer's text.
+    pub answer: String,
+}
+
+impl Scripted {
+    /// A rule: answer `answer` to requests containing `contains`.
+    pub fn new(contains: impl Into<String>, answer: impl Into<String>) -> Self {
+        Self {
+            contains: contains.into(),
+            answer: answer.into(),
+        }
+    }
+}
+
+/// The scripted answer to a request whose text is `text`, if a rule matches.
+fn scripted(script: &[Scripted], text: &str) -> Option<String> {
+    script
+        .iter()
+        .find(|rule| text.contains(&rule.contains))
+        .map(|rule| rule.answer.clone())
 }
 
 /// The body of a 200 answer to a chat request.
@@ -449,8 +483,8 @@ fn respond(shared: &Shared, request: &Request) -> Option<Answer> {
             Some(Answer::new(500, error_json("internal error")))
         } else {
             let good = match api {
-                Api::Chat => completion(body),
-                Api::Completions => text_completion(body),
+                Api::Chat => completion(body, &b.script),
+                Api::Completions => text_completion(body, &b.script),
                 Api::Embeddings => embeddings(body),
             };
             Some(match good {
@@ -531,17 +565,16 @@ fn error_json(message: &str) -> String {
 }
 
 /// The good answer a request to `path` (`/v1/chat/completions`, `/v1/completions` or
-/// `/v1/embeddings`) gets: a batch job's answer to one of its lines.
+/// `/v1/embeddings`) gets: a batch job's answer to one of its lines (unscripted).
 pub(crate) fn good_answer(path: &str, body: &str) -> Option<String> {
     match api_of(path)? {
-        Api::Chat => completion(body),
-        Api::Completions => text_completion(body),
+        Api::Chat => completion(body, &[]),
+        Api::Completions => text_completion(body, &[]),
         Api::Embeddings => embeddings(body),
     }
 }
 
-/// The good completion a chat request gets.
-pub(crate) fn completion(body: &str) -> Option<String> {
+fn completion(body: &str, script: &[Scripted]) -> Option<String> {
     let request: serde_json::Value = serde_json::from_str(body).ok()?;
     let model = request["model"].as_str()?.to_owned();
     let messages = request["messages"].as_array()?;
@@ -551,7 +584,13 @@ pub(crate) fn completion(body: &str) -> Option<String> {
         .to_owned();
     let n = request["n"].as_u64().unwrap_or(1).max(1);
     let wants_json = request.get("response_format").is_some_and(|f| !f.is_null());
-    let content = if wants_json {
+    let all: Vec<&str> = messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or(""))
+        .collect();
+    let content = if let Some(answer) = scripted(script, &all.join("\n")) {
+        answer
+    } else if wants_json {
         serde_json::json!({"answer": last, "score": 3}).to_string()
     } else {
         format!("echo: {last}")
@@ -596,11 +635,11 @@ fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
 }
 
-fn text_completion(body: &str) -> Option<String> {
+fn text_completion(body: &str, script: &[Scripted]) -> Option<String> {
     let request: serde_json::Value = serde_json::from_str(body).ok()?;
     let model = request["model"].as_str()?.to_owned();
     let prompt = request["prompt"].as_str()?;
-    let text = format!("completion: {prompt}");
+    let text = scripted(script, prompt).unwrap_or_else(|| format!("completion: {prompt}"));
     let (input, output) = (words(prompt), words(&text));
     Some(
         serde_json::json!({

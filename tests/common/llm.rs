@@ -42,3 +42,33 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// The model alias of the local SmolLM2 server.
+pub const SMOLLM2_MODEL: &str = "smollm2-135m";
+
+/// The local SmolLM2-135M-Instruct server's base URL: `DISTILL_SMOLLM2_URL`, or else the
+/// server started with `DISTILL_LLM_MODEL=smollm2 bash scripts/local-llm.sh start` (port
+/// 18082), stopped when this test binary exits if it started it.
+pub fn smollm2_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("DISTILL_SMOLLM2_URL") {
+            return url.trim_end_matches('/').to_owned();
+        }
+        eprintln!("DISTILL_SMOLLM2_URL is not set: starting the local SmolLM2 server");
+        let out = std::process::Command::new("bash")
+            .arg(root().join("scripts/local-llm.sh"))
+            .arg("start")
+            .env("DISTILL_LLM_MODEL", "smollm2")
+            .env_remove("DISTILL_LLM_PORT")
+            .env("DISTILL_LLM_STOP_WITH", std::process::id().to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run scripts/local-llm.sh");
+        assert!(
+            out.status.success(),
+            "scripts/local-llm.sh start (smollm2) failed; set DISTILL_SMOLLM2_URL to a running server"
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+}
