@@ -23,7 +23,9 @@ mod run;
 mod status;
 
 pub use error::{Error, Result};
-pub use run::{RunSummary, load_pipeline, registry, run, run_with_hub};
+pub use run::{
+    Resolver, RunSummary, add_resolver, load_pipeline, registry, registry_for, run, run_with_hub,
+};
 pub use status::{Status, status};
 
 pub use distill_distiset::{Distiset, ExportFormat, LeafExport, LeafStatus, export};
