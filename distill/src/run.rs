@@ -51,13 +51,20 @@ pub fn add_resolver(resolver: Resolver) {
 /// type no one knows is left out: building the pipeline reports it.
 pub fn registry_for(spec: &PipelineSpec) -> Result<Registry> {
     let mut registry = registry();
+    resolve(spec, &mut registry)?;
+    Ok(registry)
+}
+
+/// Adds to `registry` the types `spec` names that it lacks and a resolver knows (see
+/// [`add_resolver`]).
+pub fn resolve(spec: &PipelineSpec, registry: &mut Registry) -> Result<()> {
     let resolvers = RESOLVERS.read().unwrap_or_else(|p| p.into_inner()).clone();
     for step in &spec.steps {
         if registry.get(&step.kind).is_some() {
             continue;
         }
         for resolver in &resolvers {
-            match resolver(&step.kind, &mut registry) {
+            match resolver(&step.kind, registry) {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => {
@@ -70,7 +77,7 @@ pub fn registry_for(spec: &PipelineSpec) -> Result<Registry> {
             }
         }
     }
-    Ok(registry)
+    Ok(())
 }
 
 /// Reads and validates a pipeline file with every built-in step (and the types resolvers
