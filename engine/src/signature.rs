@@ -85,7 +85,14 @@ fn sign(
                 .unwrap_or_else(|| format!("missing:{pred}"))
         })
         .collect();
-    let mut params = step.params.clone();
+    // No parameters are written `params: {}` by the builder and not at all in YAML (null):
+    // the same step either way.
+    let empty = step.params.as_object().is_some_and(|m| m.is_empty());
+    let mut params = if empty {
+        serde_json::Value::Null
+    } else {
+        step.params.clone()
+    };
     if let Some(map) = params.as_object_mut() {
         for key in registry.operational(&step.kind) {
             map.remove(key);
@@ -146,6 +153,19 @@ mod tests {
         assert_eq!(a, c, "an operational parameter changes no signature");
         let d = step_signatures(&chain("{{ x }}", "http://b/v1"), &Registry::empty());
         assert_ne!(a["ask"], d["ask"], "undeclared, a parameter counts");
+    }
+
+    #[test]
+    fn no_params_sign_the_same_from_yaml_and_from_the_builder() {
+        let registry = Registry::empty();
+        let built = PipelineSpec::new("p").step(StepSpec::new("s", "t"));
+        let yaml =
+            PipelineSpec::from_yaml(&built.to_yaml(), std::path::Path::new("p.yaml")).unwrap();
+        assert!(yaml.steps[0].params.is_null() && built.steps[0].params.is_object());
+        assert_eq!(
+            step_signatures(&built, &registry),
+            step_signatures(&yaml, &registry)
+        );
     }
 
     #[test]

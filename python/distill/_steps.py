@@ -491,6 +491,7 @@ def resolve(target: str) -> Any:
 def instantiate(obj: Any, params: dict[str, Any]) -> Any:
     """A step object for one pipeline step: a function bound to the step's parameters, a
     class instantiated with them, or an object as it is (it takes no parameters)."""
+    params = dict(params or {})
     if isinstance(obj, FunctionStep):
         return obj.with_params(params)
     if isinstance(obj, type) and issubclass(obj, Step):
