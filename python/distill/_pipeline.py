@@ -196,6 +196,7 @@ class Pipeline:
                 )
             kind = type_name(type)
             handle = type._distill_handle()
+            obj = type
         elif isinstance(type, FunctionStep) or (
             isinstance(type, builtins_type) and issubclass(type, Step)
         ):

@@ -76,6 +76,8 @@ struct Inner {
     /// Steps built beforehand, by step name: step objects (their own handles) and steps
     /// loaded by hand through the pipeline.
     handles: HashMap<String, Py<StepHandle>>,
+    /// Step objects, by step name: kept alive as long as the pipeline.
+    objects: HashMap<String, Py<PyAny>>,
 }
 
 /// The compiled side of `distill.Pipeline` (see `distill/_pipeline.py`).
@@ -139,6 +141,7 @@ impl PipelineCore {
                 base_dir: std::env::current_dir().unwrap_or_default(),
                 types: HashMap::new(),
                 handles: HashMap::new(),
+                objects: HashMap::new(),
             }),
         }
     }
@@ -158,12 +161,13 @@ impl PipelineCore {
                 base_dir,
                 types: HashMap::new(),
                 handles: HashMap::new(),
+                objects: HashMap::new(),
             }),
         })
     }
 
-    /// Adds a step; `obj` is the Python object of a `py:` type, `handle` a step built
-    /// beforehand (a step object's own).
+    /// Adds a step; `obj` is the Python object of a `py:` type, or with `handle` (its own
+    /// handle) a step object, built beforehand.
     #[pyo3(signature = (name, kind, after, batch_size, input_batch_size, params, input_mappings, output_mappings, on_error_policy, obj = None, handle = None))]
     #[allow(clippy::too_many_arguments)]
     fn add_step(
@@ -204,7 +208,13 @@ impl PipelineCore {
                 "step name '{name}' is used twice"
             )));
         }
-        if let Some(obj) = obj {
+        if let Some(handle) = handle {
+            // A step object: its handle holds it weakly, the pipeline strongly.
+            inner.handles.insert(name.clone(), handle);
+            if let Some(obj) = obj {
+                inner.objects.insert(name.clone(), obj.clone().unbind());
+            }
+        } else if let Some(obj) = obj {
             match inner.types.get(&kind) {
                 Some(known) if !known.bind(py).is(obj) => {
                     return Err(PipelineError::new_err(format!(
@@ -215,9 +225,6 @@ impl PipelineCore {
                     inner.types.insert(kind.clone(), obj.clone().unbind());
                 }
             }
-        }
-        if let Some(handle) = handle {
-            inner.handles.insert(name.clone(), handle);
         }
         inner.spec.steps.push(step);
         Ok(())
