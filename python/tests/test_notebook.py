@@ -5,7 +5,8 @@ time (finished already), and the outputs."""
 
 import os
 import pathlib
-import shutil
+import signal
+import threading
 
 import nbformat
 import pytest
@@ -14,6 +15,7 @@ from nbclient.exceptions import CellExecutionError
 
 NOTEBOOK = pathlib.Path(__file__).with_name("notebook.ipynb")
 LOAD_CELL, RUN_CELL = 3, 4
+LONG_CELL = 8
 
 
 def source_of(nb, i, text):
@@ -48,11 +50,40 @@ def test_the_notebook(tmp_path, env, mock_llm, monkeypatch):
         assert "already_finished=False" in output_text(nb.cells[RUN_CELL])
         client.execute_cell(nb.cells[RUN_CELL], RUN_CELL)
         assert "already_finished=True" in output_text(nb.cells[RUN_CELL])
-        for i in range(RUN_CELL + 1, len(nb.cells)):
+        for i in range(RUN_CELL + 1, LONG_CELL):
+            client.execute_cell(nb.cells[i], i)
+        # A long run, interrupted from the outside as Jupyter's interrupt button does.
+        interrupter = threading.Thread(
+            target=interrupt_when_running, args=(client, tmp_path / "long.redb")
+        )
+        interrupter.start()
+        with pytest.raises(CellExecutionError) as stopped:
+            client.execute_cell(nb.cells[LONG_CELL], LONG_CELL)
+        interrupter.join()
+        assert "KeyboardInterrupt" in str(stopped.value)
+        assert "the run stopped cleanly" in str(stopped.value)
+        for i in range(LONG_CELL + 1, len(nb.cells)):
             client.execute_cell(nb.cells[i], i)
     assert "ECHO: QUESTION 0" in output_text(nb.cells[RUN_CELL + 1])
+    assert "'unloaded'" in output_text(nb.cells[RUN_CELL + 2])
     assert "'unloaded'" in output_text(nb.cells[-1])
     assert (tmp_path / "notebook.redb").exists()
+
+
+def interrupt_when_running(client, db):
+    """Sends the kernel SIGINT once the run in `db` committed a few batches."""
+    import distill
+    from conftest import wait_for
+
+    def running():
+        try:
+            steps = {s["step"]: s for s in distill.status(db)["steps"]}
+        except distill.DistillError:
+            return False
+        return steps.get("slow", {}).get("batches", 0) >= 3
+
+    wait_for(running, timeout=60, what="the long run")
+    os.kill(client.km.provisioner.pid, signal.SIGINT)
 
 
 def output_text(cell):
