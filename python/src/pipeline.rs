@@ -112,9 +112,18 @@ impl PipelineCore {
         for (kind, obj) in types {
             register_py_type(py, &mut registry, &kind, obj)?;
         }
-        distill::resolve(&spec, &mut registry).map_err(to_py)?;
-        Pipeline::build_with(spec, &registry, &BuildContext { base_dir }, &prebuilt)
-            .map_err(crate::errors::engine)
+        // Without the GIL: a slot built beforehand may be in use by a run whose step waits
+        // for the GIL while holding the slot (constructors of Python types take it back).
+        py.detach(|| {
+            distill::resolve(&spec, &mut registry)?;
+            Ok(Pipeline::build_with(
+                spec,
+                &registry,
+                &BuildContext { base_dir },
+                &prebuilt,
+            )?)
+        })
+        .map_err(to_py)
     }
 }
 
