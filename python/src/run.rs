@@ -148,9 +148,15 @@ pub fn run<'py>(
             if let Some(p) = &progress
                 && let Err(e) = tracker.report(py, p)
             {
-                // A broken display must not break the run.
-                eprintln!("warning: the progress display failed and is turned off: {e}");
-                progress = None;
+                if e.is_instance_of::<PyKeyboardInterrupt>(py) {
+                    // Ctrl-C arrived while the display's Python code ran.
+                    interrupted = true;
+                    stop.store(true, Ordering::SeqCst);
+                } else {
+                    // A broken display must not break the run.
+                    eprintln!("warning: the progress display failed and is turned off: {e}");
+                    progress = None;
+                }
             }
             if run.is_finished() {
                 break;
