@@ -16,6 +16,8 @@ pub struct RunSummary {
     pub leaves: Vec<(String, u64)>,
     /// Where the push to the Hub stands, when the pipeline has a push section.
     pub push: Option<PushStatus>,
+    /// The global step a shard (or the global run) stopped before: status `at_barrier`.
+    pub barrier: Option<String>,
 }
 
 /// A registry with every built-in step: the engine's CPU steps and file loaders, the LLM
@@ -85,7 +87,14 @@ pub fn resolve(spec: &PipelineSpec, registry: &mut Registry) -> Result<()> {
 /// know, see [`add_resolver`]); relative paths in it are resolved against the file's
 /// directory.
 pub fn load_pipeline(path: &Path) -> Result<Pipeline> {
-    let spec = PipelineSpec::load(path)?;
+    load_pipeline_for(path, 1)
+}
+
+/// [`load_pipeline`] for one of `shards` processes: the pipeline's limits (budget, request
+/// rates, concurrency) split evenly over them (see [`PipelineSpec::split_limits`]).
+pub fn load_pipeline_for(path: &Path, shards: u32) -> Result<Pipeline> {
+    let mut spec = PipelineSpec::load(path)?;
+    spec.split_limits(shards);
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let registry = registry_for(&spec)?;
     Ok(Pipeline::build(
@@ -128,5 +137,6 @@ pub fn run_with_hub(
         resumed: summary.resumed,
         leaves: summary.leaves,
         push,
+        barrier: summary.barrier,
     })
 }
