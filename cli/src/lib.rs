@@ -11,6 +11,7 @@ mod output;
 mod progress;
 mod shards;
 mod signals;
+mod slurm;
 mod status;
 
 use anyhow::Context;
@@ -111,6 +112,37 @@ enum Command {
         /// generator on instead of refusing.
         #[arg(long)]
         allow_changed_inputs: bool,
+    },
+    /// Write the Slurm scripts of a sharded run in --db-dir: shard.sbatch (a job array, one
+    /// task per shard, --requeue), global.sbatch (the global steps) and submit.sh, which chains
+    /// them per barrier with --dependency=afterok. --submit runs submit.sh.
+    Slurm {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// How many shards (array tasks).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        shards: u32,
+        /// The directory of the databases, scripts and logs (shared storage every node sees).
+        #[arg(long)]
+        db_dir: PathBuf,
+        /// Slurm partition.
+        #[arg(long)]
+        partition: Option<String>,
+        /// CPUs of each task (also its worker threads).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        cpus_per_task: u32,
+        /// Time limit of each job (Slurm's format, such as 2:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// Generic resources of each shard task, such as gpu:1.
+        #[arg(long)]
+        gres: Option<String>,
+        /// The distill program the jobs run (default: this one).
+        #[arg(long)]
+        exe: Option<PathBuf>,
+        /// Submit the jobs (runs submit.sh, which calls sbatch).
+        #[arg(long)]
+        submit: bool,
     },
     /// Show a pipeline's steps, edges, columns and stages.
     Info {
@@ -327,6 +359,27 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Info { pipeline } => info(&pipeline),
+        Command::Slurm {
+            pipeline,
+            shards,
+            db_dir,
+            partition,
+            cpus_per_task,
+            time,
+            gres,
+            exe,
+            submit,
+        } => slurm::write(&slurm::SlurmOptions {
+            pipeline,
+            shards,
+            db_dir,
+            partition,
+            cpus_per_task,
+            time,
+            gres,
+            exe,
+            submit,
+        }),
         Command::Export { db, out, format } => export(&db, &out, format),
         Command::Status { db, json, watch } => {
             let text = db.to_string_lossy();
