@@ -219,6 +219,12 @@ fn shards_by_hand_a_killed_shard_resumes_and_the_global_step_waits_for_it() {
         let db = d.join(format!("sh/shard-{i}.redb"));
         assert_eq!(status_of(&db), RunStatus::AtBarrier);
     }
+    let o = run(d, &["status", "--db", "sh/shard-0.redb", "--json"]);
+    assert!(
+        stdout(&o).contains("\"status\": \"at_barrier\""),
+        "{}",
+        stdout(&o)
+    );
     // Shard 1 is killed with SIGKILL in the middle of its first stage.
     let db1 = d.join("sh/shard-1.redb");
     let mut child = distill(d)

@@ -231,36 +231,52 @@ pub(crate) fn gather(
             out.push((p, committed(&mine, pred)?));
             continue;
         }
-        let copied = mine
+        // Where the copy stands: shard k, and rows of it already copied.
+        let (first, mut done) = mine
             .record(&key)?
             .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
+            .and_then(|v| {
+                let (k, rows) = v.split_once(' ')?;
+                Some((k.parse::<usize>().ok()?, rows.parse::<u64>().ok()?))
+            })
+            .unwrap_or((0, 0));
         let mut seq = committed(&mine, pred)?.batches;
         drop(mine);
-        for (k, (db, reader)) in shards.iter().enumerate().skip(copied) {
+        for (k, (db, reader)) in shards.iter().enumerate().skip(first) {
             let snapshot = reader.snapshot()?;
             let mut pending: Vec<Row> = Vec::new();
-            let mut units: Vec<Vec<Row>> = Vec::new();
+            let mut position = 0u64;
+            // Each unit of rows commits with the place the copy reached: a killed copy
+            // resumes there, and memory holds one unit at a time.
+            let flush = |rows: Vec<Row>, (k, done): (usize, u64), seq: &mut u64| -> Result<()> {
+                let mut unit =
+                    Progress::new().record(&key, Some(format!("{k} {done}").into_bytes()));
+                if !rows.is_empty() {
+                    unit = unit.batch(Batch {
+                        step: pred.to_owned(),
+                        seq: *seq,
+                        rows,
+                        last: false,
+                    });
+                    *seq += 1;
+                }
+                committer.commit(unit)?;
+                Ok(())
+            };
             for batch in snapshot.batches(pred, 0)? {
-                pending.extend(batch?.rows);
+                let rows = batch?.rows;
+                let n = rows.len() as u64;
+                let skip = done.saturating_sub(position).min(n) as usize;
+                position += n;
+                pending.extend(rows.into_iter().skip(skip));
                 if pending.len() >= COPY_ROWS {
-                    units.push(std::mem::take(&mut pending));
+                    done += pending.len() as u64;
+                    flush(std::mem::take(&mut pending), (k, done), &mut seq)?;
                 }
             }
-            units.push(pending);
-            // One transaction per shard: its rows and the count of shards copied.
-            let mut unit = Progress::new().record(&key, Some((k + 1).to_string().into_bytes()));
-            for rows in units.into_iter().filter(|r| !r.is_empty()) {
-                unit = unit.batch(Batch {
-                    step: pred.to_owned(),
-                    seq,
-                    rows,
-                    last: false,
-                });
-                seq += 1;
-            }
-            committer.commit(unit)?;
+            // The shard's last rows commit with the start of the next shard.
+            flush(pending, (k + 1, 0), &mut seq)?;
+            done = 0;
             tracing::info!(step = pred, shard = k, db = %db.display(), "gathered a shard's rows");
         }
         committer.commit(

@@ -104,6 +104,7 @@ pub enum RunStatus {
     Waiting,
     /// A shard stopped at a global step's stage: everything before it is committed, and
     /// the global run goes on from here (then the shard again). After `Waiting`.
+    #[serde(rename = "at_barrier")]
     AtBarrier,
 }
 
