@@ -117,7 +117,13 @@ pub fn run_with_hub(
     hub: &HubAccess,
 ) -> Result<RunSummary> {
     let session = RunSession::open(pipeline, options)?;
-    let pusher = match &pipeline.spec().push {
+    let sharded = options.role != distill_engine::Role::Single;
+    if sharded && pipeline.spec().push.is_some() {
+        tracing::warn!(
+            "the pipeline's push section is ignored in a sharded run (each shard would rewrite the dataset card); export all databases and upload the distiset"
+        );
+    }
+    let pusher = match pipeline.spec().push.as_ref().filter(|_| !sharded) {
         Some(spec) => Some(PushWorker::start(
             spec.clone(),
             hub,
