@@ -15,8 +15,15 @@ use distill_storage::{
 };
 use std::path::{Path, PathBuf};
 
-/// Rows per batch copied between databases.
-const COPY_ROWS: usize = 5_000;
+/// Rows per batch (and transaction) copied between databases.
+const COPY_ROWS: usize = 512;
+
+/// Dies here when the `copy-kill` fault is armed (tests of a copy killed half way).
+fn after_copied_unit() {
+    if crate::fault::Fault::CopyKill.armed() {
+        std::process::abort();
+    }
+}
 
 /// The record of how many shards' rows of a step the global run copied (`gathered:STEP`).
 fn gathered_key(step: &str) -> String {
@@ -105,6 +112,7 @@ pub(crate) fn take_share(
             unit = unit.state(step, StepState::Finished);
         }
         committer.commit(unit)?;
+        after_copied_unit();
         *seq += 1;
         Ok(())
     };
@@ -261,6 +269,7 @@ pub(crate) fn gather(
                     *seq += 1;
                 }
                 committer.commit(unit)?;
+                after_copied_unit();
                 Ok(())
             };
             for batch in snapshot.batches(pred, 0)? {
