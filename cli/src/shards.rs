@@ -56,6 +56,22 @@ pub fn expand(list: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// How to run this program again: the `distill` binary, or, inside the Python package (the
+/// process is the Python interpreter), `python -m distill._cli`.
+pub fn this_program() -> anyhow::Result<(PathBuf, Vec<String>)> {
+    let exe = std::env::current_exe().context("cannot find the distill program")?;
+    let python = exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("python"));
+    let prefix = if python {
+        vec!["-m".to_owned(), "distill._cli".to_owned()]
+    } else {
+        Vec::new()
+    };
+    Ok((exe, prefix))
+}
+
 fn shard_db(dir: &Path, index: u32) -> PathBuf {
     dir.join(format!("shard-{index}.redb"))
 }
@@ -71,7 +87,7 @@ pub fn run_local(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let stop = crate::stop_on_signals("stopping the shards")?;
-    let exe = std::env::current_exe().context("cannot find the distill program")?;
+    let (exe, prefix) = this_program()?;
     let global = dir.join("global.redb");
     let dbs: Vec<PathBuf> = (0..n).map(|i| shard_db(dir, i)).collect();
     let list = dbs
@@ -84,7 +100,8 @@ pub fn run_local(
         let mut children = Vec::new();
         for (i, db) in dbs.iter().enumerate() {
             let mut cmd = Command::new(&exe);
-            cmd.arg("run")
+            cmd.args(&prefix)
+                .arg("run")
                 .arg(pipeline)
                 .arg("--db")
                 .arg(db)
@@ -114,7 +131,8 @@ pub fn run_local(
             break;
         }
         let mut cmd = Command::new(&exe);
-        cmd.arg("run")
+        cmd.args(&prefix)
+            .arg("run")
             .arg(pipeline)
             .arg("--global")
             .arg("--db")

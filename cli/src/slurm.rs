@@ -73,11 +73,16 @@ pub fn write(o: &SlurmOptions) -> anyhow::Result<()> {
     let dir = absolute(&o.db_dir)?;
     let file = absolute(&o.pipeline)?;
     let exe = match &o.exe {
-        Some(exe) => exe.clone(),
-        None => std::env::current_exe().context("cannot find the distill program")?,
+        Some(exe) => quote(&exe.display().to_string()),
+        None => {
+            let (exe, prefix) = crate::shards::this_program()?;
+            let mut words = vec![quote(&exe.display().to_string())];
+            words.extend(prefix.iter().map(|w| quote(w)));
+            words.join(" ")
+        }
     };
     let (exe, file, dir_text) = (
-        quote(&exe.display().to_string()),
+        exe,
         quote(&file.display().to_string()),
         dir.display().to_string(),
     );
