@@ -63,10 +63,17 @@ fn header(o: &SlurmOptions, name: &str, log: &str) -> String {
 /// Writes the scripts (and submits them with `submit`).
 pub fn write(o: &SlurmOptions) -> anyhow::Result<()> {
     let pipeline = distill::load_pipeline(&o.pipeline)?;
+    // A round of shards ends before each stage whose global steps take rows the shards
+    // computed; a global step right after another one runs in the same global job.
+    let nodes = pipeline.nodes();
     let barriers = pipeline
         .stages()
         .iter()
-        .filter(|members| members.iter().any(|&i| pipeline.nodes()[i].is_global()))
+        .filter(|members| {
+            members.iter().any(|&i| {
+                nodes[i].is_global() && nodes[i].preds.iter().any(|&p| !nodes[p].is_global())
+            })
+        })
         .count();
     std::fs::create_dir_all(o.db_dir.join("logs"))
         .with_context(|| format!("cannot create {}", o.db_dir.display()))?;

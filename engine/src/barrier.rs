@@ -193,6 +193,23 @@ pub(crate) fn gather(
         });
     }
     let node = &pipeline.nodes()[g];
+    // Predecessors the global database has already (another global step's output, or a copy
+    // an earlier session finished) need no shard.
+    let mine = log.snapshot()?;
+    let mut needed = Vec::new();
+    let mut out = Vec::new();
+    for &p in &node.preds {
+        let have = committed(&mine, pipeline.nodes()[p].name())?;
+        if have.done {
+            out.push((p, have));
+        } else {
+            needed.push(p);
+        }
+    }
+    drop(mine);
+    if needed.is_empty() {
+        return Ok(out);
+    }
     let not_started: Vec<(PathBuf, String)> = shards
         .iter()
         .filter(|db| !db.exists())
@@ -211,7 +228,7 @@ pub(crate) fn gather(
     let mut behind = Behind { shards: Vec::new() };
     for (db, reader) in &shards {
         let snapshot = reader.snapshot()?;
-        for &p in &node.preds {
+        for &p in &needed {
             let pred = pipeline.nodes()[p].name();
             if !committed(&snapshot, pred)?.done {
                 let run = snapshot.run_state()?;
@@ -230,15 +247,10 @@ pub(crate) fn gather(
             behind: behind.to_string(),
         });
     }
-    let mut out = Vec::new();
-    for &p in &node.preds {
+    for &p in &needed {
         let pred = pipeline.nodes()[p].name();
         let key = gathered_key(pred);
         let mine = log.snapshot()?;
-        if committed(&mine, pred)?.done {
-            out.push((p, committed(&mine, pred)?));
-            continue;
-        }
         // Where the copy stands: shard k, and rows of it already copied.
         let (first, mut done) = mine
             .record(&key)?
