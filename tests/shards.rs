@@ -156,6 +156,11 @@ fn four_local_shards_with_global_steps_equal_the_one_machine_run() {
         "{}",
         stdout(&o)
     );
+    assert!(stdout(&o).contains("finished, shard 2/4"), "{}", stdout(&o));
+    // A shard is not pushed on its own (its card would stand for the whole dataset).
+    let o = run(d, &["push", "--db", "sh/shard-0.redb", "--repo", "me/data"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not supported yet"), "{}", stderr(&o));
     // An export of some shards only is refused, naming what is missing.
     let o = run(
         d,

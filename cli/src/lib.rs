@@ -463,6 +463,15 @@ fn cancel(db: &Path) -> anyhow::Result<()> {
 }
 
 fn push(db: PathBuf, spec: PushSpec) -> anyhow::Result<()> {
+    if let Some(shard) = distill::status(&db)?.run.shard {
+        return Err(distill::Error::from(distill::EngineError::BadShard {
+            detail: format!(
+                "{} holds {shard} of a sharded run; pushing shards to the Hub is not supported yet (each would rewrite the dataset card): export all databases (distill export --db 'DIR/*.redb') and upload the distiset",
+                db.display()
+            ),
+        })
+        .into());
+    }
     let stop = stop_on_signals("ending the push")?;
     let options = PushOptions {
         db,

@@ -80,6 +80,10 @@ fn dollars(usd: f64) -> String {
 fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
     let r = &s.run;
     let stage = r.stage.map_or(String::new(), |s| format!(", stage {s}"));
+    let stage = match &r.shard {
+        Some(shard) => format!("{stage}, shard {shard}"),
+        None => stage,
+    };
     outln!("run {} ({}): {}{stage}", db.display(), r.pipeline, r.status)?;
     if let Some(message) = &r.message {
         outln!("  {message}")?;
