@@ -7,6 +7,7 @@ mod common;
 
 use common::distill::{distill, run, stderr, stdout};
 use distill_storage::{RunReader, RunStatus};
+use distill_testkit::mock_hub::{HubBehaviour, MockHub};
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
@@ -157,10 +158,39 @@ fn four_local_shards_with_global_steps_equal_the_one_machine_run() {
         stdout(&o)
     );
     assert!(stdout(&o).contains("finished, shard 2/4"), "{}", stdout(&o));
-    // A shard is not pushed on its own (its card would stand for the whole dataset).
+    // A shard is not pushed on its own (its card would stand for the whole dataset); all the
+    // databases are, as their export, in one commit.
     let o = run(d, &["push", "--db", "sh/shard-0.redb", "--repo", "me/data"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("not supported yet"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("push all its databases"),
+        "{}",
+        stderr(&o)
+    );
+    let hub = MockHub::start(HubBehaviour {
+        token: Some("hf_shards_SECRET".into()),
+        ..HubBehaviour::default()
+    });
+    let o = distill(d)
+        .args(["push", "--db", "sh/*.redb", "--repo", "me/data"])
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("HF_TOKEN", "hf_shards_SECRET")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(hub.commits("me/data").len(), 1);
+    let o = run(d, &["export", "--db", "sh/*.redb", "--out", "parquet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = hub.files("me/data");
+    for leaf in LEAVES {
+        let path = format!("{leaf}/train/data-00000.parquet");
+        let local = std::fs::read(d.join("parquet").join(&path)).unwrap();
+        assert!(
+            files.get(&path) == Some(&local),
+            "{path} differs on the Hub"
+        );
+    }
+    assert!(files.contains_key("README.md"));
     // An export of some shards only is refused, naming what is missing.
     let o = run(
         d,

@@ -167,7 +167,8 @@ enum Command {
     /// finished run; as it goes, for a run going on in another process. Rows already on the
     /// Hub are never pushed again. Token from HF_TOKEN, Hub address from HF_ENDPOINT.
     Push {
-        /// The run database.
+        /// The run database; for a sharded run, all its databases as a quoted glob
+        /// ('DIR/*.redb') or a comma-separated list: their distiset in one commit.
         #[arg(long)]
         db: PathBuf,
         /// Dataset repository, NAMESPACE/NAME (created if missing).
@@ -463,10 +464,14 @@ fn cancel(db: &Path) -> anyhow::Result<()> {
 }
 
 fn push(db: PathBuf, spec: PushSpec) -> anyhow::Result<()> {
+    let text = db.to_string_lossy();
+    if shards::is_pattern(&text) {
+        return shards::push_all(&shards::expand(&text)?, &spec);
+    }
     if let Some(shard) = distill::status(&db)?.run.shard {
         return Err(distill::Error::from(distill::EngineError::BadShard {
             detail: format!(
-                "{} holds {shard} of a sharded run; pushing shards to the Hub is not supported yet (each would rewrite the dataset card): export all databases (distill export --db 'DIR/*.redb') and upload the distiset",
+                "{} holds {shard} of a sharded run: push all its databases at once (distill push --db 'DIR/*.redb'), not one shard (its card would stand for the whole dataset)",
                 db.display()
             ),
         })

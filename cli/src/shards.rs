@@ -194,3 +194,57 @@ fn wait_all(
         None => Ok(()),
     }
 }
+
+/// `distill push` of a sharded run (`--db 'DIR/*.redb'`): the distiset of all its databases
+/// (as `distill export` writes it), in one Hub commit. Its files replace those of an earlier
+/// push of the run; content already on the Hub is not uploaded again (LFS by sha256).
+pub fn push_all(dbs: &[PathBuf], spec: &distill::PushSpec) -> anyhow::Result<()> {
+    let dir = dbs[0]
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let staging = dir.join(".distill-push");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("cannot remove {}", staging.display()))?;
+    }
+    let distiset = distill::export_shards(dbs, &staging, distill::ExportFormat::Parquet)
+        .map_err(distill::Error::from)?;
+    let mut files = Vec::new();
+    for path in &distiset.files {
+        let bytes = std::fs::read(staging.join(path))
+            .with_context(|| format!("cannot read {}", staging.join(path).display()))?;
+        files.push(distill::hub::UploadFile {
+            path: path.clone(),
+            bytes,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    let client = distill::hub::HubAccess::from_env()
+        .client(spec)
+        .map_err(distill::Error::from)?;
+    client
+        .create_repo(&spec.repo, spec.private)
+        .map_err(distill::Error::from)?;
+    let summary = format!(
+        "distill: {} ({} databases of a sharded run)",
+        distiset.pipeline_name,
+        dbs.len()
+    );
+    let commit = client
+        .commit(&spec.repo, &spec.revision, &summary, &files, &[])
+        .map_err(distill::Error::from)?;
+    let rows: Vec<String> = distiset
+        .leaves
+        .iter()
+        .map(|l| format!("{}: {}", l.name, l.rows))
+        .collect();
+    outln!(
+        "pushed the distiset of {} databases ({}) to {} in one commit {commit} ({})",
+        dbs.len(),
+        distiset.run_status,
+        spec.repo,
+        rows.join(", ")
+    )?;
+    Ok(())
+}
