@@ -94,9 +94,23 @@ pub fn load_pipeline(path: &Path) -> Result<Pipeline> {
 /// rates, concurrency) split evenly over them (see [`PipelineSpec::split_limits`]).
 pub fn load_pipeline_for(path: &Path, shards: u32) -> Result<Pipeline> {
     let mut spec = PipelineSpec::load(path)?;
-    spec.split_limits(shards);
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let registry = registry_for(&spec)?;
+    if shards > 1 {
+        // A task's default concurrency is the pipeline's too: write it, so that it is split.
+        for step in &mut spec.steps {
+            let takes = registry
+                .operational(&step.kind)
+                .iter()
+                .any(|p| p == "concurrency");
+            if let Some(params) = step.params.as_object_mut().filter(|_| takes) {
+                params
+                    .entry("concurrency")
+                    .or_insert(distill_llm::DEFAULT_CONCURRENCY.into());
+            }
+        }
+    }
+    spec.split_limits(shards);
     Ok(Pipeline::build(
         spec,
         &registry,
@@ -145,4 +159,28 @@ pub fn run_with_hub(
         push,
         barrier: summary.barrier,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sharded_pipeline_splits_the_tasks_default_concurrency_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "name: p\nbudget_usd: 2.0\nsteps:\n  - {name: load, type: inline, params: {rows: [{instruction: a}]}}\n  - {name: ask, type: text_generation, after: [load], params: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n  - {name: ask2, type: text_generation, after: [load], params: {base_url: 'http://127.0.0.1:9/v1', model: m, concurrency: 6}}\n",
+        )
+        .unwrap();
+        let one = load_pipeline_for(&path, 1).unwrap();
+        assert!(one.spec().steps[1].params.get("concurrency").is_none());
+        let four = load_pipeline_for(&path, 4).unwrap();
+        let spec = four.spec();
+        assert_eq!(spec.budget_usd, Some(0.5));
+        assert_eq!(spec.steps[1].params["concurrency"], 4);
+        assert_eq!(spec.steps[2].params["concurrency"], 1);
+        assert!(spec.steps[0].params.get("concurrency").is_none());
+    }
 }

@@ -219,7 +219,8 @@ impl PipelineSpec {
     /// Splits the pipeline's limits evenly over `shards` processes, so that together they
     /// never spend more or ask a provider harder than one run: `budget_usd` divided by
     /// `shards`, and each step's [`SHARED_LIMITS`] parameter written in the pipeline divided
-    /// and rounded down (at least 1). A limit left to its default is each shard's.
+    /// and rounded down (at least 1). A limit left to its default is each shard's (the
+    /// `distill` crate writes a task's default `concurrency` first, so that it is split).
     pub fn split_limits(&mut self, shards: u32) {
         if shards <= 1 {
             return;
