@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Python package (python/, PyO3 + maturin) and installs it into target/pyenv with
-# the tools its tests use (pytest, pytest-timeout, nbclient and a Jupyter kernel), pinned.
+# the tools its tests use (pytest, pytest-timeout, nbclient and a Jupyter kernel, and Ray for
+# `distill.ray`), pinned.
 # Prints the interpreter's path. The wheel is built in the dev profile by default, so it shares
 # the compiled dependencies of `cargo test` in target/; DISTILL_PY_PROFILE=release for figures.
 set -euo pipefail
@@ -13,6 +14,12 @@ if [ ! -f "$marker" ]; then
     'maturin==1.16.0' 'pytest==9.2.0' 'pytest-timeout==2.4.0' 'nbclient==0.11.0' \
     'nbformat==5.11.1' 'ipykernel==7.4.0' 'tqdm>=4.60' >&2
   touch "$marker"
+fi
+# Ray (a local cluster in tests/test_ray.py, for `distill.ray`): a large wheel, installed once.
+ray_marker="$env_dir/.distill-ray-2.60.0"
+if [ ! -f "$ray_marker" ]; then
+  "$python" -m pip install --quiet --disable-pip-version-check 'ray==2.60.0' >&2
+  touch "$ray_marker"
 fi
 profile="${DISTILL_PY_PROFILE:-dev}"
 wheels=target/wheels/$profile

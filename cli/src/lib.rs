@@ -9,7 +9,9 @@
 
 mod output;
 mod progress;
+mod shards;
 mod signals;
+mod slurm;
 mod status;
 
 use anyhow::Context;
@@ -32,6 +34,9 @@ const EXIT_STEP_FAILED: u8 = 4;
 const EXIT_PUSH_BEHIND: u8 = 5;
 /// Exit code of a run stopped by its spending budget (resume with a larger one).
 const EXIT_BUDGET: u8 = 6;
+/// Exit code of a global run whose global step waits for shards not at its barrier yet (the
+/// message names them): run them, then the global run again.
+const EXIT_BEHIND: u8 = 7;
 /// Exit code of a bug in distill (EX_SOFTWARE): an engine invariant broken, or a panic.
 const EXIT_BUG: u8 = 70;
 /// Exit code of a run that ended with only provider batch jobs left (`on_batch_wait: exit`):
@@ -40,7 +45,7 @@ const EXIT_BUG: u8 = 70;
 const EXIT_WAITING: u8 = 75;
 
 /// Every exit code, as the help and the README list them.
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 5 run done but the Hub push is behind, 6 budget reached, 70 a bug in distill, 75 waiting for provider batch jobs (run again later), 130 stopped by Ctrl-C, 143 stopped by SIGTERM";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 5 run done but the Hub push is behind, 6 budget reached, 7 shards behind the global step, 70 a bug in distill, 75 waiting for provider batch jobs (run again later), 130 stopped by Ctrl-C, 143 stopped by SIGTERM";
 
 #[derive(Parser)]
 #[command(
@@ -64,9 +69,34 @@ enum Command {
     Run {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
-        /// The run database (created if missing).
-        #[arg(long)]
-        db: PathBuf,
+        /// The run database (created if missing). With --shard, this shard's own database
+        /// (DIR/shard-I.redb); with --global, the global steps' (DIR/global.redb).
+        #[arg(long, required_unless_present = "local_shards")]
+        db: Option<PathBuf>,
+        /// Run shard I of N (such as 0/4): the generators emit only this shard's rows, and the
+        /// run stops before each global step (status at_barrier, exit 0) until the global run
+        /// did it. The shard is part of the database's identity.
+        #[arg(long, value_name = "I/N", conflicts_with_all = ["global", "local_shards"])]
+        shard: Option<distill::ShardSpec>,
+        /// With --shard: the global run's database (default: global.redb beside --db).
+        #[arg(long, requires = "shard")]
+        global_db: Option<PathBuf>,
+        /// Run the global steps over the shards' committed rows (--shards), each once every
+        /// shard reached its barrier; exit 7 naming the shards behind otherwise.
+        #[arg(long, requires = "shards", conflicts_with = "local_shards")]
+        global: bool,
+        /// With --global: the shards' databases, a glob such as 'DIR/shard-*.redb' (quoted) or
+        /// paths separated by commas.
+        #[arg(long, requires = "global")]
+        shards: Option<String>,
+        /// Run the pipeline as N shards in N local processes, with the global steps between
+        /// their rounds, in --db-dir (shard-I.redb and global.redb).
+        #[arg(long, value_name = "N", requires = "db_dir",
+              value_parser = clap::value_parser!(u32).range(1..=1024))]
+        local_shards: Option<u32>,
+        /// With --local-shards: the directory of the shards' and the global database.
+        #[arg(long, requires = "local_shards")]
+        db_dir: Option<PathBuf>,
         /// Worker threads for CPU steps, at most 256 (default 0: one per core).
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
         workers: u16,
@@ -83,6 +113,37 @@ enum Command {
         #[arg(long)]
         allow_changed_inputs: bool,
     },
+    /// Write the Slurm scripts of a sharded run in --db-dir: shard.sbatch (a job array, one
+    /// task per shard, --requeue), global.sbatch (the global steps) and submit.sh, which chains
+    /// them per barrier with --dependency=afterok. --submit runs submit.sh.
+    Slurm {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// How many shards (array tasks).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        shards: u32,
+        /// The directory of the databases, scripts and logs (shared storage every node sees).
+        #[arg(long)]
+        db_dir: PathBuf,
+        /// Slurm partition.
+        #[arg(long)]
+        partition: Option<String>,
+        /// CPUs of each task (also its worker threads).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        cpus_per_task: u32,
+        /// Time limit of each job (Slurm's format, such as 2:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// Generic resources of each shard task, such as gpu:1.
+        #[arg(long)]
+        gres: Option<String>,
+        /// The distill program the jobs run (default: this one).
+        #[arg(long)]
+        exe: Option<PathBuf>,
+        /// Submit the jobs (runs submit.sh, which calls sbatch).
+        #[arg(long)]
+        submit: bool,
+    },
     /// Show a pipeline's steps, edges, columns and stages.
     Info {
         /// The pipeline file (YAML).
@@ -91,7 +152,8 @@ enum Command {
     /// Export the distiset: one config per leaf step, a dataset card, the pipeline and each
     /// leaf's status. Works on a finished, failed or live run.
     Export {
-        /// The run database.
+        /// The run database; for a sharded run, all its databases as a quoted glob
+        /// ('DIR/*.redb') or a comma-separated list: one distiset, shards in order.
         #[arg(long)]
         db: PathBuf,
         /// Output directory.
@@ -105,7 +167,8 @@ enum Command {
     /// finished run; as it goes, for a run going on in another process. Rows already on the
     /// Hub are never pushed again. Token from HF_TOKEN, Hub address from HF_ENDPOINT.
     Push {
-        /// The run database.
+        /// The run database; for a sharded run, all its databases as a quoted glob
+        /// ('DIR/*.redb') or a comma-separated list: their distiset in one commit.
         #[arg(long)]
         db: PathBuf,
         /// Dataset repository, NAMESPACE/NAME (created if missing).
@@ -142,7 +205,8 @@ enum Command {
     },
     /// Show where a run stands (works while it runs, from another terminal).
     Status {
-        /// The run database.
+        /// The run database; for a sharded run, a quoted glob ('DIR/*.redb') or a
+        /// comma-separated list: every shard's status, and which are behind.
         #[arg(long)]
         db: PathBuf,
         /// Print JSON instead of text (with --watch, one JSON object per line).
@@ -230,6 +294,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<PushBehind>().is_some() {
         return EXIT_PUSH_BEHIND;
     }
+    if let Some(child) = err.downcast_ref::<shards::ChildFailed>() {
+        return child.code;
+    }
     let kind = err
         .downcast_ref::<distill::Error>()
         .map(distill::Error::kind);
@@ -238,6 +305,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(ErrorKind::StepFailed) => EXIT_STEP_FAILED,
         Some(ErrorKind::Budget) => EXIT_BUDGET,
         Some(ErrorKind::Waiting) => EXIT_WAITING,
+        Some(ErrorKind::Behind) => EXIT_BEHIND,
         Some(ErrorKind::Bug) => EXIT_BUG,
         Some(ErrorKind::Interrupted) => SIGNALS
             .get()
@@ -259,15 +327,32 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run {
             pipeline,
             db,
+            shard,
+            global_db,
+            global,
+            shards,
+            local_shards,
+            db_dir,
             workers,
             new,
             dry_run,
             allow_changed_inputs,
         } => {
-            let mut options = RunOptions::new(db);
+            if let (Some(n), Some(dir)) = (local_shards, db_dir) {
+                return shards::run_local(&pipeline, n, &dir, workers, new);
+            }
+            let db = db.context("--db is required")?;
+            let mut options = RunOptions::new(&db);
             options.workers = usize::from(workers);
             options.new_run = new;
             options.allow_changed_inputs = allow_changed_inputs;
+            if let Some(spec) = shard {
+                let global_db = global_db.unwrap_or_else(|| shards::beside(&db, "global.redb"));
+                options.role = distill::Role::Shard { spec, global_db };
+            } else if global {
+                let list = shards::expand(shards.as_deref().unwrap_or_default())?;
+                options.role = distill::Role::Global { shards: list };
+            }
             if dry_run {
                 plan(&pipeline, &options)
             } else {
@@ -275,8 +360,36 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Info { pipeline } => info(&pipeline),
+        Command::Slurm {
+            pipeline,
+            shards,
+            db_dir,
+            partition,
+            cpus_per_task,
+            time,
+            gres,
+            exe,
+            submit,
+        } => slurm::write(&slurm::SlurmOptions {
+            pipeline,
+            shards,
+            db_dir,
+            partition,
+            cpus_per_task,
+            time,
+            gres,
+            exe,
+            submit,
+        }),
         Command::Export { db, out, format } => export(&db, &out, format),
-        Command::Status { db, json, watch } => status::print(&db, json, watch),
+        Command::Status { db, json, watch } => {
+            let text = db.to_string_lossy();
+            if shards::is_pattern(&text) {
+                status::print_many(&shards::expand(&text)?, json)
+            } else {
+                status::print(&db, json, watch)
+            }
+        }
         Command::Cancel { db } => cancel(&db),
         Command::Push {
             db,
@@ -307,7 +420,13 @@ fn export(db: &Path, out: &Path, format: Format) -> anyhow::Result<()> {
         Format::Parquet => ExportFormat::Parquet,
         Format::Jsonl => ExportFormat::Jsonl,
     };
-    let distiset = distill::export(db, out, format).map_err(distill::Error::from)?;
+    let text = db.to_string_lossy();
+    let distiset = if shards::is_pattern(&text) {
+        let dbs = shards::expand(&text)?;
+        distill::export_shards(&dbs, out, format).map_err(distill::Error::from)?
+    } else {
+        distill::export(db, out, format).map_err(distill::Error::from)?
+    };
     outln!(
         "exported run ({}) at log position {} to {}",
         distiset.run_status,
@@ -345,6 +464,19 @@ fn cancel(db: &Path) -> anyhow::Result<()> {
 }
 
 fn push(db: PathBuf, spec: PushSpec) -> anyhow::Result<()> {
+    let text = db.to_string_lossy();
+    if shards::is_pattern(&text) {
+        return shards::push_all(&shards::expand(&text)?, &spec);
+    }
+    if let Some(shard) = distill::status(&db)?.run.shard {
+        return Err(distill::Error::from(distill::EngineError::BadShard {
+            detail: format!(
+                "{} holds {shard} of a sharded run: push all its databases at once (distill push --db 'DIR/*.redb'), not one shard (its card would stand for the whole dataset)",
+                db.display()
+            ),
+        })
+        .into());
+    }
     let stop = stop_on_signals("ending the push")?;
     let options = PushOptions {
         db,
@@ -387,7 +519,7 @@ fn push(db: PathBuf, spec: PushSpec) -> anyhow::Result<()> {
 }
 
 fn plan(path: &Path, options: &RunOptions) -> anyhow::Result<()> {
-    let pipeline = distill::load_pipeline(path)?;
+    let pipeline = distill::load_pipeline_for(path, options.role.shard_count())?;
     let plan = distill::plan(&pipeline, options).map_err(distill::Error::from)?;
     let what = match plan.mode {
         PlanMode::Fresh => "a new run database: every step starts from nothing",
@@ -411,7 +543,7 @@ fn plan(path: &Path, options: &RunOptions) -> anyhow::Result<()> {
 }
 
 fn run(path: &Path, mut options: RunOptions) -> anyhow::Result<()> {
-    let pipeline = distill::load_pipeline(path)?;
+    let pipeline = distill::load_pipeline_for(path, options.role.shard_count())?;
     options.stop = stop_on_signals("finishing in-flight batches")?;
     let bars = Arc::new(progress::Bars::new(&pipeline));
     options.observer = Some(bars.clone());
@@ -420,6 +552,13 @@ fn run(path: &Path, mut options: RunOptions) -> anyhow::Result<()> {
     let summary = result?;
     for (leaf, rows) in &summary.leaves {
         outln!("{leaf}: {rows} rows")?;
+    }
+    if let Some(step) = &summary.barrier {
+        outln!(
+            "at_barrier: {} stopped before global step '{step}'; run the global steps (distill run PIPELINE --global --db DIR/global.redb --shards 'DIR/shard-*.redb'), then this again",
+            options.db.display()
+        )?;
+        return Ok(());
     }
     outln!(
         "run finished: {} (export with: distill export --db {} --out DIR)",

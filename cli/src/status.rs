@@ -31,6 +31,43 @@ pub fn print(db: &Path, json: bool, watch: bool) -> anyhow::Result<()> {
     }
 }
 
+/// Prints the status of several databases (a sharded run's), then which are not finished.
+pub fn print_many(dbs: &[std::path::PathBuf], json: bool) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for db in dbs {
+        all.push((db, distill::status(db)?));
+    }
+    if json {
+        let list: Vec<serde_json::Value> = all
+            .iter()
+            .map(|(db, s)| serde_json::json!({"db": db.display().to_string(), "status": s}))
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(());
+    }
+    for (db, status) in &all {
+        print_text(db, status)?;
+    }
+    let count = |wanted: RunStatus| all.iter().filter(|(_, s)| s.run.status == wanted).count();
+    let behind: Vec<String> = all
+        .iter()
+        .filter(|(_, s)| !matches!(s.run.status, RunStatus::Finished | RunStatus::AtBarrier))
+        .map(|(db, s)| format!("{} ({})", db.display(), s.run.status))
+        .collect();
+    outln!(
+        "{} databases: {} finished, {} at_barrier{}",
+        all.len(),
+        count(RunStatus::Finished),
+        count(RunStatus::AtBarrier),
+        if behind.is_empty() {
+            String::new()
+        } else {
+            format!("; behind or failed: {}", behind.join(", "))
+        }
+    )?;
+    Ok(())
+}
+
 /// Dollars with enough digits for small amounts: `$0.000123`, `$12.35`.
 fn dollars(usd: f64) -> String {
     if usd != 0.0 && usd.abs() < 1.0 {
@@ -43,6 +80,10 @@ fn dollars(usd: f64) -> String {
 fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
     let r = &s.run;
     let stage = r.stage.map_or(String::new(), |s| format!(", stage {s}"));
+    let stage = match &r.shard {
+        Some(shard) => format!("{stage}, shard {shard}"),
+        None => stage,
+    };
     outln!("run {} ({}): {}{stage}", db.display(), r.pipeline, r.status)?;
     if let Some(message) = &r.message {
         outln!("  {message}")?;

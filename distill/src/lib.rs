@@ -24,16 +24,17 @@ mod status;
 
 pub use error::{Error, Result};
 pub use run::{
-    Resolver, RunSummary, add_resolver, load_pipeline, registry, registry_for, resolve, run,
-    run_with_hub,
+    Resolver, RunSummary, add_resolver, load_pipeline, load_pipeline_for, registry, registry_for,
+    resolve, run, run_with_hub,
 };
 pub use status::{Status, cancel, status};
 
-pub use distill_distiset::{Distiset, ExportFormat, LeafExport, LeafStatus, export};
+pub use distill_distiset::{Distiset, ExportFormat, LeafExport, LeafStatus, export, export_shards};
+pub use distill_engine::Error as EngineError;
 pub use distill_engine::{
     BuildContext, ErrorKind, LoadGuard, LoadState, LogOptions, Node, NodeKind, Observer, OnError,
-    Pipeline, PipelineSpec, PlanMode, PushSpec, Registry, ResumePlan, RunEvent, RunOptions,
-    StepAction, StepPlan, StepSlot, StepSpec, plan, step, task,
+    Pipeline, PipelineSpec, PlanMode, PushSpec, Registry, ResumePlan, Role, RunEvent, RunOptions,
+    ShardSpec, StepAction, StepPlan, StepSlot, StepSpec, plan, shard, step, task,
 };
 pub use distill_hub as hub;
 pub use distill_llm::batch;

@@ -16,6 +16,8 @@ pub struct RunSummary {
     pub leaves: Vec<(String, u64)>,
     /// Where the push to the Hub stands, when the pipeline has a push section.
     pub push: Option<PushStatus>,
+    /// The global step a shard (or the global run) stopped before: status `at_barrier`.
+    pub barrier: Option<String>,
 }
 
 /// A registry with every built-in step: the engine's CPU steps and file loaders, the LLM
@@ -85,9 +87,30 @@ pub fn resolve(spec: &PipelineSpec, registry: &mut Registry) -> Result<()> {
 /// know, see [`add_resolver`]); relative paths in it are resolved against the file's
 /// directory.
 pub fn load_pipeline(path: &Path) -> Result<Pipeline> {
-    let spec = PipelineSpec::load(path)?;
+    load_pipeline_for(path, 1)
+}
+
+/// [`load_pipeline`] for one of `shards` processes: the pipeline's limits (budget, request
+/// rates, concurrency) split evenly over them (see [`PipelineSpec::split_limits`]).
+pub fn load_pipeline_for(path: &Path, shards: u32) -> Result<Pipeline> {
+    let mut spec = PipelineSpec::load(path)?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let registry = registry_for(&spec)?;
+    if shards > 1 {
+        // A task's default concurrency is the pipeline's too: write it, so that it is split.
+        for step in &mut spec.steps {
+            let takes = registry
+                .operational(&step.kind)
+                .iter()
+                .any(|p| p == "concurrency");
+            if let Some(params) = step.params.as_object_mut().filter(|_| takes) {
+                params
+                    .entry("concurrency")
+                    .or_insert(distill_llm::DEFAULT_CONCURRENCY.into());
+            }
+        }
+    }
+    spec.split_limits(shards);
     Ok(Pipeline::build(
         spec,
         &registry,
@@ -108,7 +131,13 @@ pub fn run_with_hub(
     hub: &HubAccess,
 ) -> Result<RunSummary> {
     let session = RunSession::open(pipeline, options)?;
-    let pusher = match &pipeline.spec().push {
+    let sharded = options.role != distill_engine::Role::Single;
+    if sharded && pipeline.spec().push.is_some() {
+        tracing::warn!(
+            "the pipeline's push section is ignored in a sharded run (each shard would rewrite the dataset card); export all databases and upload the distiset"
+        );
+    }
+    let pusher = match pipeline.spec().push.as_ref().filter(|_| !sharded) {
         Some(spec) => Some(PushWorker::start(
             spec.clone(),
             hub,
@@ -128,5 +157,30 @@ pub fn run_with_hub(
         resumed: summary.resumed,
         leaves: summary.leaves,
         push,
+        barrier: summary.barrier,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sharded_pipeline_splits_the_tasks_default_concurrency_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "name: p\nbudget_usd: 2.0\nsteps:\n  - {name: load, type: inline, params: {rows: [{instruction: a}]}}\n  - {name: ask, type: text_generation, after: [load], params: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n  - {name: ask2, type: text_generation, after: [load], params: {base_url: 'http://127.0.0.1:9/v1', model: m, concurrency: 6}}\n",
+        )
+        .unwrap();
+        let one = load_pipeline_for(&path, 1).unwrap();
+        assert!(one.spec().steps[1].params.get("concurrency").is_none());
+        let four = load_pipeline_for(&path, 4).unwrap();
+        let spec = four.spec();
+        assert_eq!(spec.budget_usd, Some(0.5));
+        assert_eq!(spec.steps[1].params["concurrency"], 4);
+        assert_eq!(spec.steps[2].params["concurrency"], 1);
+        assert!(spec.steps[0].params.get("concurrency").is_none());
+    }
 }

@@ -97,6 +97,13 @@ pub enum Error {
     /// The pipeline stored in the run database cannot be read.
     #[error(transparent)]
     Pipeline(#[from] distill_engine::Error),
+    /// Databases given to one export that are not the shards (and global database) of one
+    /// sharded run.
+    #[error("cannot export these databases together: {detail}")]
+    Shards {
+        /// What is wrong.
+        detail: String,
+    },
     /// The run log failed.
     #[error(transparent)]
     Storage(#[from] distill_storage::Error),
@@ -117,6 +124,7 @@ impl Error {
             | Error::NoSuchColumn { .. }
             | Error::BadDatasetFolder { .. } => ErrorKind::Invalid,
             Error::NothingToExport { .. } => ErrorKind::Other,
+            Error::Shards { .. } => ErrorKind::Invalid,
             Error::Pipeline(e) => e.kind(),
             Error::Storage(_) => ErrorKind::Storage,
         }

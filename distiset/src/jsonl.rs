@@ -6,10 +6,15 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-/// Writes every committed row of `step` in `snapshot` to `file`; returns the row count and,
+/// Writes every committed row of `step` in `snapshots` (one after the other) to `file`;
+/// returns the row count and,
 /// per column, the non-finite floats (NaN, ±Infinity) written as null: JSON has no such
 /// numbers, and null keeps a float column float for readers such as `datasets`.
-pub fn write(snapshot: &Snapshot, step: &str, file: &Path) -> Result<(u64, BTreeMap<String, u64>)> {
+pub fn write(
+    snapshots: &[&Snapshot],
+    step: &str,
+    file: &Path,
+) -> Result<(u64, BTreeMap<String, u64>)> {
     let io = |source| Error::Io {
         path: file.to_path_buf(),
         source,
@@ -17,7 +22,7 @@ pub fn write(snapshot: &Snapshot, step: &str, file: &Path) -> Result<(u64, BTree
     let mut w = BufWriter::new(std::fs::File::create(file).map_err(io)?);
     let mut rows = 0;
     let mut lost = BTreeMap::new();
-    for batch in snapshot.batches(step, 0)? {
+    for batch in crate::batches_of(snapshots, step)? {
         for row in batch?.rows {
             for (column, value) in row.iter() {
                 let n = crate::schema::non_finite(value);

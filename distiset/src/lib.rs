@@ -19,6 +19,7 @@ mod out;
 mod parquet;
 pub mod read;
 mod schema;
+mod shards;
 
 pub use card::dataset_card;
 pub use error::{Error, Result};
@@ -26,6 +27,7 @@ pub use parquet::{
     ROWS_PER_GROUP, Written, arrow_schema, record_batch, write_parquet, write_parquet_counted,
 };
 pub use schema::{Inferred, Ty};
+pub use shards::export_shards;
 
 use distill_engine::PipelineSpec;
 use distill_storage::{RunReader, RunStatus, Snapshot, StepRecord, StepState};
@@ -185,15 +187,26 @@ pub fn export(db: &Path, out: &Path, format: ExportFormat) -> Result<Distiset> {
     }
     let mut out = out::OutDir::prepare(out, db)?;
     let staging = out::Staging::create(&out)?;
-    write_all(&snapshot, &staging.path, &meta.pipeline, &mut distiset)?;
+    write_all(
+        |_| vec![&snapshot],
+        &staging.path,
+        &meta.pipeline,
+        &mut distiset,
+    )?;
     out.commit(&staging.path, &distiset.files)?;
     drop(staging);
     out.finish();
     Ok(distiset)
 }
 
-/// Writes the whole export into `dir`, `distiset.json` last (it lists every file).
-fn write_all(snapshot: &Snapshot, dir: &Path, pipeline: &str, d: &mut Distiset) -> Result<()> {
+/// Writes the whole export into `dir`, `distiset.json` last (it lists every file); each
+/// leaf's rows come from the snapshots `sources` gives for it, one after the other.
+fn write_all<'s>(
+    sources: impl Fn(&str) -> Vec<&'s Snapshot>,
+    dir: &Path,
+    pipeline: &str,
+    d: &mut Distiset,
+) -> Result<()> {
     write_file(&dir.join("pipeline.yaml"), pipeline.as_bytes())?;
     d.files.push("pipeline.yaml".into());
     for leaf in &mut d.leaves {
@@ -202,8 +215,8 @@ fn write_all(snapshot: &Snapshot, dir: &Path, pipeline: &str, d: &mut Distiset) 
         let name = format!("data-00000.{}", d.format.extension());
         let file = split.join(&name);
         (leaf.rows, leaf.non_finite_as_null) = match d.format {
-            ExportFormat::Jsonl => jsonl::write(snapshot, &leaf.name, &file)?,
-            ExportFormat::Parquet => parquet_file(snapshot, &leaf.name, &file)?,
+            ExportFormat::Jsonl => jsonl::write(&sources(&leaf.name), &leaf.name, &file)?,
+            ExportFormat::Parquet => parquet_file(&sources(&leaf.name), &leaf.name, &file)?,
         };
         leaf.files.push(format!("{}/train/{name}", leaf.name));
         d.files.extend(leaf.files.iter().cloned());
@@ -250,12 +263,12 @@ pub fn leaf_batches(
 
 /// Two passes over the same snapshot: infer the column types, then write the rows.
 fn parquet_file(
-    snapshot: &Snapshot,
+    snapshots: &[&Snapshot],
     step: &str,
     file: &Path,
 ) -> Result<(u64, BTreeMap<String, u64>)> {
     let mut inferred = Inferred::default();
-    for batch in snapshot.batches(step, 0)? {
+    for batch in batches_of(snapshots, step)? {
         for row in &batch?.rows {
             inferred.add(row);
         }
@@ -264,7 +277,7 @@ fn parquet_file(
         path: file.to_path_buf(),
         source,
     })?;
-    let rows = snapshot.batches(step, 0)?.map(|b| b.map(|b| b.rows));
+    let rows = batches_of(snapshots, step)?.map(|b| b.map(|b| b.rows));
     let (out, written) = write_parquet_counted(out, &inferred, rows).map_err(|e| match e {
         Error::Parquet { path: None, source } => Error::Parquet {
             path: Some(file.to_path_buf()),
@@ -277,6 +290,18 @@ fn parquet_file(
         source,
     })?;
     Ok((written.rows, written.non_finite_as_null))
+}
+
+/// The committed batches of `step` in each of `snapshots`, one snapshot after the other.
+fn batches_of(
+    snapshots: &[&Snapshot],
+    step: &str,
+) -> Result<impl Iterator<Item = distill_storage::Result<distill_storage::Batch>> + use<>> {
+    let mut all = Vec::with_capacity(snapshots.len());
+    for snapshot in snapshots {
+        all.push(snapshot.batches(step, 0)?);
+    }
+    Ok(all.into_iter().flatten())
 }
 
 fn create_dir(dir: &Path) -> Result<()> {

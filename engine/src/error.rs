@@ -18,6 +18,9 @@ pub enum ErrorKind {
     /// The run ended with only provider batch jobs left to wait for (`on_batch_wait: exit`);
     /// running it again collects them.
     Waiting,
+    /// A global step waits for shards that have not reached its barrier yet; running them
+    /// and then the global run again goes on.
+    Behind,
     /// The run database failed (damaged, full disk, in use).
     Storage,
     /// A file could not be read or written.
@@ -180,6 +183,36 @@ pub enum Error {
         /// The fingerprint now.
         now: String,
     },
+    /// A shard spec that is not `I/N` with `0 <= I < N`, or shard databases that do not make
+    /// one set of shards.
+    #[error("bad shard: {detail}")]
+    BadShard {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The run database belongs to another shard (or is sharded and the run is not, or the
+    /// other way round): resuming it would mix two shards' rows.
+    #[error(
+        "run database {db} holds {recorded} and this run is {requested}; give each shard its own --db, or --new to start a new run in it"
+    )]
+    ShardMismatch {
+        /// The database.
+        db: PathBuf,
+        /// What it recorded (`shard 0/4`, `global`, `an unsharded run`).
+        recorded: String,
+        /// What this run is.
+        requested: String,
+    },
+    /// A global step cannot run yet: some shards have not committed its input.
+    #[error(
+        "global step '{step}' waits for shards not at its barrier yet: {behind}; run them (they resume), then this again"
+    )]
+    ShardsBehind {
+        /// The global step.
+        step: String,
+        /// The shards behind, with where each stands.
+        behind: String,
+    },
     /// The run was stopped on request; it can be resumed.
     #[error("run stopped on request; run the same command again to resume")]
     Interrupted,
@@ -240,6 +273,8 @@ impl Error {
             }
             Error::AlreadyLoaded { .. } => ErrorKind::StepFailed,
             Error::PipelineMismatch { .. } | Error::InputChanged { .. } => ErrorKind::Other,
+            Error::BadShard { .. } | Error::ShardMismatch { .. } => ErrorKind::Invalid,
+            Error::ShardsBehind { .. } => ErrorKind::Behind,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::BudgetReached { .. } => ErrorKind::Budget,
             Error::Waiting { .. } => ErrorKind::Waiting,

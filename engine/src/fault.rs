@@ -9,6 +9,9 @@ pub(crate) enum Fault {
     CacheRead,
     /// The scheduler panics once a batch is committed (a bug in the engine's own code).
     EnginePanic,
+    /// The process aborts right after the first unit of rows copied between a sharded run's
+    /// databases is committed (a kill in the middle of a copy).
+    CopyKill,
 }
 
 impl Fault {
@@ -17,6 +20,7 @@ impl Fault {
         match self {
             Fault::CacheRead => "cache-read",
             Fault::EnginePanic => "engine-panic",
+            Fault::CopyKill => "copy-kill",
         }
     }
 

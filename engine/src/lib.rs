@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod barrier;
 pub mod budget;
 mod canonical;
 mod error;
@@ -34,6 +35,7 @@ mod registry;
 mod resume;
 mod run;
 mod scheduler;
+pub mod shard;
 mod signature;
 mod spec;
 mod status;
@@ -53,6 +55,7 @@ pub use pipeline::{Node, Pipeline};
 pub use registry::{Constructor, Registry};
 pub use resume::{PlanMode, ResumePlan, StepAction, StepPlan, step_epoch};
 pub use run::{RunOptions, RunSession, RunSummary, plan, run};
+pub use shard::{Role, ShardSpec};
 pub use signature::{step_signatures, step_signatures_with};
 pub use spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, PushSpec, StepSpec};
 pub use status::{RunReport, StepStatus, status, status_of};

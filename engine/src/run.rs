@@ -7,6 +7,7 @@ use crate::observer::{Observer, RunEvent};
 use crate::pipeline::Pipeline;
 use crate::resume::{self, PlanMode, ResumePlan, StepAction};
 use crate::scheduler::{Committed, StageRunner};
+use crate::shard::{Role, SHARD_RECORD};
 use crate::worker::{LogTaskContext, StepInfo};
 use distill_storage::{
     GroupCommitter, LogOptions, NewRun, Progress, RunLog, RunState, RunStatus, StepState,
@@ -34,6 +35,9 @@ pub struct RunOptions {
     /// When a generator's input changed since the run read from it, recompute from that
     /// generator on (instead of refusing to resume).
     pub allow_changed_inputs: bool,
+    /// One shard of a sharded run, or its global steps (see [`crate::shard`]); part of the
+    /// database's identity: a shard's database is refused to another shard.
+    pub role: Role,
 }
 
 impl RunOptions {
@@ -47,6 +51,7 @@ impl RunOptions {
             log: LogOptions::default(),
             new_run: false,
             allow_changed_inputs: false,
+            role: Role::Single,
         }
     }
 }
@@ -58,6 +63,9 @@ pub struct RunSummary {
     pub resumed: bool,
     /// Each leaf step with its committed row count.
     pub leaves: Vec<(String, u64)>,
+    /// The global step this shard (or global run) stopped before, its status `at_barrier`:
+    /// the run is not finished, the global run (or the shards) go on from here.
+    pub barrier: Option<String>,
 }
 
 /// Runs `pipeline` on the database in `options`, resuming what it holds (see
@@ -110,6 +118,9 @@ impl<'a> RunSession<'a> {
         };
         let (log, created) =
             RunLog::open_or_create_with(&options.db, new_run.clone(), options.log)?;
+        if !created && !options.new_run {
+            check_role(&log, &options.role)?;
+        }
         let plan = if created || options.new_run {
             if !created {
                 log.restart_keeping(new_run, crate::task::KEPT_RECORDS)?;
@@ -118,7 +129,8 @@ impl<'a> RunSession<'a> {
             log.commit(
                 records
                     .into_iter()
-                    .fold(Progress::new(), |unit, (k, v)| unit.record(k, v)),
+                    .fold(Progress::new(), |unit, (k, v)| unit.record(k, v))
+                    .record(SHARD_RECORD, options.role.record().map(String::into_bytes)),
             )?;
             let mode = if created {
                 PlanMode::Fresh
@@ -245,6 +257,11 @@ fn run_on_log(
                     )
                     .with_budget(budget.clone()),
                 ),
+                shard: match &options.role {
+                    Role::Shard { spec, .. } => Some(*spec),
+                    _ => None,
+                },
+                view: std::sync::OnceLock::new(),
             })
         })
         .collect();
@@ -255,14 +272,59 @@ fn run_on_log(
         .map_err(|e| Error::Threads {
             detail: e.to_string(),
         })?;
+    let mut ran_global = false;
     for (stage, members) in pipeline.stages().iter().enumerate() {
-        let todo: Vec<usize> = members
-            .iter()
-            .copied()
-            .filter(|&i| !progress[i].done)
-            .collect();
+        // Global steps of the stage a shard waits for: it stops after the stage's other steps.
+        let mut waits_for: Option<usize> = None;
+        let mut todo: Vec<usize> = Vec::new();
+        for &i in members {
+            if progress[i].done {
+                continue;
+            }
+            match &options.role {
+                Role::Single => todo.push(i),
+                Role::Shard { spec, global_db } => {
+                    if !nodes[i].is_global() {
+                        todo.push(i);
+                    } else {
+                        match crate::barrier::take_share(
+                            pipeline, i, *spec, global_db, log, committer,
+                        )? {
+                            Some(done) => progress[i] = done,
+                            None => {
+                                waits_for.get_or_insert(i);
+                            }
+                        }
+                    }
+                }
+                Role::Global { shards } => {
+                    if !nodes[i].is_global() {
+                        continue;
+                    }
+                    match crate::barrier::gather(pipeline, i, shards, log, committer) {
+                        Ok(done) => {
+                            for (p, committed) in done {
+                                progress[p] = committed;
+                            }
+                            todo.push(i);
+                        }
+                        Err(e @ Error::ShardsBehind { .. }) if ran_global => {
+                            tracing::info!("{e}");
+                            return at_barrier(pipeline, committer, stage, i, &progress);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
         if todo.is_empty() {
+            if let Some(g) = waits_for {
+                return at_barrier(pipeline, committer, stage, g, &progress);
+            }
             continue;
+        }
+        if matches!(options.role, Role::Global { .. }) {
+            ran_global = true;
         }
         let names: Vec<&str> = todo.iter().map(|&i| nodes[i].name()).collect();
         tracing::info!(stage, steps = %names.join(", "), "stage starting");
@@ -300,10 +362,15 @@ fn run_on_log(
             &options.stop,
             &mut progress,
         )
-        .run(stage);
+        .run(&todo);
         drop(guards);
         match outcome {
-            Ok(()) => tracing::info!(stage, "stage finished"),
+            Ok(()) => {
+                tracing::info!(stage, "stage finished");
+                if let Some(g) = waits_for {
+                    return at_barrier(pipeline, committer, stage, g, &progress);
+                }
+            }
             Err(Error::Interrupted) => {
                 set_run_state(committer, RunStatus::Stopped, Some(stage), None)?;
                 return Err(Error::Interrupted);
@@ -322,12 +389,64 @@ fn run_on_log(
     }
     set_run_state(committer, RunStatus::Finished, None, None)?;
     tracing::info!("run finished");
-    let leaves = pipeline
+    Ok(RunSummary {
+        resumed,
+        leaves: leaves(pipeline, &progress),
+        barrier: None,
+    })
+}
+
+fn leaves(pipeline: &Pipeline, progress: &[Committed]) -> Vec<(String, u64)> {
+    pipeline
         .leaves()
         .into_iter()
-        .map(|i| (nodes[i].name().to_owned(), progress[i].rows))
-        .collect();
-    Ok(RunSummary { resumed, leaves })
+        .map(|i| (pipeline.nodes()[i].name().to_owned(), progress[i].rows))
+        .collect()
+}
+
+/// Ends the session before global step `g`'s stage: status `at_barrier`.
+fn at_barrier(
+    pipeline: &Pipeline,
+    committer: &GroupCommitter,
+    stage: usize,
+    g: usize,
+    progress: &[Committed],
+) -> Result<RunSummary> {
+    let step = pipeline.nodes()[g].name().to_owned();
+    set_run_state(
+        committer,
+        RunStatus::AtBarrier,
+        Some(stage),
+        Some(format!("waiting for global step '{step}'")),
+    )?;
+    tracing::info!(stage, step = %step, "at the barrier of a global step");
+    Ok(RunSummary {
+        resumed: progress.iter().any(|p| p.batches > 0),
+        leaves: leaves(pipeline, progress),
+        barrier: Some(step),
+    })
+}
+
+/// Refuses a database recorded for another shard role than `role`.
+fn check_role(log: &RunLog, role: &Role) -> Result<()> {
+    let recorded = log
+        .snapshot()?
+        .record(SHARD_RECORD)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    let wanted = role.record();
+    if recorded == wanted {
+        return Ok(());
+    }
+    let describe = |r: &Option<String>| match r {
+        None => "an unsharded run".to_owned(),
+        Some(r) if r.starts_with("global/") => format!("the global steps of {}", &r[7..]),
+        Some(r) => format!("shard {r}"),
+    };
+    Err(Error::ShardMismatch {
+        db: log.path().to_path_buf(),
+        recorded: describe(&recorded),
+        requested: describe(&wanted),
+    })
 }
 
 /// What the answers committed in `snapshot` cost, at each step's `price` (steps of the

@@ -190,10 +190,10 @@ impl<'a> StageRunner<'a> {
         }
     }
 
-    /// Runs stage `stage` to its end.
-    pub fn run(&mut self, stage: usize) -> Result<()> {
+    /// Runs the steps `steps` of one stage (those not done) to their end.
+    pub fn run(&mut self, steps: &[usize]) -> Result<()> {
         let nodes = self.pipeline.nodes();
-        let members: Vec<usize> = self.pipeline.stages()[stage]
+        let members: Vec<usize> = steps
             .iter()
             .copied()
             .filter(|&i| !self.progress[i].done)

@@ -211,7 +211,38 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 /// Largest `budget_usd` accepted (a billion dollars).
 pub const MAX_BUDGET_USD: f64 = 1e9;
 
+/// Step parameters that limit the whole pipeline's use of a provider: a sharded run splits
+/// them over its shards (see [`PipelineSpec::split_limits`]).
+pub const SHARED_LIMITS: &[&str] = &["concurrency", "requests_per_minute", "tokens_per_minute"];
+
 impl PipelineSpec {
+    /// Splits the pipeline's limits evenly over `shards` processes, so that together they
+    /// never spend more or ask a provider harder than one run: `budget_usd` divided by
+    /// `shards`, and each step's [`SHARED_LIMITS`] parameter written in the pipeline divided
+    /// and rounded down (at least 1). A limit left to its default is each shard's (the
+    /// `distill` crate writes a task's default `concurrency` first, so that it is split).
+    pub fn split_limits(&mut self, shards: u32) {
+        if shards <= 1 {
+            return;
+        }
+        if let Some(usd) = &mut self.budget_usd {
+            *usd /= f64::from(shards);
+        }
+        for step in &mut self.steps {
+            let Some(params) = step.params.as_object_mut() else {
+                continue;
+            };
+            for key in SHARED_LIMITS {
+                if let Some(limit) = params.get(*key).and_then(serde_json::Value::as_u64) {
+                    params.insert(
+                        (*key).to_owned(),
+                        serde_json::Value::from((limit / u64::from(shards)).max(1)),
+                    );
+                }
+            }
+        }
+    }
+
     /// Checks `budget_usd`: dollars from 0 (only cached answers) to [`MAX_BUDGET_USD`].
     pub fn check_budget(&self) -> Result<()> {
         match self.budget_usd {
@@ -393,6 +424,23 @@ impl StepSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_split_evenly_over_shards() {
+        let mut spec = PipelineSpec::new("demo").step(
+            StepSpec::new("ask", "text_generation")
+                .param("concurrency", 10)
+                .param("requests_per_minute", 3)
+                .param("tokens_per_minute", 1000),
+        );
+        spec.budget_usd = Some(8.0);
+        spec.split_limits(4);
+        assert_eq!(spec.budget_usd, Some(2.0));
+        let params = &spec.steps[0].params;
+        assert_eq!(params["concurrency"], 2);
+        assert_eq!(params["requests_per_minute"], 1);
+        assert_eq!(params["tokens_per_minute"], 250);
+    }
 
     fn sample() -> PipelineSpec {
         PipelineSpec::new("demo")

@@ -66,6 +66,10 @@ pub struct RunReport {
     pub spent_usd: f64,
     /// What answers served from the request cache would have cost, in dollars.
     pub saved_usd: f64,
+    /// The shard the database holds (`I/N`, or `global/N` for a sharded run's global steps);
+    /// absent for an unsharded run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// Reads the status of the run in `db`.
@@ -132,6 +136,9 @@ pub fn status_of(snapshot: &Snapshot, db: &Path) -> Result<RunReport> {
         budget_usd: spec.budget_usd,
         spent_usd: total.usd(),
         saved_usd: saved.usd(),
+        shard: snapshot
+            .record(crate::shard::SHARD_RECORD)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()),
     })
 }
 

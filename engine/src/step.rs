@@ -76,6 +76,14 @@ pub trait Generator: Lifecycle {
         self.generate(offset, count)
     }
 
+    /// How many rows the generator produces in all, when it can tell before producing them
+    /// (inline rows, files: Parquet footers, a scan of text files). A shard then reads one
+    /// contiguous range of them; `None` (the default): shards take blocks round-robin. Must
+    /// not change while the input's fingerprint does not. Called on a loaded generator.
+    fn row_count(&mut self) -> StepResult<Option<u64>> {
+        Ok(None)
+    }
+
     /// A short text that changes when the generator's input changes (a file's size and
     /// modification time, say), read without reading the input; `None` when the parameters
     /// are the whole input (inline rows). A run refuses to resume when it changed.

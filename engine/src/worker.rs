@@ -5,6 +5,7 @@ use crate::error::{ErrorKind, classified};
 use crate::fault::Fault;
 use crate::lifecycle::{StepSlot, panic_message};
 use crate::mapping;
+use crate::shard::{ShardSpec, ShardView};
 use crate::spec::{OnError, StepSpec};
 use crate::step::{GlobalStream, StepError, StepKind, StepResult};
 use crate::task::{Stopped, TaskContext};
@@ -25,6 +26,34 @@ pub struct StepInfo {
     pub batch_size: usize,
     /// Gives tasks the request cache.
     pub task_context: Arc<dyn TaskContext>,
+    /// The shard this run is, for generators (`None`: every row).
+    pub shard: Option<ShardSpec>,
+    /// A generator's rows this shard reads, found on its first job (the step is loaded then).
+    pub view: std::sync::OnceLock<ShardView>,
+}
+
+impl StepInfo {
+    /// The generator's rows this run reads (see [`crate::shard`]).
+    fn view(&self, generator: &mut dyn crate::step::Generator) -> StepResult<ShardView> {
+        if let Some(view) = self.view.get() {
+            return Ok(*view);
+        }
+        let view = match self.shard {
+            None => ShardView::All,
+            Some(spec) => match generator.row_count()? {
+                Some(total) => {
+                    let (start, end) = spec.range(total);
+                    ShardView::Range { start, end }
+                }
+                None => ShardView::Blocks {
+                    spec,
+                    block: self.batch_size.max(1) as u64,
+                },
+            },
+        };
+        tracing::debug!(step = %self.spec.name, ?view, "rows of this shard");
+        Ok(*self.view.get_or_init(|| view))
+    }
 }
 
 /// Rows to push through a stream again: the log, and per predecessor how many of its rows.
@@ -119,9 +148,16 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                     step.kind()
                 ))));
             };
-            let generated = generator.generate_in(offset, info.batch_size, &info.task_context);
+            let view = info.view(generator.as_mut())?;
+            let (at, count) = view.locate(offset, info.batch_size);
+            let generated = if count == 0 {
+                Ok((Vec::new(), true))
+            } else {
+                generator.generate_in(at, count, &info.task_context)
+            };
             info.task_context.flush();
             let (mut rows, last) = generated?;
+            let last = view.ends(offset + rows.len() as u64, last);
             mapping::after(&info.spec, &mut rows);
             Ok(Output {
                 batches: vec![rows],

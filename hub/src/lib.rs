@@ -210,6 +210,7 @@ fn follow_live(
                 | RunStatus::Stopped
                 | RunStatus::Interrupted
                 | RunStatus::Waiting
+                | RunStatus::AtBarrier
         ) {
             return Ok(pusher);
         }

@@ -30,7 +30,7 @@ pub use embedding::Embeddings;
 pub use error::{Error, Result};
 pub use response::{Completion, reported_usage};
 pub use runner::{Answered, Halt, Outcome, Request, Runner, cache_key};
-pub use settings::{Generation, LlmParams, OnFailure};
+pub use settings::{DEFAULT_CONCURRENCY, Generation, LlmParams, OnFailure};
 
 use distill_engine::Registry;
 

@@ -162,8 +162,11 @@ fn check_url(name: &str, url: &str) -> Result<()> {
     }
 }
 
+/// Requests in flight per endpoint when a task does not say (`concurrency`).
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
 fn default_concurrency() -> usize {
-    16
+    DEFAULT_CONCURRENCY
 }
 fn default_attempts() -> u32 {
     6

@@ -1,6 +1,7 @@
 """Python steps the tests' pipelines use, by YAML (`type: py:pysteps:NAME`) and from Python.
 Steps that record what happens to them append lines to the file their `log` parameter names."""
 
+import os
 import time
 
 import distill
@@ -101,3 +102,14 @@ class Countdown(distill.Generator):
     def generate(self):
         for i in range(self.start, 0, -1):
             yield [{"n": i}]
+
+
+@distill.step(inputs=["id"], outputs=["checked"])
+def fail_once(rows, at=0, marker=""):
+    """Fails the first time it sees row `at` (leaving `marker`), then passes rows on."""
+    for row in rows:
+        if row["id"] == at and marker and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError(f"row {at}: failing once on purpose")
+        row["checked"] = True
+    return rows

@@ -102,6 +102,10 @@ pub enum RunStatus {
     /// The run ended with only provider batch jobs left to wait for (`on_batch_wait: exit`);
     /// running it again collects them. After `Interrupted`, for the same reason.
     Waiting,
+    /// A shard stopped at a global step's stage: everything before it is committed, and
+    /// the global run goes on from here (then the shard again). After `Waiting`.
+    #[serde(rename = "at_barrier")]
+    AtBarrier,
 }
 
 impl RunStatus {
@@ -115,6 +119,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
             RunStatus::Waiting => "waiting",
+            RunStatus::AtBarrier => "at_barrier",
         }
     }
 }

@@ -103,6 +103,10 @@ impl Generator for LoadParquet {
         Ok(Some(input::fingerprint(&paths, |p| Ok(footer_digest(p)?))?))
     }
 
+    fn row_count(&mut self) -> StepResult<Option<u64>> {
+        Ok(Some(self.stream.total_rows()?))
+    }
+
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
         self.stream.read(offset, count)
     }

@@ -105,6 +105,27 @@ impl<S: FileSet> RowStream<S> {
         self.limit.map(|l| l.saturating_sub(row))
     }
 
+    /// How many rows the stream has (the limit at most): files whose row count is known are
+    /// not read, the others are read through once.
+    pub fn total_rows(&mut self) -> StepResult<u64> {
+        let mut total = 0u64;
+        for file in 0..self.set.count() {
+            if self.limit.is_some_and(|l| total >= l) {
+                break;
+            }
+            total += match self.set.known_rows(file)? {
+                Some(n) => n,
+                None => {
+                    let wanted = self.wanted_after(total);
+                    let (mut reader, _) = self.set.open(file, 0, wanted)?;
+                    skip_rows(reader.as_mut(), u64::MAX)?
+                }
+            };
+        }
+        self.close();
+        Ok(self.limit.map_or(total, |l| total.min(l)))
+    }
+
     /// Places the stream at row `offset`.
     fn seek(&mut self, offset: u64) -> StepResult<()> {
         self.reader = None;

@@ -43,6 +43,10 @@ impl Generator for Inline {
         columns
     }
 
+    fn row_count(&mut self) -> StepResult<Option<u64>> {
+        Ok(Some(self.rows.len() as u64))
+    }
+
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
         let start = (offset as usize).min(self.rows.len());
         let end = (start + count).min(self.rows.len());
@@ -100,6 +104,10 @@ impl Generator for LoadJsonl {
         Ok(Some(input::fingerprint(self.stream.set().files(), |_| {
             Ok(String::new())
         })?))
+    }
+
+    fn row_count(&mut self) -> StepResult<Option<u64>> {
+        Ok(Some(self.stream.total_rows()?))
     }
 
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
@@ -168,6 +176,10 @@ impl Generator for LoadCsv {
         Ok(Some(input::fingerprint(self.stream.set().files(), |_| {
             Ok(String::new())
         })?))
+    }
+
+    fn row_count(&mut self) -> StepResult<Option<u64>> {
+        Ok(Some(self.stream.total_rows()?))
     }
 
     fn generate(&mut self, offset: u64, count: usize) -> StepResult<(Vec<Row>, bool)> {
