@@ -54,6 +54,8 @@ pub use registry::{Constructor, Registry};
 pub use resume::{PlanMode, ResumePlan, StepAction, StepPlan, step_epoch};
 pub use run::{RunOptions, RunSession, RunSummary, plan, run};
 pub use signature::step_signatures;
-pub use spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, PushSpec, StepSpec};
+pub use spec::{
+    CheckpointSpec, DEFAULT_BATCH_SIZE, OnError, PipelineSpec, PushSpec, StepSpec,
+};
 pub use status::{RunReport, StepStatus, status, status_of};
 pub use step::{BuildContext, NodeKind, StepKind};
