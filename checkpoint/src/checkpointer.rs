@@ -62,7 +62,8 @@ impl Checkpointer {
         let packed = pack(snapshot, &self.identity, &self.work_dir)?;
         let listing = self.remote.list()?;
         let prune = listing.prune(&packed.manifest.name, self.keep);
-        self.remote.publish(&packed.file, &packed.manifest, &prune)?;
+        self.remote
+            .publish(&packed.file, &packed.manifest, &prune)?;
         tracing::info!(
             "checkpoint: snapshot {} ({} bytes, log position {}) at {}/{}{}",
             packed.manifest.name,

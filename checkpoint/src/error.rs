@@ -35,7 +35,7 @@ pub enum Error {
         /// The target.
         url: String,
         /// The Hub's failure.
-        source: distill_hub::Error,
+        source: Box<distill_hub::Error>,
     },
     /// A Hub read failed (after the retries allowed).
     #[error("checkpoint {url}: {source}")]
@@ -43,7 +43,7 @@ pub enum Error {
         /// The target.
         url: String,
         /// The call's failure.
-        source: distill_http::Error,
+        source: Box<distill_http::Error>,
     },
     /// The run database failed.
     #[error(transparent)]

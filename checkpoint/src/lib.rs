@@ -35,6 +35,8 @@ pub use secrets::CREDENTIAL_VARIABLES;
 pub use target::{Identity, Place, Target};
 pub use worker::{CheckpointStatus, CheckpointWorker};
 
+pub use distill_storage::now_ms;
+
 use distill_engine::PipelineSpec;
 use distill_hub::HubAccess;
 use distill_storage::{Progress, RunLog, RunReader};

@@ -123,7 +123,11 @@ impl Manifest {
             return Err(bad(format!("it names itself {}", manifest.name)));
         }
         if manifest.data != Self::data_path(name) {
-            return Err(bad(format!("its data is {}, not {}", manifest.data, Self::data_path(name))));
+            return Err(bad(format!(
+                "its data is {}, not {}",
+                manifest.data,
+                Self::data_path(name)
+            )));
         }
         if manifest.storage_format > distill_storage::FORMAT_VERSION {
             return Err(Error::NewerSnapshot {
@@ -178,7 +182,12 @@ mod tests {
             Manifest::name_in(&Manifest::data_path(&c)),
             Some((DATA, c.clone()))
         );
-        for other in ["data/x.redb.zst", "manifests/1.json", "other/a.json", "data/#1"] {
+        for other in [
+            "data/x.redb.zst",
+            "manifests/1.json",
+            "other/a.json",
+            "data/#1",
+        ] {
             assert_eq!(Manifest::name_in(other), None, "{other}");
         }
     }

@@ -169,7 +169,9 @@ mod tests {
     fn compression_round_trips_and_the_hash_is_the_files() {
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("raw");
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         std::fs::write(&raw, &data).unwrap();
         let packed = dir.path().join("raw.zst");
         let (size, sha) = compress(&raw, &packed).unwrap();

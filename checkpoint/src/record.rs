@@ -75,6 +75,6 @@ pub fn checkpoint_reports(
         .into_iter()
         .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
         .collect();
-    reports.sort_by(|a, b| b.taken_ms.cmp(&a.taken_ms));
+    reports.sort_by_key(|r| std::cmp::Reverse(r.taken_ms));
     Ok(reports)
 }

@@ -87,7 +87,8 @@ pub fn restore(url: &str, identity: &Identity, db: &Path, hub: &HubAccess) -> Re
         let _ = std::fs::remove_file(&staging);
         match try_snapshot(&remote, &listing, &target, name, &staging, &parent)? {
             Ok(manifest) => {
-                let report = CheckpointReport::new(&target.url, &folder, &manifest, Origin::Restored);
+                let report =
+                    CheckpointReport::new(&target.url, &folder, &manifest, Origin::Restored);
                 settle(&staging, &report)?;
                 std::fs::rename(&staging, db).map_err(Error::io(db))?;
                 sync_parent(db).map_err(Error::io(db))?;

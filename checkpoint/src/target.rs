@@ -195,10 +195,7 @@ mod tests {
                 prefix: String::new()
             }
         );
-        assert_eq!(
-            t.folder(&id.clone().shard(3, 8)),
-            "my-run/shard-3-of-8"
-        );
+        assert_eq!(t.folder(&id.clone().shard(3, 8)), "my-run/shard-3-of-8");
         for (bad, says) in [
             ("hf://models/acme/x", "dataset repository"),
             ("hf://datasets/acme", "dataset repository"),
@@ -207,15 +204,24 @@ mod tests {
             ("s3://AKIA:SECRET@b/p", "credentials"),
         ] {
             let err = Target::parse(bad).unwrap_err().to_string();
-            assert!(err.contains(says) && !err.contains("SECRET"), "{bad}: {err}");
+            assert!(
+                err.contains(says) && !err.contains("SECRET"),
+                "{bad}: {err}"
+            );
         }
     }
 
     #[test]
     fn a_pipeline_name_is_made_safe_for_a_path() {
-        assert_eq!(Identity::of_pipeline("a.b_c-1").folder(), "a.b_c-1/shard-0-of-1");
+        assert_eq!(
+            Identity::of_pipeline("a.b_c-1").folder(),
+            "a.b_c-1/shard-0-of-1"
+        );
         let odd = Identity::of_pipeline("my run/2").folder();
-        assert!(odd.starts_with("my_run_2-") && odd.ends_with("/shard-0-of-1"), "{odd}");
+        assert!(
+            odd.starts_with("my_run_2-") && odd.ends_with("/shard-0-of-1"),
+            "{odd}"
+        );
         assert_ne!(odd, Identity::of_pipeline("my run_2").folder());
         assert!(!Identity::of_pipeline("..").folder().starts_with('.'));
     }

@@ -1,6 +1,8 @@
-//! A run with everything: every built-in step, and the push section's pusher beside the run.
+//! A run with everything: every built-in step, and the push section's pusher and the
+//! checkpoint section's checkpointer beside the run.
 
 use crate::error::Result;
+use distill_checkpoint::{CheckpointStatus, CheckpointWorker, Identity, Restored};
 use distill_engine::step::StepResult;
 use distill_engine::{BuildContext, Pipeline, PipelineSpec, Registry, RunOptions, RunSession};
 use distill_hub::{HubAccess, PushStatus, PushWorker};
@@ -16,6 +18,8 @@ pub struct RunSummary {
     pub leaves: Vec<(String, u64)>,
     /// Where the push to the Hub stands, when the pipeline has a push section.
     pub push: Option<PushStatus>,
+    /// Where the checkpoints stand, when the pipeline has a checkpoint section.
+    pub checkpoint: Option<CheckpointStatus>,
 }
 
 /// A registry with every built-in step: the engine's CPU steps and file loaders, the LLM
@@ -117,16 +121,57 @@ pub fn run_with_hub(
         )?),
         None => None,
     };
+    let checkpointer = match &pipeline.spec().checkpoint {
+        Some(spec) => Some(CheckpointWorker::start(
+            spec,
+            identity(pipeline),
+            session.log().clone(),
+            session.committer().clone(),
+            hub,
+        )?),
+        None => None,
+    };
     let result = session.run();
     let push = pusher.map(|pusher| {
         // What is committed is pushed even when a step failed; not when the user stops.
         let interrupted = matches!(result, Err(distill_engine::Error::Interrupted));
         pusher.finish(!interrupted)
     });
+    // The last snapshot is taken however the run ended: a stopped run (SIGTERM before a
+    // preemption) is the one most likely to resume elsewhere.
+    let checkpoint = checkpointer.map(CheckpointWorker::finish);
     let summary = result?;
     Ok(RunSummary {
         resumed: summary.resumed,
         leaves: summary.leaves,
         push,
+        checkpoint,
     })
+}
+
+/// The identity `pipeline`'s snapshots are kept under at a checkpoint target (its folder
+/// there: `PIPELINE/shard-0-of-1`).
+pub fn identity(pipeline: &Pipeline) -> Identity {
+    Identity::of_pipeline(&pipeline.spec().name)
+}
+
+/// `--resume-from URL`: when the run database `db` is missing (or empty), puts the newest
+/// complete, verified snapshot of `pipeline`'s run at `url` in its place and returns what it
+/// restored; when `db` is there, leaves it alone and returns `None` (the local database is
+/// never older than its own snapshots).
+pub fn resume_from(
+    pipeline: &Pipeline,
+    db: &Path,
+    url: &str,
+    hub: &HubAccess,
+) -> Result<Option<Restored>> {
+    if std::fs::metadata(db).is_ok_and(|m| m.len() > 0) {
+        return Ok(None);
+    }
+    Ok(Some(distill_checkpoint::restore(
+        url,
+        &identity(pipeline),
+        db,
+        hub,
+    )?))
 }

@@ -582,7 +582,10 @@ mod tests {
             ("s3://", "names no bucket"),
         ] {
             let err = CheckpointSpec::new(bad).check().unwrap_err().to_string();
-            assert!(err.contains(says) && err.contains("checkpoint"), "{bad}: {err}");
+            assert!(
+                err.contains(says) && err.contains("checkpoint"),
+                "{bad}: {err}"
+            );
             assert!(!err.contains("SECRET"), "{err}");
         }
         let mut zero = CheckpointSpec::new("s3://b/p");

@@ -228,7 +228,11 @@ mod tests {
         assert_eq!(copied.offset("hub:x").unwrap(), Some(19));
         assert_eq!(copied.records("rec:").unwrap().len(), 20);
         assert_eq!(copied.record("later").unwrap(), None);
-        let a: Vec<_> = copied.batches("a", 0).unwrap().map(|b| b.unwrap()).collect();
+        let a: Vec<_> = copied
+            .batches("a", 0)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
         let b: Vec<_> = snapshot
             .batches("a", 0)
             .unwrap()

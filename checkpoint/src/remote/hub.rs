@@ -31,12 +31,13 @@ impl HubRemote {
     /// The folder `folder` of dataset `repo`, with `access`'s endpoint and token.
     pub fn open(url: &str, repo: &str, folder: &str, access: &HubAccess) -> Result<Self> {
         let retry = distill_hub::hub_retry_policy(ATTEMPTS, TIMEOUT);
-        let client = HubClient::new(&access.endpoint, access.token.clone(), retry).map_err(
-            |source| Error::Hub {
-                url: url.to_owned(),
-                source,
-            },
-        )?;
+        let client =
+            HubClient::new(&access.endpoint, access.token.clone(), retry).map_err(|source| {
+                Error::Hub {
+                    url: url.to_owned(),
+                    source: Box::new(source),
+                }
+            })?;
         Ok(Self {
             url: url.to_owned(),
             repo: repo.to_owned(),
@@ -48,14 +49,14 @@ impl HubRemote {
     fn hub(&self) -> impl FnOnce(distill_hub::Error) -> Error + '_ {
         |source| Error::Hub {
             url: self.url.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
     fn read_failed(&self) -> impl FnOnce(distill_http::Error) -> Error + '_ {
         |source| Error::HubRead {
             url: self.url.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -83,11 +84,8 @@ impl HubRemote {
             .tree(&self.repo, &sha)
             .map_err(self.read_failed())?;
         let prefix = format!("{}/", self.folder);
-        let mut listing = Listing::from_paths(
-            files
-                .iter()
-                .filter_map(|f| f.path.strip_prefix(&prefix)),
-        );
+        let mut listing =
+            Listing::from_paths(files.iter().filter_map(|f| f.path.strip_prefix(&prefix)));
         listing.revision = Some(sha);
         Ok(listing)
     }

@@ -111,15 +111,15 @@ impl Remote {
     pub fn open(target: &Target, identity: &Identity, hub: &HubAccess) -> Result<Self> {
         let folder = target.folder(identity);
         Ok(match &target.place {
-            Place::Objects { scheme, bucket, .. } => {
-                Remote::Objects(objects::Objects::open(&target.url, scheme, bucket, &folder)?)
-            }
-            Place::Hub { repo, .. } => Remote::Hub(hub::HubRemote::open(
+            Place::Objects { scheme, bucket, .. } => Remote::Objects(objects::Objects::open(
                 &target.url,
-                repo,
+                scheme,
+                bucket,
                 &folder,
-                hub,
             )?),
+            Place::Hub { repo, .. } => {
+                Remote::Hub(hub::HubRemote::open(&target.url, repo, &folder, hub)?)
+            }
         })
     }
 
@@ -188,7 +188,13 @@ mod tests {
         assert_eq!(prune.data, names(&[0, 1, 2]));
         assert_eq!(prune.paths()[0], Manifest::manifest_path(&names(&[1])[0]));
         let all = listing.prune(&new, 100);
-        assert_eq!(all, Prune { manifests: vec![], data: names(&[0]) });
+        assert_eq!(
+            all,
+            Prune {
+                manifests: vec![],
+                data: names(&[0])
+            }
+        );
     }
 
     #[test]

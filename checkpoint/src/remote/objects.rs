@@ -80,8 +80,9 @@ impl Objects {
                 .with_url(format!("az://{bucket}"))
                 .build()
                 .map(|s| Arc::new(s) as Arc<dyn ObjectStore>),
-            "file" => Ok(Arc::new(object_store::local::LocalFileSystem::new())
-                as Arc<dyn ObjectStore>),
+            "file" => {
+                Ok(Arc::new(object_store::local::LocalFileSystem::new()) as Arc<dyn ObjectStore>)
+            }
             other => return Err(bad(format!("'{other}' is not an object store scheme"))),
         };
         let store = built.map_err(|e| bad(describe(&e)))?;
@@ -104,7 +105,7 @@ impl Objects {
     fn path(&self, relative: &str) -> StorePath {
         relative
             .split('/')
-            .fold(self.folder.clone(), |path, part| path.child(part))
+            .fold(self.folder.clone(), |path, part| path.clone().join(part))
     }
 
     fn failed(&self, action: impl Into<String>) -> impl FnOnce(object_store::Error) -> Error + '_ {
@@ -149,7 +150,8 @@ impl Objects {
     /// Data in parts, then the manifest, then the pruned objects (manifests first).
     pub fn publish(&self, file: &Path, manifest: &Manifest, prune: &Prune) -> Result<()> {
         let data = self.path(&manifest.data);
-        self.runtime.block_on(self.upload(file, &data, &manifest.data))?;
+        self.runtime
+            .block_on(self.upload(file, &data, &manifest.data))?;
         let manifest_path = Manifest::manifest_path(&manifest.name);
         let path = self.path(&manifest_path);
         self.runtime
