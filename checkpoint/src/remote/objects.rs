@@ -33,6 +33,21 @@ pub(crate) struct Objects {
 
 /// Whether trying again may help with this failure of the store.
 fn transient(error: &object_store::Error) -> bool {
+    // A store's refusals that `object_store` reports as generic errors (a bucket that does
+    // not exist, a key it does not know): the same call later fails the same way.
+    const REFUSALS: [&str; 5] = [
+        "NoSuchBucket",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ContainerNotFound",
+    ];
+    if let object_store::Error::Generic { .. } = error {
+        let text = describe(error);
+        if REFUSALS.iter().any(|code| text.contains(code)) {
+            return false;
+        }
+    }
     !matches!(
         error,
         object_store::Error::NotFound { .. }
