@@ -9,11 +9,12 @@ mod common;
 
 use common::distill::{distill, stderr, stdout};
 use common::moto::{Moto, SECRET_KEY};
+use distill_testkit::mock_hub::{HubBehaviour, MockHub};
 use distill_testkit::mock_llm::{Behaviour, MockLlm};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BUCKET: &str = "ckpt";
@@ -120,22 +121,38 @@ fn found_in_files(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
-#[test]
-fn a_run_killed_with_its_machine_resumes_elsewhere_from_s3_without_paying_twice() {
-    let moto = Moto::start();
-    moto.boto3(&["mkbucket", BUCKET]);
+/// Sets a command's environment for the store under test (credentials, endpoints).
+type Env<'a> = &'a dyn Fn(&mut Command);
+
+fn run_env(dir: &Path, env: Env<'_>, args: &[&str]) -> Output {
+    let mut cmd = distill(dir);
+    cmd.args(args);
+    env(&mut cmd);
+    cmd.output().expect("run distill")
+}
+
+/// The scenario of issue 20: a run with a checkpoint section to `url` is SIGKILLed once a
+/// snapshot holding paid answers is complete; its directory is deleted; `--resume-from` on a
+/// fresh directory (the pipeline and its input brought over) finishes it. Checks the leaves
+/// against an uninterrupted run and the LLM mock's log: the resumed run asked exactly the
+/// requests whose answers the snapshot did not hold. `complete` looks at the store between
+/// the kill and the resume. Returns the fresh directory and the resume's stderr.
+fn killed_moved_resumed(
+    url: &str,
+    env: Env<'_>,
+    complete: &dyn Fn(&Path),
+) -> (tempfile::TempDir, String) {
     let llm = MockLlm::start(Behaviour {
         latency: Duration::from_millis(60),
         ..Behaviour::default()
     });
-    let url = format!("s3://{BUCKET}/runs");
 
     // The reference: the same pipeline, uninterrupted, without checkpoints.
     let reference = tempfile::tempdir().unwrap();
     write_llm_pipeline(reference.path(), &llm, None);
-    let out = run_in(
+    let out = run_env(
         reference.path(),
-        &moto,
+        env,
         &["run", "p.yaml", "--db", "run.redb"],
     );
     assert!(out.status.success(), "reference run: {}", stderr(&out));
@@ -144,13 +161,13 @@ fn a_run_killed_with_its_machine_resumes_elsewhere_from_s3_without_paying_twice(
 
     // The first machine: killed once a snapshot holding paid answers is complete.
     let first = tempfile::tempdir().unwrap();
-    write_llm_pipeline(first.path(), &llm, Some(&url));
+    write_llm_pipeline(first.path(), &llm, Some(url));
     let asked_before = llm.received().len();
     let mut cmd = distill(first.path());
     cmd.args(["run", "p.yaml", "--db", "run.redb"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    moto.env(&mut cmd);
+    env(&mut cmd);
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -170,8 +187,7 @@ fn a_run_killed_with_its_machine_resumes_elsewhere_from_s3_without_paying_twice(
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let first_log = llm.received()[asked_before..].to_vec();
-    let first_answers = answered(&first_log);
+    let first_answers = answered(&llm.received()[asked_before..]);
     assert!(
         first_answers.len() < ROWS,
         "the run was killed before it asked everything"
@@ -180,37 +196,14 @@ fn a_run_killed_with_its_machine_resumes_elsewhere_from_s3_without_paying_twice(
     let fresh = tempfile::tempdir().unwrap();
     bring_inputs(first.path(), fresh.path());
     drop(first);
-
-    // boto3 sees complete snapshots only: each data object has its manifest, sizes agree.
-    let objects = moto.list(BUCKET, "runs/ckpt-e2e/shard-0-of-1/");
-    let manifests: Vec<&String> = objects
-        .keys()
-        .filter(|k| k.contains("/manifests/"))
-        .collect();
-    assert!(!manifests.is_empty() && manifests.len() <= 2, "{objects:?}");
-    for key in &manifests {
-        let local = fresh.path().join("manifest.json");
-        moto.boto3(&["get", BUCKET, key, local.to_str().unwrap()]);
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&local).unwrap()).unwrap();
-        let data = format!(
-            "runs/ckpt-e2e/shard-0-of-1/{}",
-            manifest["data"].as_str().unwrap()
-        );
-        assert_eq!(
-            objects.get(&data).copied(),
-            manifest["size"].as_u64(),
-            "{key}"
-        );
-        std::fs::remove_file(&local).unwrap();
-    }
+    complete(fresh.path());
 
     // The new machine.
     let asked_before = llm.received().len();
-    let out = run_in(
+    let out = run_env(
         fresh.path(),
-        &moto,
-        &["run", "p.yaml", "--db", "run.redb", "--resume-from", &url],
+        env,
+        &["run", "p.yaml", "--db", "run.redb", "--resume-from", url],
     );
     assert!(out.status.success(), "resumed run: {}", stderr(&out));
     let err = stderr(&out);
@@ -251,15 +244,46 @@ fn a_run_killed_with_its_machine_resumes_elsewhere_from_s3_without_paying_twice(
     assert_eq!(last.len(), 1, "{last:?}");
     assert_eq!(last[0]["origin"], "uploaded");
     assert_eq!(last[0]["cache_entries"].as_u64(), Some(ROWS as u64));
-    let text = stdout(&run_in(
-        fresh.path(),
-        &moto,
-        &["status", "--db", "run.redb"],
-    ));
+    let text = stdout(&run_env(fresh.path(), env, &["status", "--db", "run.redb"]));
     assert!(
         text.contains(&format!("checkpoint to {url}: last snapshot")),
         "{text}"
     );
+    (fresh, err)
+}
+
+#[test]
+fn a_run_killed_with_its_machine_resumes_elsewhere_from_s3_without_paying_twice() {
+    let moto = Moto::start();
+    moto.boto3(&["mkbucket", BUCKET]);
+    let url = format!("s3://{BUCKET}/runs");
+    let env = |cmd: &mut Command| moto.env(cmd);
+    // boto3 sees complete snapshots only: each manifest's data object is there, of its size.
+    let complete = |scratch: &Path| {
+        let objects = moto.list(BUCKET, "runs/ckpt-e2e/shard-0-of-1/");
+        let manifests: Vec<&String> = objects
+            .keys()
+            .filter(|k| k.contains("/manifests/"))
+            .collect();
+        assert!(!manifests.is_empty() && manifests.len() <= 2, "{objects:?}");
+        for key in &manifests {
+            let local = scratch.join("manifest.json");
+            moto.boto3(&["get", BUCKET, key, local.to_str().unwrap()]);
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&local).unwrap()).unwrap();
+            let data = format!(
+                "runs/ckpt-e2e/shard-0-of-1/{}",
+                manifest["data"].as_str().unwrap()
+            );
+            assert_eq!(
+                objects.get(&data).copied(),
+                manifest["size"].as_u64(),
+                "{key}"
+            );
+            std::fs::remove_file(&local).unwrap();
+        }
+    };
+    let (fresh, err) = killed_moved_resumed(&url, &env, &complete);
     // Pruned to `keep: 2`.
     let objects = moto.list(BUCKET, "runs/ckpt-e2e/shard-0-of-1/");
     assert_eq!(
@@ -267,12 +291,46 @@ fn a_run_killed_with_its_machine_resumes_elsewhere_from_s3_without_paying_twice(
         2,
         "{objects:?}"
     );
-    // The secret key is in no file.
+    // The secret key is in no file and no message.
     assert_eq!(
         found_in_files(fresh.path(), SECRET_KEY.as_bytes()),
         Vec::<String>::new()
     );
     assert!(!err.contains(SECRET_KEY));
+}
+
+#[test]
+fn a_run_killed_with_its_machine_resumes_elsewhere_from_a_private_hub_repo() {
+    const TOKEN: &str = "hf_ckpt_SECRET_0123456789abcdef";
+    let hub = MockHub::start(HubBehaviour {
+        token: Some(TOKEN.into()),
+        ..HubBehaviour::default()
+    });
+    let env = |cmd: &mut Command| {
+        cmd.env("HF_ENDPOINT", hub.endpoint())
+            .env("HF_TOKEN", TOKEN);
+    };
+    let complete = |_: &Path| {
+        let files = hub.files("acme/checkpoints");
+        let manifests = files.keys().filter(|k| k.contains("/manifests/")).count();
+        let data = files.keys().filter(|k| k.contains("/data/")).count();
+        assert!(manifests >= 1 && manifests == data, "{:?}", files.keys());
+    };
+    let (fresh, err) = killed_moved_resumed("hf://datasets/acme/checkpoints", &env, &complete);
+    assert_eq!(hub.is_private("acme/checkpoints"), Some(true));
+    let files = hub.files("acme/checkpoints");
+    assert!(
+        files
+            .keys()
+            .all(|k| k.starts_with("ckpt-e2e/shard-0-of-1/") || k == ".gitattributes"),
+        "{:?}",
+        files.keys()
+    );
+    assert_eq!(
+        found_in_files(fresh.path(), TOKEN.as_bytes()),
+        Vec::<String>::new()
+    );
+    assert!(!err.contains(TOKEN));
 }
 
 /// About 16 MB of rows that compress poorly, so that a snapshot is uploaded in several parts.
