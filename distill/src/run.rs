@@ -112,15 +112,8 @@ pub fn run_with_hub(
     hub: &HubAccess,
 ) -> Result<RunSummary> {
     let session = RunSession::open(pipeline, options)?;
-    let pusher = match &pipeline.spec().push {
-        Some(spec) => Some(PushWorker::start(
-            spec.clone(),
-            hub,
-            session.log().clone(),
-            session.committer().clone(),
-        )?),
-        None => None,
-    };
+    // The checkpointer first: a target that refuses the credentials stops the run before the
+    // pusher starts.
     let checkpointer = match &pipeline.spec().checkpoint {
         Some(spec) => Some(CheckpointWorker::start(
             spec,
@@ -128,6 +121,15 @@ pub fn run_with_hub(
             session.log().clone(),
             session.committer().clone(),
             hub,
+        )?),
+        None => None,
+    };
+    let pusher = match &pipeline.spec().push {
+        Some(spec) => Some(PushWorker::start(
+            spec.clone(),
+            hub,
+            session.log().clone(),
+            session.committer().clone(),
         )?),
         None => None,
     };
