@@ -588,5 +588,22 @@ fn info(path: &Path) -> anyhow::Result<()> {
             when.join(", ")
         )?;
     }
+    if let Some(checkpoint) = &pipeline.spec().checkpoint {
+        let mut when: Vec<String> = Vec::new();
+        when.extend(checkpoint.period_secs().map(|t| format!("every {t} s")));
+        when.extend(
+            checkpoint
+                .every_batches
+                .map(|n| format!("every {n} batches")),
+        );
+        when.push("at the end".into());
+        outln!(
+            "checkpoint: {} under {}, {}, keeping {}",
+            checkpoint.to,
+            distill::identity(&pipeline).folder(),
+            when.join(", "),
+            checkpoint.keep
+        )?;
+    }
     Ok(())
 }
