@@ -419,6 +419,25 @@ fn an_upload_killed_midway_leaves_the_previous_snapshot_usable() {
         "{}",
         stdout(&out)
     );
+
+    // A bucket that does not exist stops a run before it starts, exit 1, naming the store's
+    // refusal.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("p.yaml"),
+        "name: nobucket\nsteps:\n  - {name: load, type: inline, params: {rows: [{x: 1}]}}\ncheckpoint: {to: 's3://no-such-bucket/x'}\n",
+    )
+    .unwrap();
+    let info = stdout(&run_in(other.path(), &moto, &["info", "p.yaml"]));
+    assert!(
+        info.contains("checkpoint: s3://no-such-bucket/x under nobucket/shard-0-of-1, every 600 s"),
+        "{info}"
+    );
+    let out = run_in(other.path(), &moto, &["run", "p.yaml", "--db", "run.redb"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("NoSuchBucket"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(SECRET_KEY));
+    assert!(!stdout(&out).contains("load: 1 rows"), "{}", stdout(&out));
 }
 
 #[test]
