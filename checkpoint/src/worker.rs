@@ -247,3 +247,81 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use distill_storage::{Batch, NewRun, Row};
+
+    fn log_in(dir: &Path) -> Arc<RunLog> {
+        Arc::new(
+            RunLog::create(
+                &dir.join("run.redb"),
+                NewRun {
+                    signature: "sig".into(),
+                    pipeline: "name: w\nsteps: []\n".into(),
+                    created_by: "test".into(),
+                },
+            )
+            .unwrap(),
+        )
+    }
+
+    fn batch(seq: u64) -> Progress {
+        Progress::new().batch(Batch {
+            step: "a".into(),
+            seq,
+            rows: vec![Row::new().with("x", seq as i64)],
+            last: false,
+        })
+    }
+
+    #[test]
+    fn the_last_snapshot_is_the_runs_end_and_an_unchanged_run_takes_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        let log = log_in(dir.path());
+        let committer = Arc::new(GroupCommitter::start(log.clone()));
+        let mut spec = CheckpointSpec::new(format!("file://{}", store.display()));
+        spec.every_batches = Some(2);
+        spec.keep = 2;
+        let hub = HubAccess::default();
+        let identity = Identity::of_pipeline("w");
+        let worker = CheckpointWorker::start(
+            &spec,
+            identity.clone(),
+            log.clone(),
+            committer.clone(),
+            &hub,
+        )
+        .unwrap();
+        for seq in 0..10 {
+            committer.commit(batch(seq)).unwrap();
+        }
+        let status = worker.finish();
+        assert_eq!(status.last_error, None);
+        assert!(status.taken >= 1);
+        let last = status.last.clone().unwrap();
+        let end = log.snapshot().unwrap().log_len().unwrap();
+        assert_eq!(last.log_position, end, "the last snapshot is the run's end");
+        let key = format!("{RECORD_PREFIX}{}", status.url);
+        let recorded: CheckpointReport =
+            serde_json::from_slice(&log.snapshot().unwrap().record(&key).unwrap().unwrap())
+                .unwrap();
+        assert_eq!(recorded, last);
+        // A file:// target's folder is a path from the file system's root.
+        let folder = crate::Target::parse(&spec.to).unwrap().folder(&identity);
+        let manifests = std::fs::read_dir(Path::new("/").join(folder).join("manifests"))
+            .unwrap()
+            .count();
+        assert!((1..=2).contains(&manifests), "{manifests} manifests kept");
+
+        // Nothing changed since: a new session takes no snapshot.
+        let again =
+            CheckpointWorker::start(&spec, identity, log.clone(), committer.clone(), &hub).unwrap();
+        let status = again.finish();
+        assert_eq!(status.taken, 0);
+        assert_eq!(status.last, Some(last));
+    }
+}
