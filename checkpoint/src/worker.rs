@@ -256,7 +256,7 @@ mod tests {
     fn log_in(dir: &Path) -> Arc<RunLog> {
         Arc::new(
             RunLog::create(
-                &dir.join("run.redb"),
+                dir.join("run.redb"),
                 NewRun {
                     signature: "sig".into(),
                     pipeline: "name: w\nsteps: []\n".into(),
