@@ -6,7 +6,7 @@
 //! and four CPU steps is the worst case: an LLM-bound run leaves the cores idle.
 //!
 //! cargo run --release -p distill-benches --bin checkpoint_throughput
-//! Environment: DISTILL_BENCH_ROWS (default 3,000,000), DISTILL_BENCH_CHECKPOINT_SECS
+//! Environment: DISTILL_BENCH_ROWS (default 2,000,000), DISTILL_BENCH_CHECKPOINT_SECS
 //! (default 10), DISTILL_BENCH_ROUNDS (runs of each, alternated; default 2).
 
 use distill::RunOptions;
@@ -37,7 +37,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let rows = env_or("DISTILL_BENCH_ROWS", 3_000_000u64);
+    let rows = env_or("DISTILL_BENCH_ROWS", 2_000_000u64);
     let every = env_or("DISTILL_BENCH_CHECKPOINT_SECS", 10u64);
     let rounds = env_or("DISTILL_BENCH_ROUNDS", 2usize).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -50,9 +50,11 @@ fn main() {
     run(&dir.path().join("warm-up.redb"), rows / 10 + 1, None);
     let (mut without, mut with) = (Vec::new(), Vec::new());
     let mut last = None;
+    let mut plain_bytes = 0;
     for round in 0..rounds {
         let db = dir.path().join(format!("plain-{round}.redb"));
         without.push(run(&db, rows, None).0);
+        plain_bytes = std::fs::metadata(&db).map_or(0, |m| m.len());
         std::fs::remove_file(&db).expect("remove db");
         let mut spec = CheckpointSpec::new(format!("file://{}", store.display()));
         spec.every_secs = Some(every);
@@ -79,8 +81,9 @@ fn main() {
         100.0 * b / a
     );
     println!(
-        "| last snapshot | {:.1} MB compressed from a {:.1} MB run database |",
+        "| last snapshot | {:.1} MB compressed from a {:.1} MB run database ({:.1} MB without checkpoints) |",
         report.size as f64 / 1e6,
-        db_bytes as f64 / 1e6
+        db_bytes as f64 / 1e6,
+        plain_bytes as f64 / 1e6
     );
 }
