@@ -20,6 +20,26 @@ use std::time::{Duration, Instant};
 const POLL: Duration = Duration::from_millis(200);
 /// Longest wait between attempts after failures (within the section's cadence).
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// After a snapshot that took D, the next one waits at least this many times D: the
+/// checkpointer works at most a tenth of the time, whatever the cadence asks, so that a large
+/// database snapshotted often does not take the run's cores (the copy and the compression
+/// grow with the database).
+const REST_FACTOR: f64 = 9.0;
+/// The checkpoint thread's nice value (Linux: per thread), so that the run's threads go
+/// first when the cores are busy.
+const NICE: i32 = 10;
+
+/// Lowers the calling thread's priority, where the system has per-thread priorities.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority and gettid take plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE) != 0 {
+            tracing::debug!("checkpoint: cannot lower the thread's priority");
+        }
+    }
+}
 
 /// Where a run's checkpoints stand.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,6 +114,7 @@ impl CheckpointWorker {
         let thread = std::thread::Builder::new()
             .name("distill-checkpoint".into())
             .spawn(move || {
+                lower_priority();
                 let mut worker = Worker {
                     checkpointer,
                     log,
@@ -184,9 +205,12 @@ impl Worker {
             }
             last_attempt = Instant::now();
             match self.attempt() {
-                Ok(_) => {
+                Ok(taken) => {
                     batches = 0;
                     retry = false;
+                    if taken {
+                        next_try = Instant::now() + last_attempt.elapsed().mul_f64(REST_FACTOR);
+                    }
                 }
                 Err(e) => {
                     // A store that was down is tried again sooner than the cadence.
