@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The independent Parquet readers (pyarrow, datasets) in target/pyenv, installed once.
 bash scripts/python-env.sh >/dev/null
+# moto's S3 server (pinned, from PyPI) in target/motoenv, installed once: the S3-protocol double
+# of tests/checkpoint.rs, which starts it on loopback.
+bash scripts/moto-env.sh >/dev/null
 # The binary is built with fault injection (DISTILL_FAULT), which the exit-code tests use to
 # stage an engine bug and a failing storage read; it does nothing unless that variable is set.
 features=(--features distill-cli/fault-injection)

@@ -2,7 +2,9 @@
 #![deny(missing_docs)]
 
 use distill_engine::step::{Generator, Lifecycle, Step, StepKind, StepResult};
-use distill_engine::{BuildContext, Pipeline, PipelineSpec, PushSpec, Registry, StepSpec};
+use distill_engine::{
+    BuildContext, CheckpointSpec, Pipeline, PipelineSpec, PushSpec, Registry, StepSpec,
+};
 use distill_storage::{Row, Value};
 
 /// Rows when the environment does not say.
@@ -93,7 +95,25 @@ pub fn pipeline(rows: u64, batch: usize) -> Pipeline {
 
 /// The bench pipeline with a `push:` section.
 pub fn pipeline_pushing(rows: u64, batch: usize, push: Option<PushSpec>) -> Pipeline {
-    let mut spec = PipelineSpec::new("bench")
+    let mut spec = bench_spec(batch);
+    spec.push = push;
+    Pipeline::build(spec, &registry(rows), &BuildContext::default()).expect("valid bench pipeline")
+}
+
+/// [`pipeline`] with a `checkpoint:` section, when given.
+pub fn pipeline_checkpointing(
+    rows: u64,
+    batch: usize,
+    checkpoint: Option<CheckpointSpec>,
+) -> Pipeline {
+    let mut spec = bench_spec(batch);
+    spec.checkpoint = checkpoint;
+    Pipeline::build(spec, &registry(rows), &BuildContext::default()).expect("valid bench pipeline")
+}
+
+/// The bench pipeline's definition.
+fn bench_spec(batch: usize) -> PipelineSpec {
+    PipelineSpec::new("bench")
         .step(StepSpec::new("source", "bench_source").batch_size(batch))
         .step(
             StepSpec::new("upper", "upper")
@@ -114,9 +134,7 @@ pub fn pipeline_pushing(rows: u64, batch: usize, push: Option<PushSpec>) -> Pipe
             StepSpec::new("chars", "chars")
                 .after("digest")
                 .input_batch_size(batch),
-        );
-    spec.push = push;
-    Pipeline::build(spec, &registry(rows), &BuildContext::default()).expect("valid bench pipeline")
+        )
 }
 
 /// A number from the environment, or `default`.

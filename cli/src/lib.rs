@@ -17,7 +17,7 @@ mod status;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use distill::hub::{HubAccess, PushOptions, Round};
-use distill::{ErrorKind, ExportFormat, PlanMode, PushSpec, RunOptions};
+use distill::{CheckpointSpec, ErrorKind, ExportFormat, PlanMode, PushSpec, RunOptions};
 use output::{errln, outln};
 use signals::Signals;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,10 @@ const EXIT_BUDGET: u8 = 6;
 /// Exit code of a global run whose global step waits for shards not at its barrier yet (the
 /// message names them): run them, then the global run again.
 const EXIT_BEHIND: u8 = 7;
+/// Exit code of `--resume-from` finding no snapshot of the run at its URL.
+const EXIT_NO_SNAPSHOT: u8 = 8;
+/// Exit code of `--resume-from` finding snapshots of the run, none of which verifies.
+const EXIT_BAD_SNAPSHOT: u8 = 9;
 /// Exit code of a bug in distill (EX_SOFTWARE): an engine invariant broken, or a panic.
 const EXIT_BUG: u8 = 70;
 /// Exit code of a run that ended with only provider batch jobs left (`on_batch_wait: exit`):
@@ -45,7 +49,7 @@ const EXIT_BUG: u8 = 70;
 const EXIT_WAITING: u8 = 75;
 
 /// Every exit code, as the help and the README list them.
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 5 run done but the Hub push is behind, 6 budget reached, 7 shards behind the global step, 70 a bug in distill, 75 waiting for provider batch jobs (run again later), 130 stopped by Ctrl-C, 143 stopped by SIGTERM";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 invalid pipeline, 4 a step failed, 5 run done but the Hub push is behind, 6 budget reached, 7 shards behind the global step, 8 no snapshot at --resume-from, 9 no snapshot there verifies, 70 a bug in distill, 75 waiting for provider batch jobs (run again later), 130 stopped by Ctrl-C, 143 stopped by SIGTERM";
 
 #[derive(Parser)]
 #[command(
@@ -112,6 +116,28 @@ enum Command {
         /// generator on instead of refusing.
         #[arg(long)]
         allow_changed_inputs: bool,
+        /// When the run database is missing (a new machine), restore it first from the newest
+        /// complete snapshot of this pipeline's run at this URL (s3://, gs://, az://, file:///,
+        /// hf://datasets/...; credentials from the environment), then resume. Ignored when the
+        /// database is there.
+        #[arg(long, value_name = "URL")]
+        resume_from: Option<String>,
+    },
+    /// Snapshot the run database (finished, failed or live in another process) to object
+    /// storage or the Hub, as a run's `checkpoint:` section does. Credentials from the
+    /// environment (AWS_*, GOOGLE_*, AZURE_*, HF_TOKEN).
+    Checkpoint {
+        /// The run database.
+        #[arg(long)]
+        db: PathBuf,
+        /// Where: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX, file:///DIR or
+        /// hf://datasets/NAMESPACE/NAME.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Complete snapshots kept there; older ones are deleted.
+        #[arg(long, default_value_t = CheckpointSpec::DEFAULT_KEEP,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        keep: u32,
     },
     /// Write the Slurm scripts of a sharded run in --db-dir: shard.sbatch (a job array, one
     /// task per shard, --requeue), global.sbatch (the global steps) and submit.sh, which chains
@@ -306,6 +332,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(ErrorKind::Budget) => EXIT_BUDGET,
         Some(ErrorKind::Waiting) => EXIT_WAITING,
         Some(ErrorKind::Behind) => EXIT_BEHIND,
+        Some(ErrorKind::NoSnapshot) => EXIT_NO_SNAPSHOT,
+        Some(ErrorKind::BadSnapshot) => EXIT_BAD_SNAPSHOT,
         Some(ErrorKind::Bug) => EXIT_BUG,
         Some(ErrorKind::Interrupted) => SIGNALS
             .get()
@@ -337,6 +365,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             new,
             dry_run,
             allow_changed_inputs,
+            resume_from,
         } => {
             if let (Some(n), Some(dir)) = (local_shards, db_dir) {
                 return shards::run_local(&pipeline, n, &dir, workers, new);
@@ -356,9 +385,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             if dry_run {
                 plan(&pipeline, &options)
             } else {
-                run(&pipeline, options)
+                run(&pipeline, options, resume_from.as_deref())
             }
         }
+        Command::Checkpoint { db, to, keep } => checkpoint(&db, &to, keep),
         Command::Info { pipeline } => info(&pipeline),
         Command::Slurm {
             pipeline,
@@ -542,8 +572,56 @@ fn plan(path: &Path, options: &RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(path: &Path, mut options: RunOptions) -> anyhow::Result<()> {
+fn checkpoint(db: &Path, to: &str, keep: u32) -> anyhow::Result<()> {
+    let done = distill::checkpoint::checkpoint(db, to, keep, &HubAccess::from_env())
+        .map_err(distill::Error::from)?;
+    let r = &done.report;
+    outln!(
+        "snapshot {} of {} at log position {} ({} cached answers, {} bytes, sha256 {}) is complete at {} under {}{}",
+        r.name,
+        db.display(),
+        r.log_position,
+        r.cache_entries,
+        r.size,
+        r.sha256,
+        r.url,
+        r.folder,
+        if done.recorded {
+            ""
+        } else {
+            " (a run holds the database, so the snapshot is not recorded in it)"
+        }
+    )?;
+    Ok(())
+}
+
+fn run(path: &Path, mut options: RunOptions, resume_from: Option<&str>) -> anyhow::Result<()> {
     let pipeline = distill::load_pipeline_for(path, options.role.shard_count())?;
+    if let Some(url) = resume_from {
+        match distill::resume_from(
+            &pipeline,
+            &options.role,
+            &options.db,
+            url,
+            &HubAccess::from_env(),
+        )? {
+            Some(restored) => {
+                let r = &restored.report;
+                errln!(
+                    "restored {} from snapshot {} at {} (log position {}, {} cached answers); batches committed after it are computed again",
+                    options.db.display(),
+                    r.name,
+                    r.url,
+                    r.log_position,
+                    r.cache_entries
+                );
+            }
+            None => errln!(
+                "{} is there: resuming it (--resume-from is used only when the run database is missing)",
+                options.db.display()
+            ),
+        }
+    }
     options.stop = stop_on_signals("finishing in-flight batches")?;
     let bars = Arc::new(progress::Bars::new(&pipeline));
     options.observer = Some(bars.clone());
@@ -584,6 +662,21 @@ fn run(path: &Path, mut options: RunOptions) -> anyhow::Result<()> {
                 push.repo
             );
             return Err(PushBehind.into());
+        }
+    }
+    if let Some(c) = summary.checkpoint {
+        match &c.last {
+            Some(last) => outln!(
+                "checkpoint to {}: {} snapshots taken, last {} at log position {}",
+                c.url,
+                c.taken,
+                last.name,
+                last.log_position
+            )?,
+            None => outln!("checkpoint to {}: no snapshot taken", c.url)?,
+        }
+        if let Some(error) = &c.last_error {
+            errln!("checkpoint to {}: the last attempt failed: {error}", c.url);
         }
     }
     Ok(())
@@ -638,6 +731,23 @@ fn info(path: &Path) -> anyhow::Result<()> {
             push.revision,
             if push.private { "private" } else { "public" },
             when.join(", ")
+        )?;
+    }
+    if let Some(checkpoint) = &pipeline.spec().checkpoint {
+        let mut when: Vec<String> = Vec::new();
+        when.extend(checkpoint.period_secs().map(|t| format!("every {t} s")));
+        when.extend(
+            checkpoint
+                .every_batches
+                .map(|n| format!("every {n} batches")),
+        );
+        when.push("at the end".into());
+        outln!(
+            "checkpoint: {} under {}, {}, keeping {}",
+            checkpoint.to,
+            distill::identity(&pipeline, &distill::Role::Single).folder(),
+            when.join(", "),
+            checkpoint.keep
         )?;
     }
     Ok(())

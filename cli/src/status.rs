@@ -190,6 +190,23 @@ fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
             outln!("  last error ({} failed rounds): {error}", st.failures)?;
         }
     }
+    let now = distill::checkpoint::now_ms();
+    for c in &s.checkpoints {
+        let how = match c.origin {
+            distill::checkpoint::Origin::Uploaded => "taken",
+            distill::checkpoint::Origin::Restored => "restored from",
+        };
+        outln!(
+            "checkpoint to {}: last snapshot {} {} ago ({how}), log position {}, {} cached answers, {} bytes, under {}",
+            c.url,
+            c.name,
+            age(now.saturating_sub(c.taken_ms) / 1000),
+            c.log_position,
+            c.cache_entries,
+            c.size,
+            c.folder
+        )?;
+    }
     Ok(())
 }
 

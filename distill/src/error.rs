@@ -21,6 +21,9 @@ pub enum Error {
     /// An LLM task's provider (batch jobs) failed.
     #[error(transparent)]
     Llm(#[from] distill_llm::Error),
+    /// Taking, uploading or restoring a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] distill_checkpoint::Error),
 }
 
 impl Error {
@@ -35,6 +38,7 @@ impl Error {
                 distill_llm::Error::Cache(_) => ErrorKind::Storage,
                 e => e.kind(),
             },
+            Error::Checkpoint(e) => e.kind(),
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! This crate puts the pieces together: the core engine ([`distill_engine`]: pipelines, stages,
 //! the scheduler, the CPU steps), the LLM tasks ([`distill_llm`]), the distiset export
-//! ([`distill_distiset`]) and the Hub pusher ([`distill_hub`]). A program that needs only CPU
+//! ([`distill_distiset`]), the Hub pusher ([`distill_hub`]) and checkpoints to object storage
+//! ([`distill_checkpoint`]). A program that needs only CPU
 //! steps can depend on `distill-engine` alone and compile neither an HTTP client nor Parquet.
 //!
 //! ```
@@ -24,17 +25,19 @@ mod status;
 
 pub use error::{Error, Result};
 pub use run::{
-    Resolver, RunSummary, add_resolver, load_pipeline, load_pipeline_for, registry, registry_for,
-    resolve, run, run_with_hub,
+    Resolver, RunSummary, add_resolver, identity, load_pipeline, load_pipeline_for, registry,
+    registry_for, resolve, resume_from, run, run_with_hub,
 };
 pub use status::{Status, cancel, status};
 
+pub use distill_checkpoint as checkpoint;
 pub use distill_distiset::{Distiset, ExportFormat, LeafExport, LeafStatus, export, export_shards};
 pub use distill_engine::Error as EngineError;
 pub use distill_engine::{
-    BuildContext, ErrorKind, LoadGuard, LoadState, LogOptions, Node, NodeKind, Observer, OnError,
-    Pipeline, PipelineSpec, PlanMode, PushSpec, Registry, ResumePlan, Role, RunEvent, RunOptions,
-    ShardSpec, StepAction, StepPlan, StepSlot, StepSpec, plan, shard, step, task,
+    BuildContext, CheckpointSpec, ErrorKind, LoadGuard, LoadState, LogOptions, Node, NodeKind,
+    Observer, OnError, Pipeline, PipelineSpec, PlanMode, PushSpec, Registry, ResumePlan, Role,
+    RunEvent, RunOptions, ShardSpec, StepAction, StepPlan, StepSlot, StepSpec, plan, shard, step,
+    task,
 };
 pub use distill_hub as hub;
 pub use distill_llm::batch;

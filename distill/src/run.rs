@@ -1,8 +1,12 @@
-//! A run with everything: every built-in step, and the push section's pusher beside the run.
+//! A run with everything: every built-in step, and the push section's pusher and the
+//! checkpoint section's checkpointer beside the run.
 
 use crate::error::Result;
+use distill_checkpoint::{CheckpointStatus, CheckpointWorker, Identity, Restored};
 use distill_engine::step::StepResult;
-use distill_engine::{BuildContext, Pipeline, PipelineSpec, Registry, RunOptions, RunSession};
+use distill_engine::{
+    BuildContext, Pipeline, PipelineSpec, Registry, Role, RunOptions, RunSession,
+};
 use distill_hub::{HubAccess, PushStatus, PushWorker};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -18,6 +22,8 @@ pub struct RunSummary {
     pub push: Option<PushStatus>,
     /// The global step a shard (or the global run) stopped before: status `at_barrier`.
     pub barrier: Option<String>,
+    /// Where the checkpoints stand, when the pipeline has a checkpoint section.
+    pub checkpoint: Option<CheckpointStatus>,
 }
 
 /// A registry with every built-in step: the engine's CPU steps and file loaders, the LLM
@@ -131,6 +137,18 @@ pub fn run_with_hub(
     hub: &HubAccess,
 ) -> Result<RunSummary> {
     let session = RunSession::open(pipeline, options)?;
+    // The checkpointer first: a target that refuses the credentials stops the run before the
+    // pusher starts.
+    let checkpointer = match &pipeline.spec().checkpoint {
+        Some(spec) => Some(CheckpointWorker::start(
+            spec,
+            identity(pipeline, &options.role),
+            session.log().clone(),
+            session.committer().clone(),
+            hub,
+        )?),
+        None => None,
+    };
     let sharded = options.role != distill_engine::Role::Single;
     if sharded && pipeline.spec().push.is_some() {
         tracing::warn!(
@@ -152,13 +170,51 @@ pub fn run_with_hub(
         let interrupted = matches!(result, Err(distill_engine::Error::Interrupted));
         pusher.finish(!interrupted)
     });
+    // The last snapshot is taken however the run ended: a stopped run (SIGTERM before a
+    // preemption) is the one most likely to resume elsewhere.
+    let checkpoint = checkpointer.map(CheckpointWorker::finish);
     let summary = result?;
     Ok(RunSummary {
         resumed: summary.resumed,
         leaves: summary.leaves,
         push,
         barrier: summary.barrier,
+        checkpoint,
     })
+}
+
+/// The identity the snapshots of `pipeline`'s run in `role` are kept under at a checkpoint
+/// target (its folder there: `PIPELINE/shard-0-of-1`; a shard's `PIPELINE/shard-I-of-N`; the
+/// global run's `PIPELINE.global/shard-0-of-1`).
+pub fn identity(pipeline: &Pipeline, role: &Role) -> Identity {
+    let name = &pipeline.spec().name;
+    match role {
+        Role::Single => Identity::of_pipeline(name),
+        Role::Shard { spec, .. } => Identity::of_pipeline(name).shard(spec.index, spec.count),
+        Role::Global { .. } => Identity::of_pipeline(&format!("{name}.global")),
+    }
+}
+
+/// `--resume-from URL`: when the run database `db` is missing (or empty), puts the newest
+/// complete, verified snapshot of `pipeline`'s run at `url` in its place and returns what it
+/// restored; when `db` is there, leaves it alone and returns `None` (the local database is
+/// never older than its own snapshots).
+pub fn resume_from(
+    pipeline: &Pipeline,
+    role: &Role,
+    db: &Path,
+    url: &str,
+    hub: &HubAccess,
+) -> Result<Option<Restored>> {
+    if std::fs::metadata(db).is_ok_and(|m| m.len() > 0) {
+        return Ok(None);
+    }
+    Ok(Some(distill_checkpoint::restore(
+        url,
+        &identity(pipeline, role),
+        db,
+        hub,
+    )?))
 }
 
 #[cfg(test)]
@@ -182,5 +238,31 @@ mod tests {
         assert_eq!(spec.steps[1].params["concurrency"], 4);
         assert_eq!(spec.steps[2].params["concurrency"], 1);
         assert!(spec.steps[0].params.get("concurrency").is_none());
+    }
+
+    #[test]
+    fn each_shard_and_the_global_run_checkpoint_to_a_folder_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "name: p\nsteps:\n  - {name: load, type: inline, params: {rows: [{a: 1}]}}\n",
+        )
+        .unwrap();
+        let pipeline = load_pipeline(&path).unwrap();
+        let shard = |index| Role::Shard {
+            spec: distill_engine::ShardSpec { index, count: 4 },
+            global_db: dir.path().join("global.redb"),
+        };
+        let folders = [
+            identity(&pipeline, &Role::Single).folder(),
+            identity(&pipeline, &shard(0)).folder(),
+            identity(&pipeline, &shard(3)).folder(),
+            identity(&pipeline, &Role::Global { shards: vec![] }).folder(),
+        ];
+        assert_eq!(folders[0], "p/shard-0-of-1");
+        assert_eq!(folders[1], "p/shard-0-of-4");
+        assert_eq!(folders[2], "p/shard-3-of-4");
+        assert_eq!(folders[3], "p.global/shard-0-of-1");
     }
 }

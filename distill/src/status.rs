@@ -18,6 +18,8 @@ pub struct Status {
     pub pushes: Vec<PushReport>,
     /// Provider batch jobs of the run's batch-mode steps, oldest first.
     pub batch_jobs: Vec<BatchJobReport>,
+    /// The last complete snapshot at each checkpoint target, newest first.
+    pub checkpoints: Vec<distill_checkpoint::CheckpointReport>,
 }
 
 /// Reads the status of the run in `db`, from one snapshot.
@@ -28,10 +30,12 @@ pub fn status(db: &Path) -> Result<Status> {
     let spec = PipelineSpec::from_yaml(&snapshot.meta()?.pipeline, db)?;
     let pushes = distill_hub::push_reports(&snapshot, &spec)?;
     let batch_jobs = distill_llm::batch::job_reports(&snapshot)?;
+    let checkpoints = distill_checkpoint::checkpoint_reports(&snapshot)?;
     Ok(Status {
         run,
         pushes,
         batch_jobs,
+        checkpoints,
     })
 }
 

@@ -29,6 +29,10 @@ pub enum ErrorKind {
     Remote,
     /// A bug in distill itself.
     Bug,
+    /// `--resume-from` found no snapshot of the run where it was told to look.
+    NoSnapshot,
+    /// `--resume-from` found snapshots, but none that verifies (checksum, format, contents).
+    BadSnapshot,
     /// Anything else (a database that holds another pipeline, say).
     Other,
 }

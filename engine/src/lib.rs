@@ -57,6 +57,6 @@ pub use resume::{PlanMode, ResumePlan, StepAction, StepPlan, step_epoch};
 pub use run::{RunOptions, RunSession, RunSummary, plan, run};
 pub use shard::{Role, ShardSpec};
 pub use signature::{step_signatures, step_signatures_with};
-pub use spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, PushSpec, StepSpec};
+pub use spec::{CheckpointSpec, DEFAULT_BATCH_SIZE, OnError, PipelineSpec, PushSpec, StepSpec};
 pub use status::{RunReport, StepStatus, status, status_of};
 pub use step::{BuildContext, NodeKind, StepKind};

@@ -82,6 +82,9 @@ impl Pipeline {
         if let Some(push) = &spec.push {
             push.check()?;
         }
+        if let Some(checkpoint) = &spec.checkpoint {
+            checkpoint.check()?;
+        }
         spec.check_budget()?;
         if spec.steps.is_empty() {
             return Err(Error::BadSection {

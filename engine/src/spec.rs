@@ -25,6 +25,9 @@ pub struct PipelineSpec {
     /// Most US dollars the run may spend on priced LLM answers, earlier sessions included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_usd: Option<f64>,
+    /// Snapshot the run database to object storage or the Hub while the run goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointSpec>,
 }
 
 /// Where and how often a run pushes its distiset to the Hub (the `push:` section).
@@ -141,6 +144,110 @@ impl PushSpec {
             every_secs: None,
             timeout_secs: default_timeout(),
             final_wait_secs: default_final_wait(),
+        }
+    }
+}
+
+/// Where and how often a run snapshots its database off the machine (the `checkpoint:`
+/// section). Credentials come from the environment, never from here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Where: `s3://BUCKET/PREFIX`, `gs://`, `az://`, `file:///PATH` or
+    /// `hf://datasets/NAMESPACE/NAME`.
+    pub to: String,
+    /// Snapshot at least this often, in seconds (default: every 600 s when `every_batches` is
+    /// not given either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_secs: Option<u64>,
+    /// Snapshot once this many batches were committed since the last snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_batches: Option<u64>,
+    /// Complete snapshots kept; older ones are deleted once a newer one is complete.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+fn default_keep() -> u32 {
+    CheckpointSpec::DEFAULT_KEEP
+}
+
+impl CheckpointSpec {
+    /// Snapshots kept when not given.
+    pub const DEFAULT_KEEP: u32 = 3;
+    /// Seconds between snapshots when neither cadence is given.
+    pub const DEFAULT_EVERY_SECS: u64 = 600;
+    /// The URL schemes a checkpoint may go to.
+    pub const SCHEMES: [&str; 5] = ["s3", "gs", "az", "file", "hf"];
+
+    /// Snapshots to `to` every [`Self::DEFAULT_EVERY_SECS`], keeping [`Self::DEFAULT_KEEP`].
+    pub fn new(to: impl Into<String>) -> Self {
+        Self {
+            to: to.into(),
+            every_secs: None,
+            every_batches: None,
+            keep: Self::DEFAULT_KEEP,
+        }
+    }
+
+    /// Checks the section: a URL of a known scheme without credentials in it, counts of at
+    /// least 1.
+    pub fn check(&self) -> Result<()> {
+        let bad = |detail: String| Error::BadSection {
+            section: "checkpoint",
+            detail,
+        };
+        Self::check_url(&self.to).map_err(bad)?;
+        if self.every_batches == Some(0) {
+            return Err(bad("`every_batches` must be at least 1".into()));
+        }
+        if let Some(secs) = self.every_secs
+            && !(1..=PushSpec::MAX_SECS).contains(&secs)
+        {
+            return Err(bad(format!(
+                "`every_secs` must be from 1 to {} seconds (a week), not {secs}",
+                PushSpec::MAX_SECS
+            )));
+        }
+        if self.keep == 0 {
+            return Err(bad("`keep` must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks a checkpoint URL: one of [`Self::SCHEMES`], something after `://`, and no user,
+    /// password or query (credentials come from the environment, so that they are never
+    /// written down with the pipeline). The message says what is wrong.
+    pub fn check_url(url: &str) -> std::result::Result<(), String> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(format!(
+                "`to` must be a URL such as s3://BUCKET/PREFIX, not '{url}'"
+            ));
+        };
+        if !Self::SCHEMES.contains(&scheme) {
+            return Err(format!(
+                "`to`: unknown scheme '{scheme}' (known: {})",
+                Self::SCHEMES.join(", ")
+            ));
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.contains('@') || rest.contains('?') || rest.contains('#') {
+            return Err(
+                "`to` must not hold credentials, a query or a fragment: credentials come from the environment (AWS_*, GOOGLE_*, AZURE_*, HF_TOKEN)"
+                    .into(),
+            );
+        }
+        if rest.trim_matches('/').is_empty() && scheme != "file" {
+            return Err(format!("`to`: '{url}' names no bucket or repository"));
+        }
+        Ok(())
+    }
+
+    /// Seconds between snapshots by the clock, if snapshots are taken by the clock.
+    pub fn period_secs(&self) -> Option<u64> {
+        match (self.every_secs, self.every_batches) {
+            (None, None) => Some(Self::DEFAULT_EVERY_SECS),
+            (secs, _) => secs,
         }
     }
 }
@@ -266,6 +373,7 @@ impl PipelineSpec {
             steps: Vec::new(),
             push: None,
             budget_usd: None,
+            checkpoint: None,
         }
     }
 
@@ -311,13 +419,14 @@ impl PipelineSpec {
         })
     }
 
-    /// blake3 hash of the canonical YAML without the `push:` section and `budget_usd`, hex
-    /// encoded: the run database's pipeline identity. Where the rows are published and how
-    /// much may be spent do not change them, so either can be added or changed and the run
-    /// resumed.
+    /// blake3 hash of the canonical YAML without the `push:` and `checkpoint:` sections and
+    /// `budget_usd`, hex encoded: the run database's pipeline identity. Where the rows are
+    /// published, where the database is snapshotted and how much may be spent do not change
+    /// them, so any of these can be added or changed and the run resumed.
     pub fn signature(&self) -> String {
         let mut steps_only = self.clone();
         steps_only.push = None;
+        steps_only.checkpoint = None;
         steps_only.budget_usd = None;
         blake3::hash(steps_only.to_yaml().as_bytes())
             .to_hex()
@@ -487,6 +596,58 @@ mod tests {
         let err = PipelineSpec::from_yaml("name: x\nsteps: []\nbogus: 1\n", Path::new("p.yaml"))
             .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn the_checkpoint_section_is_checked_and_outside_the_signature() {
+        let mut spec = sample();
+        let before = spec.signature();
+        let mut section = CheckpointSpec::new("s3://bucket/runs");
+        section.every_batches = Some(10);
+        spec.checkpoint = Some(section);
+        assert_eq!(spec.signature(), before);
+        let back = PipelineSpec::from_yaml(&spec.to_yaml(), Path::new("p.yaml")).unwrap();
+        assert_eq!(back.checkpoint, spec.checkpoint);
+        assert_eq!(back.checkpoint.as_ref().unwrap().period_secs(), None);
+        assert_eq!(
+            CheckpointSpec::new("file:///tmp/x").period_secs(),
+            Some(CheckpointSpec::DEFAULT_EVERY_SECS)
+        );
+        for good in [
+            "s3://b/p",
+            "gs://b",
+            "az://container/p",
+            "file:///tmp/x",
+            "hf://datasets/acme/ckpt",
+        ] {
+            CheckpointSpec::new(good).check().unwrap();
+        }
+        for (bad, says) in [
+            ("bucket/prefix", "must be a URL"),
+            ("ftp://host/x", "unknown scheme 'ftp'"),
+            ("s3://KEY:SECRET@bucket/p", "credentials"),
+            ("az://c/p?sig=abc", "credentials"),
+            ("s3://", "names no bucket"),
+        ] {
+            let err = CheckpointSpec::new(bad).check().unwrap_err().to_string();
+            assert!(
+                err.contains(says) && err.contains("checkpoint"),
+                "{bad}: {err}"
+            );
+            assert!(!err.contains("SECRET"), "{err}");
+        }
+        let mut zero = CheckpointSpec::new("s3://b/p");
+        zero.keep = 0;
+        assert!(zero.check().unwrap_err().to_string().contains("keep"));
+        zero.keep = 1;
+        zero.every_secs = Some(0);
+        assert!(zero.check().unwrap_err().to_string().contains("every_secs"));
+        let err = PipelineSpec::from_yaml(
+            "name: x\nsteps: []\ncheckpoint: {to: 's3://b/p', every: 3}\n",
+            Path::new("p.yaml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("every"), "{err}");
     }
 
     #[test]

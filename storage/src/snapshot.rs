@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 /// A read-only view of the run database as of one commit. Holding it never blocks the writer.
 pub struct Snapshot {
-    txn: ReadTransaction,
-    path: PathBuf,
+    pub(crate) txn: ReadTransaction,
+    pub(crate) path: PathBuf,
 }
 
 impl Snapshot {

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod distill;
 pub mod embeddings;
 pub mod llm;
+pub mod moto;
 pub mod python;
 
 use std::process::{Child, Command, Stdio};
