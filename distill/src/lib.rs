@@ -23,14 +23,17 @@ mod run;
 mod status;
 
 pub use error::{Error, Result};
-pub use run::{RunSummary, load_pipeline, registry, run, run_with_hub};
+pub use run::{
+    Resolver, RunSummary, add_resolver, load_pipeline, registry, registry_for, resolve, run,
+    run_with_hub,
+};
 pub use status::{Status, cancel, status};
 
 pub use distill_distiset::{Distiset, ExportFormat, LeafExport, LeafStatus, export};
 pub use distill_engine::{
-    BuildContext, ErrorKind, LogOptions, Node, NodeKind, Observer, OnError, Pipeline, PipelineSpec,
-    PlanMode, PushSpec, Registry, ResumePlan, RunEvent, RunOptions, StepAction, StepPlan, StepSpec,
-    plan, step, task,
+    BuildContext, ErrorKind, LoadGuard, LoadState, LogOptions, Node, NodeKind, Observer, OnError,
+    Pipeline, PipelineSpec, PlanMode, PushSpec, Registry, ResumePlan, RunEvent, RunOptions,
+    StepAction, StepPlan, StepSlot, StepSpec, plan, step, task,
 };
 pub use distill_hub as hub;
 pub use distill_llm::batch;

@@ -1,9 +1,11 @@
 //! A run with everything: every built-in step, and the push section's pusher beside the run.
 
 use crate::error::Result;
+use distill_engine::step::StepResult;
 use distill_engine::{BuildContext, Pipeline, PipelineSpec, Registry, RunOptions, RunSession};
 use distill_hub::{HubAccess, PushStatus, PushWorker};
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,14 +29,68 @@ pub fn registry() -> Registry {
     registry
 }
 
-/// Reads and validates a pipeline file with every built-in step; relative paths in it are
-/// resolved against the file's directory.
+/// Registers the step types of a family that no registry holds by name (Python steps,
+/// `py:MODULE:NAME`): called with a type name a pipeline uses, it registers that type and
+/// returns true, or returns false when the name is not of its family. Its error (the module
+/// cannot be imported, say) names what is wrong.
+pub type Resolver = Arc<dyn Fn(&str, &mut Registry) -> StepResult<bool> + Send + Sync>;
+
+/// The resolvers [`registry_for`] asks, in the order added.
+static RESOLVERS: RwLock<Vec<Resolver>> = RwLock::new(Vec::new());
+
+/// Adds a resolver of step types for every later [`load_pipeline`] and [`registry_for`] of
+/// this process: the Python package adds the one of `py:` types when it is imported, so the
+/// `distill` command run from Python runs Python steps.
+pub fn add_resolver(resolver: Resolver) {
+    RESOLVERS
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(resolver);
+}
+
+/// [`registry`], plus the types `spec` names that a resolver (see [`add_resolver`]) knows. A
+/// type no one knows is left out: building the pipeline reports it.
+pub fn registry_for(spec: &PipelineSpec) -> Result<Registry> {
+    let mut registry = registry();
+    resolve(spec, &mut registry)?;
+    Ok(registry)
+}
+
+/// Adds to `registry` the types `spec` names that it lacks and a resolver knows (see
+/// [`add_resolver`]).
+pub fn resolve(spec: &PipelineSpec, registry: &mut Registry) -> Result<()> {
+    let resolvers = RESOLVERS.read().unwrap_or_else(|p| p.into_inner()).clone();
+    for step in &spec.steps {
+        if registry.get(&step.kind).is_some() {
+            continue;
+        }
+        for resolver in &resolvers {
+            match resolver(&step.kind, registry) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(distill_engine::Error::BadStep {
+                        step: step.name.clone(),
+                        detail: format!("type '{}': {e}", step.kind),
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads and validates a pipeline file with every built-in step (and the types resolvers
+/// know, see [`add_resolver`]); relative paths in it are resolved against the file's
+/// directory.
 pub fn load_pipeline(path: &Path) -> Result<Pipeline> {
     let spec = PipelineSpec::load(path)?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let registry = registry_for(&spec)?;
     Ok(Pipeline::build(
         spec,
-        &registry(),
+        &registry,
         &BuildContext { base_dir },
     )?)
 }

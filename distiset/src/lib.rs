@@ -22,7 +22,9 @@ mod schema;
 
 pub use card::dataset_card;
 pub use error::{Error, Result};
-pub use parquet::{ROWS_PER_GROUP, Written, arrow_schema, write_parquet, write_parquet_counted};
+pub use parquet::{
+    ROWS_PER_GROUP, Written, arrow_schema, record_batch, write_parquet, write_parquet_counted,
+};
 pub use schema::{Inferred, Ty};
 
 use distill_engine::PipelineSpec;
@@ -215,6 +217,35 @@ fn write_all(snapshot: &Snapshot, dir: &Path, pipeline: &str, d: &mut Distiset) 
         source: e.into(),
     })?;
     write_file(&manifest, &json)
+}
+
+/// A leaf step's committed rows in `snapshot` as Arrow record batches of at most
+/// [`ROWS_PER_GROUP`] rows, with the column types of the Parquet export (two passes over the
+/// snapshot: infer the types, then build the arrays).
+pub fn leaf_batches(
+    snapshot: &Snapshot,
+    step: &str,
+) -> Result<(arrow_schema::SchemaRef, Vec<arrow_array::RecordBatch>)> {
+    let mut inferred = Inferred::default();
+    for batch in snapshot.batches(step, 0)? {
+        for row in &batch?.rows {
+            inferred.add(row);
+        }
+    }
+    let mut out = Vec::new();
+    let mut pending: Vec<distill_storage::Row> = Vec::new();
+    for batch in snapshot.batches(step, 0)? {
+        pending.extend(batch?.rows);
+        while pending.len() >= ROWS_PER_GROUP {
+            let rest = pending.split_off(ROWS_PER_GROUP);
+            out.push(record_batch(&inferred, &pending)?);
+            pending = rest;
+        }
+    }
+    if !pending.is_empty() || out.is_empty() {
+        out.push(record_batch(&inferred, &pending)?);
+    }
+    Ok((std::sync::Arc::new(arrow_schema(&inferred)), out))
 }
 
 /// Two passes over the same snapshot: infer the column types, then write the rows.

@@ -146,24 +146,7 @@ impl<W: Write + Send> LeafWriter<W> {
             return Ok(());
         }
         let rows = std::mem::take(&mut self.pending);
-        let arrays: Vec<ArrayRef> = self
-            .columns
-            .iter()
-            .zip(self.lost.iter_mut())
-            .map(|((name, ty), lost)| {
-                let values: Vec<&Value> = rows
-                    .iter()
-                    .map(|r| r.get(name).unwrap_or(&Value::Null))
-                    .collect();
-                build(ty, &values, lost)
-            })
-            .collect();
-        let batch = if arrays.is_empty() {
-            let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
-            RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)
-        } else {
-            RecordBatch::try_new(self.schema.clone(), arrays)
-        }?;
+        let batch = arrow_batch(&self.schema, &self.columns, &rows, &mut self.lost)?;
         self.writer.write(&batch)?;
         Ok(())
     }
@@ -174,6 +157,41 @@ impl<W: Write + Send> LeafWriter<W> {
         self.flush()?;
         Ok((self.writer.into_inner()?, self.lost))
     }
+}
+
+/// `rows` as one Arrow record batch with the column types `schema` (inferred beforehand, see
+/// [`Inferred`]): the arrays the Parquet export writes, for readers in memory (the Python
+/// package's `load` and its Arrow steps).
+pub fn record_batch(schema: &Inferred, rows: &[Row]) -> Result<RecordBatch> {
+    let arrow = Arc::new(arrow_schema(schema));
+    let mut lost = vec![0; schema.columns.len()];
+    arrow_batch(&arrow, &schema.columns, rows, &mut lost)
+}
+
+fn arrow_batch(
+    schema: &Arc<Schema>,
+    columns: &[(String, Ty)],
+    rows: &[Row],
+    lost: &mut [u64],
+) -> Result<RecordBatch> {
+    let arrays: Vec<ArrayRef> = columns
+        .iter()
+        .zip(lost.iter_mut())
+        .map(|((name, ty), lost)| {
+            let values: Vec<&Value> = rows
+                .iter()
+                .map(|r| r.get(name).unwrap_or(&Value::Null))
+                .collect();
+            build(ty, &values, lost)
+        })
+        .collect();
+    let batch = if arrays.is_empty() {
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        RecordBatch::try_new_with_options(schema.clone(), arrays, &options)
+    } else {
+        RecordBatch::try_new(schema.clone(), arrays)
+    }?;
+    Ok(batch)
 }
 
 /// Builds one Arrow array of type `ty` from values (nulls allowed anywhere); counts in `lost`

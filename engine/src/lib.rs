@@ -53,7 +53,7 @@ pub use pipeline::{Node, Pipeline};
 pub use registry::{Constructor, Registry};
 pub use resume::{PlanMode, ResumePlan, StepAction, StepPlan, step_epoch};
 pub use run::{RunOptions, RunSession, RunSummary, plan, run};
-pub use signature::step_signatures;
+pub use signature::{step_signatures, step_signatures_with};
 pub use spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, PushSpec, StepSpec};
 pub use status::{RunReport, StepStatus, status, status_of};
 pub use step::{BuildContext, NodeKind, StepKind};

@@ -7,6 +7,10 @@
 //! A second `load()` of a loaded (or loading) step is [`Error::AlreadyLoaded`], unless the step
 //! declares its load idempotent, in which case it waits for the first load and is a no-op.
 //! [`LoadGuard`] unloads on drop, so an error or a panic never leaves a step loaded.
+//!
+//! A run takes each step with [`StepSlot::acquire`]: a step loaded before the run (by hand,
+//! in a notebook) is used as it is, and stays loaded after the run; its owner's guard
+//! unloads it. A step the run loaded is unloaded when its stage ends, whatever happens.
 
 use crate::error::{Error, Result};
 use crate::step::StepKind;
@@ -147,6 +151,20 @@ impl StepSlot {
         }
     }
 
+    /// Takes the step for a run: a step already loaded (by whoever holds its owning guard) is
+    /// used as it is, with a guard that does not unload it; any other is loaded, with a guard
+    /// that unloads it. Listeners hear `Loaded` either way.
+    pub fn acquire(self: &Arc<Self>) -> Result<LoadGuard> {
+        if self.state() == LoadState::Loaded {
+            self.tell(StepState::Loaded);
+            return Ok(LoadGuard {
+                slot: self.clone(),
+                owner: false,
+            });
+        }
+        self.load()
+    }
+
     /// Unloads the step if it is loaded; otherwise does nothing.
     pub fn unload(&self) {
         {
@@ -174,6 +192,12 @@ impl LoadGuard {
     /// The loaded step.
     pub fn slot(&self) -> &Arc<StepSlot> {
         &self.slot
+    }
+
+    /// Whether dropping this guard unloads the step (it loaded it), or the step was loaded
+    /// already and someone else's guard unloads it.
+    pub fn owns(&self) -> bool {
+        self.owner
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::lifecycle::StepSlot;
 use crate::registry::Registry;
-use crate::signature::step_signatures;
+use crate::signature::step_signatures_with;
 use crate::spec::{DEFAULT_BATCH_SIZE, OnError, PipelineSpec, StepSpec};
 use crate::step::{BuildContext, NodeKind, StepKind};
 use std::collections::{BTreeMap, HashMap};
@@ -66,6 +66,19 @@ impl Pipeline {
     /// Builds and validates `spec` with the step types of `registry`. Checks names, edges,
     /// cycles, step types, parameters, batch sizes and columns; each error names the step.
     pub fn build(spec: PipelineSpec, registry: &Registry, ctx: &BuildContext) -> Result<Self> {
+        Self::build_with(spec, registry, ctx, &HashMap::new())
+    }
+
+    /// [`Pipeline::build`], with some steps built beforehand: the step named by a key of
+    /// `prebuilt` is that slot (maybe loaded by hand already, which a run then uses as it is:
+    /// see [`StepSlot::acquire`]) instead of one its type's constructor makes. The slot is
+    /// checked like any built step.
+    pub fn build_with(
+        spec: PipelineSpec,
+        registry: &Registry,
+        ctx: &BuildContext,
+        prebuilt: &HashMap<String, Arc<StepSlot>>,
+    ) -> Result<Self> {
         if let Some(push) = &spec.push {
             push.check()?;
         }
@@ -79,10 +92,15 @@ impl Pipeline {
         let index = index_names(&spec)?;
         let preds = resolve_edges(&spec, &index)?;
         let order = topological_order(&spec, &preds)?;
-        let mut built: Vec<Option<StepKind>> = Vec::with_capacity(spec.steps.len());
+        let mut built: Vec<Option<Arc<StepSlot>>> = Vec::with_capacity(spec.steps.len());
         for step in &spec.steps {
-            built.push(Some(construct(step, registry, ctx)?));
+            let slot = match prebuilt.get(&step.name) {
+                Some(slot) => slot.clone(),
+                None => Arc::new(StepSlot::new(&step.name, construct(step, registry, ctx)?)),
+            };
+            built.push(Some(slot));
         }
+        let mut code = BTreeMap::new();
         let mut nodes: Vec<Option<Node>> = (0..spec.steps.len()).map(|_| None).collect();
         let mut columns: Vec<Vec<String>> = vec![Vec::new(); spec.steps.len()];
         let mut stage: Vec<usize> = vec![0; spec.steps.len()];
@@ -91,27 +109,33 @@ impl Pipeline {
         let mut origin: Vec<usize> = (0..spec.steps.len()).collect();
         for &i in &order {
             let step = &spec.steps[i];
-            let kind = built[i].take().ok_or_else(|| bad(step, "built twice"))?;
-            check_shape(step, &kind, &preds[i])?;
+            let slot = built[i].take().ok_or_else(|| bad(step, "built twice"))?;
+            let guard = slot.read();
+            let kind = &*guard;
+            if let Some(version) = kind.code_version() {
+                code.insert(step.name.clone(), version);
+            }
+            check_shape(step, kind, &preds[i])?;
             if spec.budget_usd.is_some()
                 && let StepKind::Task(task) = &kind
             {
                 task.check_budgeted()
                     .map_err(|e| bad(step, &e.to_string()))?;
             }
-            check_alignment(&spec, i, &kind, &preds[i], &origin)?;
+            check_alignment(&spec, i, kind, &preds[i], &origin)?;
             if kind.keeps_rows() {
                 origin[i] = origin[preds[i][0]];
             }
             let received = received_columns(&preds[i], &columns);
-            check_inputs(step, &kind, &received)?;
-            columns[i] = output_columns(step, &kind, &received);
-            stage[i] = stage_of(&kind, &preds[i], &stage, &nodes);
-            let batch_size = batch_size(step, &kind)?;
+            check_inputs(step, kind, &received)?;
+            columns[i] = output_columns(step, kind, &received);
+            stage[i] = stage_of(kind, &preds[i], &stage, &nodes);
+            let batch_size = batch_size(step, kind)?;
             let kind_name = kind.kind();
+            drop(guard);
             nodes[i] = Some(Node {
                 spec: step.clone(),
-                slot: Arc::new(StepSlot::new(&step.name, kind)),
+                slot,
                 preds: preds[i].clone(),
                 succs: Vec::new(),
                 stage: stage[i],
@@ -133,7 +157,7 @@ impl Pipeline {
             stages[nodes[i].stage].push(i);
         }
         Ok(Self {
-            signatures: step_signatures(&spec, registry),
+            signatures: step_signatures_with(&spec, registry, &code),
             registry: registry.clone(),
             spec,
             nodes,

@@ -217,17 +217,20 @@ fn run_on_log(
     if let Some(observer) = &options.observer {
         observer.on_event(&RunEvent::Started { resumed });
     }
-    let listener: Listener = {
+    // Each node's listener commits under the node's name: a slot built before the pipeline (a
+    // Python step loaded by hand) may know itself by another name.
+    let listener = |name: &str| -> Listener {
         let committer = committer.clone();
-        Arc::new(move |step: &str, state: StepState| {
+        let name = name.to_owned();
+        Arc::new(move |_: &str, state: StepState| {
             // Lifecycle states are durable before the step goes on.
-            let _ = committer.commit(Progress::new().state(step, state));
+            let _ = committer.commit(Progress::new().state(&name, state));
         })
     };
     let infos: Vec<Arc<StepInfo>> = nodes
         .iter()
         .map(|node| {
-            node.slot.set_listener(Some(listener.clone()));
+            node.slot.set_listener(Some(listener(node.name())));
             Arc::new(StepInfo {
                 spec: node.spec.clone(),
                 slot: node.slot.clone(),
@@ -340,11 +343,12 @@ fn committed_spend(pipeline: &Pipeline, snapshot: &distill_storage::Snapshot) ->
     Ok(spent)
 }
 
-/// Loads the steps of a stage; on failure the ones loaded are unloaded by their guards.
+/// Loads the steps of a stage (a step loaded by hand before the run is used as it is, see
+/// [`crate::StepSlot::acquire`]); on failure the ones loaded are unloaded by their guards.
 fn load_stage(pipeline: &Pipeline, steps: &[usize]) -> Result<Vec<LoadGuard>> {
     steps
         .iter()
-        .map(|&i| pipeline.nodes()[i].slot.load())
+        .map(|&i| pipeline.nodes()[i].slot.acquire())
         .collect()
 }
 

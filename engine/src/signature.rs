@@ -17,6 +17,16 @@ use std::collections::{BTreeMap, HashMap};
 /// a predecessor that does not exist, or a step on a cycle, contributes its name instead, so a
 /// broken stored pipeline still gets signatures (which then match nothing of a valid one).
 pub fn step_signatures(spec: &PipelineSpec, registry: &Registry) -> BTreeMap<String, String> {
+    step_signatures_with(spec, registry, &BTreeMap::new())
+}
+
+/// [`step_signatures`], with the code version of the steps that have one (by name; see
+/// [`crate::step::Lifecycle::code_version`]) in their identity.
+pub fn step_signatures_with(
+    spec: &PipelineSpec,
+    registry: &Registry,
+    code: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let index: HashMap<&str, usize> = spec
         .steps
         .iter()
@@ -37,7 +47,7 @@ pub fn step_signatures(spec: &PipelineSpec, registry: &Registry) -> BTreeMap<Str
     let mut ready: Vec<usize> = (0..n).filter(|&i| missing[i] == 0).collect();
     let mut signed: Vec<Option<String>> = vec![None; n];
     while let Some(i) = ready.pop() {
-        signed[i] = Some(sign(&spec.steps[i], &index, &signed, registry));
+        signed[i] = Some(sign(&spec.steps[i], &index, &signed, registry, code));
         for &j in &succs[i] {
             missing[j] -= 1;
             if missing[j] == 0 {
@@ -48,7 +58,7 @@ pub fn step_signatures(spec: &PipelineSpec, registry: &Registry) -> BTreeMap<Str
     // Steps on a cycle: signed with what is known.
     for i in 0..n {
         if signed[i].is_none() {
-            signed[i] = Some(sign(&spec.steps[i], &index, &signed, registry));
+            signed[i] = Some(sign(&spec.steps[i], &index, &signed, registry, code));
         }
     }
     spec.steps
@@ -63,6 +73,7 @@ fn sign(
     index: &HashMap<&str, usize>,
     signed: &[Option<String>],
     registry: &Registry,
+    code: &BTreeMap<String, String>,
 ) -> String {
     let after: Vec<String> = step
         .after
@@ -74,13 +85,20 @@ fn sign(
                 .unwrap_or_else(|| format!("missing:{pred}"))
         })
         .collect();
-    let mut params = step.params.clone();
+    // No parameters are written `params: {}` by the builder and not at all in YAML (null):
+    // the same step either way.
+    let empty = step.params.as_object().is_some_and(|m| m.is_empty());
+    let mut params = if empty {
+        serde_json::Value::Null
+    } else {
+        step.params.clone()
+    };
     if let Some(map) = params.as_object_mut() {
         for key in registry.operational(&step.kind) {
             map.remove(key);
         }
     }
-    let identity = serde_json::json!({
+    let mut identity = serde_json::json!({
         "type": step.kind,
         "params": canonical_json(&params),
         "input_mappings": step.input_mappings,
@@ -90,6 +108,11 @@ fn sign(
         "input_batch_size": step.input_batch_size,
         "after": after,
     });
+    // Only steps with code of their own have the key, so built-in steps keep the signatures
+    // their runs recorded.
+    if let (Some(version), Some(map)) = (code.get(&step.name), identity.as_object_mut()) {
+        map.insert("code".into(), serde_json::Value::String(version.clone()));
+    }
     blake3::hash(canonical_json(&identity).to_string().as_bytes())
         .to_hex()
         .to_string()
@@ -130,5 +153,35 @@ mod tests {
         assert_eq!(a, c, "an operational parameter changes no signature");
         let d = step_signatures(&chain("{{ x }}", "http://b/v1"), &Registry::empty());
         assert_ne!(a["ask"], d["ask"], "undeclared, a parameter counts");
+    }
+
+    #[test]
+    fn no_params_sign_the_same_from_yaml_and_from_the_builder() {
+        let registry = Registry::empty();
+        let built = PipelineSpec::new("p").step(StepSpec::new("s", "t"));
+        let yaml =
+            PipelineSpec::from_yaml(&built.to_yaml(), std::path::Path::new("p.yaml")).unwrap();
+        assert!(yaml.steps[0].params.is_null() && built.steps[0].params.is_object());
+        assert_eq!(
+            step_signatures(&built, &registry),
+            step_signatures(&yaml, &registry)
+        );
+    }
+
+    #[test]
+    fn a_code_version_changes_its_step_and_everything_downstream_only() {
+        let registry = Registry::empty();
+        let spec = chain("{{ x }}", "http://a/v1");
+        let plain = step_signatures(&spec, &registry);
+        let none = step_signatures_with(&spec, &registry, &BTreeMap::new());
+        assert_eq!(plain, none, "no code version: the signatures runs recorded");
+        let v1 = BTreeMap::from([("fmt".to_string(), "fmt:1".to_string())]);
+        let v2 = BTreeMap::from([("fmt".to_string(), "fmt:2".to_string())]);
+        let a = step_signatures_with(&spec, &registry, &v1);
+        let b = step_signatures_with(&spec, &registry, &v2);
+        assert_eq!(a["load"], b["load"]);
+        assert_ne!(a["fmt"], b["fmt"]);
+        assert_ne!(a["ask"], b["ask"], "downstream of a change");
+        assert_ne!(a["fmt"], plain["fmt"]);
     }
 }

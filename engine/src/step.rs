@@ -45,6 +45,14 @@ pub trait Lifecycle: Send + Sync {
     fn load_is_idempotent(&self) -> bool {
         false
     }
+
+    /// An identity of the step's own code when it is not part of distill (a Python step: its
+    /// name and a hash of its source, or the version its author gave). It is part of the
+    /// step's signature, so a run resumed with changed code recomputes the step and what
+    /// follows it. `None` (built-in steps): the type name says it all.
+    fn code_version(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Produces rows from nothing (files, inline data). Must be deterministic: the same `offset`
@@ -244,6 +252,16 @@ impl StepKind {
             StepKind::Step(s) => s.as_mut(),
             StepKind::Global(g) => g.as_mut(),
             StepKind::Task(t) => t.as_mut(),
+        }
+    }
+
+    /// The step's code version (see [`Lifecycle::code_version`]).
+    pub fn code_version(&self) -> Option<String> {
+        match self {
+            StepKind::Generator(g) => g.code_version(),
+            StepKind::Step(s) => s.code_version(),
+            StepKind::Global(g) => g.code_version(),
+            StepKind::Task(t) => t.code_version(),
         }
     }
 

@@ -155,3 +155,101 @@ fn concurrent_loads_load_once() {
         assert_eq!(slot.state(), LoadState::Loaded);
     }
 }
+
+/// A step that passes rows on and counts its loads: a step built (and loaded) outside a run.
+struct Passing {
+    counts: Arc<Counts>,
+}
+
+impl Lifecycle for Passing {
+    fn load(&mut self) -> StepResult<()> {
+        self.counts.loads.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn unload(&mut self) {
+        self.counts.unloads.fetch_add(1, Ordering::SeqCst);
+    }
+    fn code_version(&self) -> Option<String> {
+        Some("passing:1".into())
+    }
+}
+
+impl Step for Passing {
+    fn inputs(&self) -> Vec<String> {
+        vec!["x".into()]
+    }
+    fn outputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn process(&self, rows: Vec<Row>) -> StepResult<Vec<Row>> {
+        Ok(rows)
+    }
+}
+
+fn prebuilt_pipeline(slot: &Arc<StepSlot>) -> distill_engine::Pipeline {
+    use distill_engine::{BuildContext, Pipeline, PipelineSpec, Registry, StepSpec};
+    let spec = PipelineSpec::new("prebuilt")
+        .step(
+            StepSpec::new("load", "inline")
+                .param("rows", serde_json::json!([{"x": 1}, {"x": 2}, {"x": 3}])),
+        )
+        .step(StepSpec::new("pass", "py:tests:Passing").after("load"));
+    let prebuilt = std::collections::HashMap::from([("pass".to_string(), slot.clone())]);
+    Pipeline::build_with(
+        spec,
+        &Registry::default(),
+        &BuildContext::default(),
+        &prebuilt,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_run_uses_a_step_loaded_by_hand_and_leaves_it_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let counts = Arc::new(Counts::default());
+    let step = Passing {
+        counts: counts.clone(),
+    };
+    // Its own name until a pipeline names it: the run records states under the step's name.
+    let slot = Arc::new(StepSlot::new("Passing", StepKind::Step(Box::new(step))));
+    let pipeline = prebuilt_pipeline(&slot);
+    let hand = slot.load().unwrap();
+    let options = distill_engine::RunOptions::new(dir.path().join("run.redb"));
+    let summary = distill_engine::run(&pipeline, &options).unwrap();
+    assert_eq!(summary.leaves, vec![("pass".to_string(), 3)]);
+    assert_eq!(counts.loads.load(Ordering::SeqCst), 1, "not loaded again");
+    assert_eq!(counts.unloads.load(Ordering::SeqCst), 0);
+    assert_eq!(slot.state(), LoadState::Loaded, "its owner unloads it");
+    let status = distill_engine::status(&options.db).unwrap();
+    let pass = status.steps.iter().find(|s| s.step == "pass").unwrap();
+    assert!(pass.done);
+    assert!(
+        status.steps.iter().all(|s| s.step != "Passing"),
+        "states are recorded under the pipeline's name of the step"
+    );
+    drop(hand);
+    assert_eq!(counts.unloads.load(Ordering::SeqCst), 1);
+
+    // Not loaded by hand: the run loads it and unloads it when its stage ends.
+    let dir = tempfile::tempdir().unwrap();
+    let options = distill_engine::RunOptions::new(dir.path().join("run.redb"));
+    distill_engine::run(&prebuilt_pipeline(&slot), &options).unwrap();
+    assert_eq!(counts.loads.load(Ordering::SeqCst), 2);
+    assert_eq!(counts.unloads.load(Ordering::SeqCst), 2);
+    assert_eq!(slot.state(), LoadState::Unloaded);
+}
+
+#[test]
+fn a_code_version_is_part_of_the_signature() {
+    let counts = Arc::new(Counts::default());
+    let slot = Arc::new(StepSlot::new(
+        "Passing",
+        StepKind::Step(Box::new(Passing { counts })),
+    ));
+    let with_code = prebuilt_pipeline(&slot);
+    let spec = with_code.spec().clone();
+    let plain = distill_engine::step_signatures(&spec, with_code.registry());
+    assert_eq!(plain["load"], with_code.step_signatures()["load"]);
+    assert_ne!(plain["pass"], with_code.step_signatures()["pass"]);
+}

@@ -240,6 +240,11 @@ pub(crate) fn recipe_llm(params: &serde_json::Value, own: &[&str]) -> Result<Llm
             "`keep_raw` is not a parameter of this recipe",
         ));
     }
+    if llm.mode == crate::batch::Mode::Batch {
+        return Err(Error::params(
+            "`mode: batch` is not available for recipes (their later requests depend on earlier answers); the base tasks (text_generation, chat_generation, text_completion, structured_generation, judge, embeddings) take it",
+        ));
+    }
     Ok(llm)
 }
 

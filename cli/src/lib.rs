@@ -1,6 +1,11 @@
 //! The `distill` command: a thin layer over the `distill` library. Each flag is defined once,
 //! with its help; each command is one call into the library; errors map to documented exit
 //! codes (see [`EXIT_CODES`]).
+//!
+//! A library so that two programs run the same command: the `distill` binary, and the Python
+//! package's `distill` entry point, which runs it inside Python so that pipelines with Python
+//! steps (`type: py:MODULE:NAME`) run too. Both call [`main_with`].
+#![deny(missing_docs)]
 
 mod output;
 mod progress;
@@ -14,7 +19,6 @@ use distill::{ErrorKind, ExportFormat, PlanMode, PushSpec, RunOptions};
 use output::{errln, outln};
 use signals::Signals;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
 /// Exit code of any error not listed below.
@@ -166,22 +170,29 @@ fn parse_repo(repo: &str) -> distill::Result<String> {
     Ok(repo.to_owned())
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Runs the command line `args` (the program's name first, as `std::env::args_os` gives it)
+/// and returns the exit code. A usage error, `--help` and `--version` print and exit the
+/// process, as clap does.
+pub fn main_with<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
     init_logging(cli.log_level.as_deref());
     let outcome = std::panic::catch_unwind(|| dispatch(cli.command));
     match outcome {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(err)) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Ok(Ok(())) => 0,
+        Ok(Err(err)) if output::is_broken_pipe(&err) => 0,
         Ok(Err(err)) => {
             errln!("error: {}", message(&err));
-            ExitCode::from(exit_code(&err))
+            exit_code(&err)
         }
         Err(_) => {
             errln!(
                 "error: internal error (a bug in distill; everything committed is kept, and running the same command again resumes); please report it with the message above"
             );
-            ExitCode::from(EXIT_BUG)
+            EXIT_BUG
         }
     }
 }
