@@ -37,6 +37,35 @@ pub(crate) fn cursor_name(step: &str, pred: &str) -> String {
     format!("{step}<-{pred}")
 }
 
+/// A step of the stage whose batches are deleted from the log once every consumer has
+/// committed past them (see [`reclaimable`]).
+struct Reclaimer {
+    node: usize,
+    /// Batches deleted (or in submitted units) from the step's start, and the rows they held.
+    batches: u64,
+    rows: u64,
+    /// The end row of each later committed batch, in order.
+    ends: VecDeque<u64>,
+    /// Each consumer's cursor name and its position in the last unit submitted.
+    cursors: Vec<(String, u64)>,
+}
+
+/// Whether step `p`'s batches may be deleted once its consumers are past them: the pipeline
+/// and the step do not keep intermediate batches, and every consumer is in its stage (a later
+/// stage reads a stage-boundary output from the log, and a changed step restarts from it).
+/// Leaves have no consumer and are kept.
+fn reclaimable(pipeline: &Pipeline, p: usize) -> bool {
+    let nodes = pipeline.nodes();
+    let node = &nodes[p];
+    !pipeline.spec().keep_intermediate
+        && !node.spec.keep_intermediate
+        && !node.succs.is_empty()
+        && node
+            .succs
+            .iter()
+            .all(|&c| nodes[c].stage == node.stage && !nodes[c].is_global())
+}
+
 /// Committed progress of one step, as found in the log.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Committed {
@@ -163,6 +192,8 @@ pub struct StageRunner<'a> {
     stop: &'a AtomicBool,
     /// Committed progress of every step of the pipeline.
     progress: &'a mut [Committed],
+    /// The stage's steps whose batches are reclaimed.
+    reclaimers: Vec<Reclaimer>,
 }
 
 impl<'a> StageRunner<'a> {
@@ -187,6 +218,7 @@ impl<'a> StageRunner<'a> {
             observer,
             stop,
             progress,
+            reclaimers: Vec::new(),
         }
     }
 
@@ -207,12 +239,25 @@ impl<'a> StageRunner<'a> {
                 let taken = snapshot
                     .cursor(&cursor_name(node.name(), nodes[p].name()))?
                     .unwrap_or(0);
+                // The predecessor's batches before its reclaimed ones are gone: reading starts
+                // after them.
+                let (gone_batches, gone_rows) = snapshot.reclaimed(nodes[p].name())?;
+                if gone_rows > taken {
+                    return Err(Error::Internal {
+                        detail: format!(
+                            "'{}' needs rows of '{}' from {taken} on, but its first {gone_rows} \
+                             were deleted",
+                            node.name(),
+                            nodes[p].name()
+                        ),
+                    });
+                }
                 edges.push(Edge {
                     pred: p,
                     taken,
                     buffer: VecDeque::new(),
-                    loaded_batches: 0,
-                    skip: taken,
+                    loaded_batches: gone_batches,
+                    skip: taken - gone_rows,
                 });
             }
             let feeds_stage = node
@@ -252,6 +297,7 @@ impl<'a> StageRunner<'a> {
                 replay,
             });
         }
+        self.reclaimers = self.reclaimers_of(stage, &snapshot)?;
         drop(snapshot);
         let (events_tx, events) = unbounded::<Event>();
         let mut outcome = self.start_prefetch(&mut runs, &events_tx);
@@ -272,6 +318,89 @@ impl<'a> StageRunner<'a> {
             self.progress[run.node] = run.committed;
         }
         outcome
+    }
+
+    /// The steps of stage `stage` whose batches are reclaimed, and where each stands. Files of
+    /// a format before 3 never reclaim.
+    fn reclaimers_of(&self, stage: usize, snapshot: &Snapshot) -> Result<Vec<Reclaimer>> {
+        let mut out = Vec::new();
+        if snapshot.format_version()? < 3 {
+            return Ok(out);
+        }
+        let nodes = self.pipeline.nodes();
+        for &p in &self.pipeline.stages()[stage] {
+            if !reclaimable(self.pipeline, p) {
+                continue;
+            }
+            let name = nodes[p].name();
+            let cursors = nodes[p]
+                .succs
+                .iter()
+                .map(|&c| {
+                    let cursor = cursor_name(nodes[c].name(), name);
+                    let at = snapshot.cursor(&cursor)?.unwrap_or(0);
+                    Ok((cursor, at))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if nodes[p].succs.iter().all(|&c| self.progress[c].done) {
+                continue;
+            }
+            let (batches, rows) = snapshot.reclaimed(name)?;
+            let mut ends = VecDeque::new();
+            let mut end = rows;
+            for batch in snapshot
+                .batches(name, batches)?
+                .take((self.progress[p].batches - batches) as usize)
+            {
+                end += batch?.rows.len() as u64;
+                ends.push_back(end);
+            }
+            out.push(Reclaimer {
+                node: p,
+                batches,
+                rows,
+                ends,
+                cursors,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds to `unit` the deletion of the batches every consumer is past once `cursors` (the
+    /// unit's) are committed.
+    fn reclaim(&mut self, mut unit: Progress, cursors: &[(String, u64)]) -> Progress {
+        let pipeline = self.pipeline;
+        let nodes = pipeline.nodes();
+        for rc in &mut self.reclaimers {
+            let mut moved = false;
+            for (cursor, position) in cursors {
+                if let Some(slot) = rc.cursors.iter_mut().find(|(c, _)| c == cursor) {
+                    slot.1 = *position;
+                    moved = true;
+                }
+            }
+            if !moved {
+                continue;
+            }
+            let floor = rc.cursors.iter().map(|c| c.1).min().unwrap_or(0);
+            let before = rc.batches;
+            while let Some(&end) = rc.ends.front()
+                && end <= floor
+            {
+                rc.ends.pop_front();
+                rc.batches += 1;
+                rc.rows = end;
+            }
+            if rc.batches > before {
+                unit = unit.reclaim(
+                    nodes[rc.node].name(),
+                    rc.batches,
+                    rc.rows,
+                    rc.cursors.iter().map(|c| c.0.clone()).collect(),
+                );
+            }
+        }
+        unit
     }
 
     /// Asks each task of the stage for its prefetcher (batch mode), telling it to send its
@@ -812,6 +941,7 @@ impl<'a> StageRunner<'a> {
                     last: output.last && k + 1 == count,
                 });
             }
+            unit = self.reclaim(unit, &cursors);
             for (cursor, position) in cursors {
                 unit = unit.cursor(cursor, position);
             }
@@ -858,6 +988,14 @@ impl StageRunner<'_> {
                     .map(move |(e, _)| (c, e))
             })
             .collect();
+        let reclaimer = self.reclaimers.iter_mut().find(|rc| rc.node == step);
+        if let Some(rc) = reclaimer {
+            let mut end = rc.ends.back().copied().unwrap_or(rc.rows);
+            for &count in rows_per_batch {
+                end += count;
+                rc.ends.push_back(end);
+            }
+        }
         for (rows, &count) in batches.into_iter().zip(rows_per_batch) {
             let seq = runs[r].committed.batches;
             let mut rows = Some(rows);

@@ -39,6 +39,8 @@ pub struct StepStatus {
     pub spent_usd: Option<f64>,
     /// What its answers served from the request cache would have cost, when it has a `price`.
     pub saved_usd: Option<f64>,
+    /// Its first batches deleted from the database once every consumer was past them.
+    pub reclaimed_batches: u64,
 }
 
 /// A run's status.
@@ -66,6 +68,12 @@ pub struct RunReport {
     pub spent_usd: f64,
     /// What answers served from the request cache would have cost, in dollars.
     pub saved_usd: f64,
+    /// Size of the database file in bytes.
+    pub db_bytes: u64,
+    /// Its format version (3 and later: compressed batches and answers).
+    pub format_version: u32,
+    /// Answers in its request cache.
+    pub cached_answers: u64,
 }
 
 /// Reads the status of the run in `db`.
@@ -118,6 +126,7 @@ pub fn status_of(snapshot: &Snapshot, db: &Path) -> Result<RunReport> {
             error: r.error,
             spent_usd: spend.map(|s| s.spent.usd()),
             saved_usd: spend.map(|s| s.saved.usd()),
+            reclaimed_batches: snapshot.reclaimed(&step.name)?.0,
         });
     }
     Ok(RunReport {
@@ -132,6 +141,9 @@ pub fn status_of(snapshot: &Snapshot, db: &Path) -> Result<RunReport> {
         budget_usd: spec.budget_usd,
         spent_usd: total.usd(),
         saved_usd: saved.usd(),
+        db_bytes: std::fs::metadata(db).map_or(0, |m| m.len()),
+        format_version: snapshot.format_version()?,
+        cached_answers: snapshot.cache_len()?,
     })
 }
 

@@ -28,6 +28,7 @@
 
 mod codec;
 mod committer;
+mod compress;
 mod error;
 mod file_length;
 mod guard;
@@ -42,6 +43,7 @@ mod value;
 
 pub use codec::FORMAT_VERSION;
 pub use committer::{GroupCommitter, Ticket};
+pub use compress::ZSTD_LEVEL;
 pub use error::{Error, Result};
 pub use model::{
     Batch, Event, LogEntry, RunMeta, RunState, RunStatus, StepRecord, StepState, now_ms,

@@ -18,6 +18,17 @@ pub struct Progress {
     pub(crate) cache: Vec<([u8; 32], Vec<u8>)>,
     pub(crate) offsets: Vec<(String, u64)>,
     pub(crate) records: Vec<(String, Option<Vec<u8>>)>,
+    pub(crate) reclaims: Vec<Reclaim>,
+}
+
+/// A step's first batches to delete, once its consumers are past them (see
+/// [`Progress::reclaim`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Reclaim {
+    pub(crate) step: String,
+    pub(crate) batches: u64,
+    pub(crate) rows: u64,
+    pub(crate) consumers: Vec<String>,
 }
 
 impl Progress {
@@ -81,6 +92,27 @@ impl Progress {
         self
     }
 
+    /// Deletes `step`'s batches before batch `batches` (its first `rows` rows), provided every
+    /// cursor named in `consumers` is at `rows` or past it once this unit's cursors are set;
+    /// otherwise, or in a file of a format before 3, nothing is deleted. Applied after the
+    /// unit's cursors, in the same transaction, so a consumer's cursor and the deletion of
+    /// the batches it no longer needs become durable together.
+    pub fn reclaim(
+        mut self,
+        step: impl Into<String>,
+        batches: u64,
+        rows: u64,
+        consumers: Vec<String>,
+    ) -> Self {
+        self.reclaims.push(Reclaim {
+            step: step.into(),
+            batches,
+            rows,
+            consumers,
+        });
+        self
+    }
+
     /// Whether the unit changes nothing.
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()
@@ -91,6 +123,7 @@ impl Progress {
             && self.cache.is_empty()
             && self.offsets.is_empty()
             && self.records.is_empty()
+            && self.reclaims.is_empty()
     }
 
     /// Rough size in bytes, used to bound a group commit.

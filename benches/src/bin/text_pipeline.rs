@@ -34,8 +34,22 @@ const SMALL_ROUNDS: usize = 7;
 const SEED: u64 = 18;
 
 const WORDS: [&str; 16] = [
-    "write", "explain", "list", "summarize", "the", "a", "poem", "story", "about", "rivers",
-    "cats", "history", "briefly", "three", "facts", "why",
+    "write",
+    "explain",
+    "list",
+    "summarize",
+    "the",
+    "a",
+    "poem",
+    "story",
+    "about",
+    "rivers",
+    "cats",
+    "history",
+    "briefly",
+    "three",
+    "facts",
+    "why",
 ];
 
 /// A 40-character instruction for row `i`, from a small vocabulary.
@@ -92,7 +106,11 @@ fn write_jsonl(path: &Path, rows: usize, long: bool) {
 }
 
 fn pipeline_yaml(data: &Path, batch: usize, keep: bool) -> String {
-    let keep = if keep { "keep_intermediate: true\n" } else { "" };
+    let keep = if keep {
+        "keep_intermediate: true\n"
+    } else {
+        ""
+    };
     format!(
         "name: text-bench\n{keep}steps:\n\
          \x20 - {{name: load, type: load_jsonl, batch_size: {batch}, params: {{path: '{}'}}}}\n\
@@ -270,7 +288,9 @@ fn small_case(keep: bool) {
         }
     }
     times.sort_by(f64::total_cmp);
-    println!("## {SMALL_ROWS} short rows, batch {SMALL_BATCH}, `distill run` then `distill export`");
+    println!(
+        "## {SMALL_ROWS} short rows, batch {SMALL_BATCH}, `distill run` then `distill export`"
+    );
     println!(
         "whole processes: median {:.0} ms, fastest {:.0} ms, slowest {:.0} ms over {SMALL_ROUNDS} (target <= 80 ms)",
         times[times.len() / 2],
@@ -323,7 +343,10 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "text_pipeline: load_jsonl -> format_text x2 -> keep_columns, {cores} cores, load average {}{}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         if keep { ", keep_intermediate" } else { "" }
     );
     println!(
