@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::distill::{distill, read_jsonl, run, stderr};
+use common::distill::{distill, read_jsonl, run, stderr, stdout};
 use common::seed;
 use distill_storage::RunReader;
 use std::path::Path;
@@ -56,10 +56,25 @@ fn leaves(d: &Path, db: &str, out: &str) -> Vec<Vec<serde_json::Value>> {
 fn check_log(db: &Path) -> u64 {
     let reader = RunReader::open(db).unwrap();
     let snap = reader.snapshot().unwrap();
+    // Rows of each batch, from the log's announcements.
+    let mut batch_rows: std::collections::HashMap<(String, u64), u64> = Default::default();
+    for entry in snap.log_from(0).unwrap() {
+        if let distill_storage::Event::Batch {
+            step, seq, rows, ..
+        } = entry.unwrap().event
+        {
+            batch_rows.insert((step, seq), rows);
+        }
+    }
     let mut reclaimed = 0;
     for (step, consumers) in EDGES {
         let (gone, gone_rows) = snap.reclaimed(step).unwrap();
         reclaimed += gone;
+        let announced: u64 = (0..gone).map(|s| batch_rows[&(step.to_string(), s)]).sum();
+        assert_eq!(
+            announced, gone_rows,
+            "{step}: rows of the {gone} reclaimed batches"
+        );
         let committed = snap.step(step).unwrap().map_or(0, |r| r.batches);
         let seqs: Vec<u64> = snap
             .batches(step, 0)
@@ -134,14 +149,43 @@ fn sigkill_while_batches_are_reclaimed_loses_nothing_a_consumer_needs() {
             }
         }
         check_log(&d.join(&db));
-        assert_eq!(
-            leaves(d, &db, &format!("out{round}")),
-            expected,
-            "round {round}"
-        );
+        let got = leaves(d, &db, &format!("out{round}"));
+        for (leaf, (got, expected)) in got.iter().zip(&expected).enumerate() {
+            let first = got.iter().zip(expected).position(|(g, e)| g != e);
+            assert!(
+                got.len() == expected.len() && first.is_none(),
+                "round {round}, leaf {leaf}: {} rows, {} expected; first difference at {first:?}: {:?}",
+                got.len(),
+                expected.len(),
+                first.map(|i| (&got[i], &expected[i]))
+            );
+        }
     }
     assert!(
         reclaimed_at_a_kill > 0,
         "no kill happened after a batch was reclaimed"
+    );
+
+    // `info --db` and `status` say what the database keeps, and how big it is.
+    let info = run(d, &["info", "p.yaml", "--db", "r1.redb"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    let text = stdout(&info);
+    let load_batches = ROWS.div_ceil(17);
+    for needle in [
+        format!(
+            "batches: deleted once its consumers are past them; in the database: \
+             {load_batches} committed, {load_batches} reclaimed"
+        ),
+        "batches: kept; in the database:".to_string(),
+        "format 3, 0 cached answers".to_string(),
+    ] {
+        assert!(text.contains(&needle), "missing '{needle}' in:\n{text}");
+    }
+    let status = run(d, &["status", "--db", "r1.redb"]);
+    let text = stdout(&status);
+    assert!(
+        text.contains(&format!("{load_batches} consumed batches reclaimed"))
+            && text.contains("(format 3, zstd level 1)"),
+        "{text}"
     );
 }

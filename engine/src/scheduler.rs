@@ -38,7 +38,7 @@ pub(crate) fn cursor_name(step: &str, pred: &str) -> String {
 }
 
 /// A step of the stage whose batches are deleted from the log once every consumer has
-/// committed past them (see [`reclaimable`]).
+/// committed past them (see [`Pipeline::reclaims`]).
 struct Reclaimer {
     node: usize,
     /// Batches deleted (or in submitted units) from the step's start, and the rows they held.
@@ -48,22 +48,6 @@ struct Reclaimer {
     ends: VecDeque<u64>,
     /// Each consumer's cursor name and its position in the last unit submitted.
     cursors: Vec<(String, u64)>,
-}
-
-/// Whether step `p`'s batches may be deleted once its consumers are past them: the pipeline
-/// and the step do not keep intermediate batches, and every consumer is in its stage (a later
-/// stage reads a stage-boundary output from the log, and a changed step restarts from it).
-/// Leaves have no consumer and are kept.
-fn reclaimable(pipeline: &Pipeline, p: usize) -> bool {
-    let nodes = pipeline.nodes();
-    let node = &nodes[p];
-    !pipeline.spec().keep_intermediate
-        && !node.spec.keep_intermediate
-        && !node.succs.is_empty()
-        && node
-            .succs
-            .iter()
-            .all(|&c| nodes[c].stage == node.stage && !nodes[c].is_global())
 }
 
 /// Committed progress of one step, as found in the log.
@@ -86,6 +70,8 @@ struct Edge {
     buffer: VecDeque<Row>,
     /// Predecessor batches already in `buffer` or skipped; later ones are read from the log.
     loaded_batches: u64,
+    /// Rows of the predecessor's first `loaded_batches` batches.
+    loaded_rows: u64,
     /// Rows still to skip when reading from the log (the cursor found on resume).
     skip: u64,
 }
@@ -257,6 +243,7 @@ impl<'a> StageRunner<'a> {
                     taken,
                     buffer: VecDeque::new(),
                     loaded_batches: gone_batches,
+                    loaded_rows: gone_rows,
                     skip: taken - gone_rows,
                 });
             }
@@ -329,7 +316,7 @@ impl<'a> StageRunner<'a> {
         }
         let nodes = self.pipeline.nodes();
         for &p in &self.pipeline.stages()[stage] {
-            if !reclaimable(self.pipeline, p) {
+            if !self.pipeline.reclaims(p) {
                 continue;
             }
             let name = nodes[p].name();
@@ -843,11 +830,37 @@ impl<'a> StageRunner<'a> {
         snap: &Snapshot,
     ) -> Result<()> {
         let pred = self.pipeline.nodes()[edge.pred].name();
+        // Batches this edge had yet to pass over may have been reclaimed meanwhile (every
+        // consumer was past them): their rows were all to be skipped.
+        let (gone_batches, gone_rows) = snap.reclaimed(pred)?;
+        if gone_batches > edge.loaded_batches {
+            let passed = gone_rows - edge.loaded_rows;
+            if passed > edge.skip || !edge.buffer.is_empty() {
+                return Err(Error::Internal {
+                    detail: format!(
+                        "rows {}..{gone_rows} of '{pred}' were reclaimed before a consumer read them",
+                        edge.loaded_rows
+                    ),
+                });
+            }
+            edge.skip -= passed;
+            edge.loaded_batches = gone_batches;
+            edge.loaded_rows = gone_rows;
+        }
         let mut batches = snap.batches(pred, edge.loaded_batches)?;
         while edge.buffer.len() < count && edge.loaded_batches < pred_batches {
             let Some(batch) = batches.next() else { break };
             let batch = batch?;
+            if batch.seq != edge.loaded_batches {
+                return Err(Error::Internal {
+                    detail: format!(
+                        "batch {} of '{pred}' is missing from the log",
+                        edge.loaded_batches
+                    ),
+                });
+            }
             edge.loaded_batches = batch.seq + 1;
+            edge.loaded_rows += batch.rows.len() as u64;
             let skip = edge.skip.min(batch.rows.len() as u64);
             edge.skip -= skip;
             edge.buffer
@@ -1011,6 +1024,7 @@ impl StageRunner<'_> {
                     };
                     edge.buffer.extend(batch.unwrap_or_default());
                     edge.loaded_batches = seq + 1;
+                    edge.loaded_rows += count;
                 }
             }
             let run = &mut runs[r];
