@@ -17,7 +17,8 @@ use crate::task::{Prefetch, Ready};
 use crate::worker::{Input, JobError, Output, StepInfo, run_job};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use distill_storage::{
-    Batch, GroupCommitter, Progress, Row, RunLog, RunState, RunStatus, Snapshot, StepState, Ticket,
+    Batch, EncodedBatch, GroupCommitter, Progress, Row, RunLog, RunState, RunStatus, Snapshot,
+    StepState, Ticket,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -687,6 +688,7 @@ impl<'a> StageRunner<'a> {
                                 &source.to_string(),
                             )],
                             last: window.last,
+                            encoded: Vec::new(),
                         })
                     } else {
                         Err(JobError::Failed(source))
@@ -895,9 +897,13 @@ impl<'a> StageRunner<'a> {
         let info = self.infos[run.node].clone();
         let events = events.clone();
         let step = run.node;
+        let log = self.log.clone();
         run.in_flight += 1;
         self.pool.spawn_fifo(move || {
-            let result = run_job(&info, input, last);
+            let mut result = run_job(&info, input, last);
+            if let Ok(output) = &mut result {
+                encode_output(&log, output);
+            }
             let _ = events.send(Event::Processed {
                 step,
                 job,
@@ -940,19 +946,37 @@ impl<'a> StageRunner<'a> {
             let count = output.batches.len();
             let mut kept = Vec::with_capacity(count);
             let mut rows_per_batch = Vec::with_capacity(count);
+            let mut encoded = output.encoded.into_iter();
             for (k, rows) in output.batches.into_iter().enumerate() {
+                let seq = first_seq + k as u64;
+                let last = output.last && k + 1 == count;
                 rows_per_batch.push(rows.len() as u64);
-                kept.push(if run.feeds_stage {
-                    rows.clone()
-                } else {
-                    Vec::new()
-                });
-                unit = unit.batch(Batch {
-                    step: name.clone(),
-                    seq: first_seq + k as u64,
-                    rows,
-                    last: output.last && k + 1 == count,
-                });
+                match encoded.next() {
+                    // Already encoded: the rows go to the consumers in the stage, uncopied.
+                    Some(payload) => {
+                        unit = unit.encoded_batch(EncodedBatch {
+                            step: name.clone(),
+                            seq,
+                            rows: rows.len() as u64,
+                            last,
+                            payload,
+                        });
+                        kept.push(if run.feeds_stage { rows } else { Vec::new() });
+                    }
+                    None => {
+                        kept.push(if run.feeds_stage {
+                            rows.clone()
+                        } else {
+                            Vec::new()
+                        });
+                        unit = unit.batch(Batch {
+                            step: name.clone(),
+                            seq,
+                            rows,
+                            last,
+                        });
+                    }
+                }
             }
             unit = self.reclaim(unit, &cursors);
             for (cursor, position) in cursors {
@@ -1074,6 +1098,22 @@ impl StageRunner<'_> {
                 }),
         )?;
         Ok(())
+    }
+}
+
+/// Encodes a job's output batches for the log on the worker's thread (bincode and zstd are
+/// most of a commit's work); on an encoding error nothing is encoded, and the committer
+/// reports the error when it encodes the rows itself.
+fn encode_output(log: &RunLog, output: &mut Output) {
+    let count = output.batches.len();
+    let encoded: distill_storage::Result<Vec<Vec<u8>>> = output
+        .batches
+        .iter()
+        .enumerate()
+        .map(|(k, rows)| log.encode_rows(rows, output.last && k + 1 == count))
+        .collect();
+    if let Ok(encoded) = encoded {
+        output.encoded = encoded;
     }
 }
 

@@ -66,6 +66,9 @@ pub struct Output {
     pub batches: Vec<Vec<Row>>,
     /// Whether this ends the step's output.
     pub last: bool,
+    /// The batches in their stored form, when the job encoded them (on its worker thread, so
+    /// the committer only writes); empty otherwise.
+    pub encoded: Vec<Vec<u8>>,
 }
 
 /// Why a job produced no output.
@@ -126,6 +129,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
             Ok(Output {
                 batches: vec![rows],
                 last,
+                encoded: Vec::new(),
             })
         }
         Input::Window(parts) => {
@@ -134,6 +138,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                 Ok(rows) => Ok(Output {
                     batches: vec![rows],
                     last,
+                    encoded: Vec::new(),
                 }),
                 Err(e) if e.is::<Stopped>() => Err(JobError::Stopped),
                 Err(e) => match keep {
@@ -145,6 +150,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                             &e.to_string(),
                         )],
                         last,
+                        encoded: Vec::new(),
                     }),
                     None => Err(JobError::Failed(e)),
                 },
@@ -179,6 +185,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
             Ok(Output {
                 batches: vec![out],
                 last,
+                encoded: Vec::new(),
             })
         }
         Input::All { log, preds } => {
@@ -216,6 +223,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
             Ok(Output {
                 batches,
                 last: true,
+                encoded: Vec::new(),
             })
         }
     }

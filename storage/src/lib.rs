@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use model::{
     Batch, Event, LogEntry, RunMeta, RunState, RunStatus, StepRecord, StepState, now_ms,
 };
-pub use progress::Progress;
+pub use progress::{EncodedBatch, Progress};
 pub use reader::RunReader;
 pub use run_log::{LogOptions, NewRun, Rebase, Receipt, RunLog};
 pub use snapshot::{BatchIter, LogIter, Snapshot};

@@ -4,17 +4,19 @@ use crate::codec::{FORMAT_VERSION, decode, encode};
 use crate::compress::{Compression, FIRST_COMPRESSED};
 use crate::error::{Error, Result};
 use crate::model::{Event, LogEntry, RunMeta, RunState, RunStatus, StepRecord, StepState, now_ms};
-use crate::progress::{Progress, Reclaim};
+use crate::progress::{PendingBatch, Progress, Reclaim};
 use crate::redb_errors::map;
 use crate::schema::{
     BATCHES, CACHE, CURSORS, KEY_FORMAT, KEY_META, KEY_STATE, LOG, META, OFFSETS, RECLAIMED,
     RECORDS, STEPS,
 };
 use crate::snapshot::Snapshot;
+use crate::value::Row;
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// A changed pipeline for [`RunLog::rebase`]: the new identity, and what of the old run goes.
@@ -61,6 +63,8 @@ pub struct RunLog {
     path: PathBuf,
     writer: Mutex<WriterState>,
     durable: bool,
+    /// The file's format version, readable without the writer's lock (see `encode_rows`).
+    version: AtomicU32,
 }
 
 /// How a run database is opened for writing.
@@ -158,6 +162,7 @@ impl RunLog {
                 path: path.to_path_buf(),
                 writer: Mutex::new(WriterState::default()),
                 durable: true,
+                version: AtomicU32::new(FORMAT_VERSION),
             };
             log.initialise(run)?;
         }
@@ -189,6 +194,7 @@ impl RunLog {
             path: path.to_path_buf(),
             writer: Mutex::new(WriterState::default()),
             durable: options.durable,
+            version: AtomicU32::new(FORMAT_VERSION),
         };
         log.load_state()?;
         Ok(log)
@@ -210,6 +216,7 @@ impl RunLog {
             path: label.to_path_buf(),
             writer: Mutex::new(WriterState::default()),
             durable: true,
+            version: AtomicU32::new(FORMAT_VERSION),
         };
         let fresh = log
             .db
@@ -382,6 +389,7 @@ impl RunLog {
             version,
             ..WriterState::default()
         };
+        self.version.store(version, Ordering::SeqCst);
         for (name, record) in snapshot.steps()? {
             state.steps.insert(name, (record.batches, record.done));
         }
@@ -431,6 +439,15 @@ impl RunLog {
         } else {
             Ok((Self::create_with(path, run, options)?, true))
         }
+    }
+
+    /// The stored form of a batch's rows (and whether it is its step's last), in this file's
+    /// format, for [`Progress::encoded_batch`]: callers encode on their own threads, so the
+    /// single committer only writes.
+    pub fn encode_rows(&self, rows: &[Row], last: bool) -> Result<Vec<u8>> {
+        let compression = Compression::of_format(self.version.load(Ordering::SeqCst));
+        let what = "a batch";
+        compression.pack(encode(&(rows, last), what)?, what)
     }
 
     /// The database file.
@@ -614,24 +631,24 @@ fn check(unit: &Progress, state: &WriterState) -> Result<()> {
     let mut next: HashMap<&str, (u64, bool)> = HashMap::new();
     for batch in &unit.batches {
         let (seq, done) = next
-            .get(batch.step.as_str())
+            .get(batch.step())
             .copied()
-            .or_else(|| state.steps.get(&batch.step).copied())
+            .or_else(|| state.steps.get(batch.step()).copied())
             .unwrap_or((0, false));
         if done {
             return Err(Error::StepAlreadyDone {
-                step: batch.step.clone(),
-                seq: batch.seq,
+                step: batch.step().to_owned(),
+                seq: batch.seq(),
             });
         }
-        if batch.seq != seq {
+        if batch.seq() != seq {
             return Err(Error::BatchOutOfOrder {
-                step: batch.step.clone(),
+                step: batch.step().to_owned(),
                 expected: seq,
-                got: batch.seq,
+                got: batch.seq(),
             });
         }
-        next.insert(&batch.step, (seq + 1, batch.last));
+        next.insert(batch.step(), (seq + 1, batch.last()));
     }
     Ok(())
 }
@@ -781,27 +798,33 @@ impl<'t> Writer<'t> {
             self.put_step(step, &record)?;
         }
         for batch in &unit.batches {
-            let what = format!("batch {} of step '{}'", batch.seq, batch.step);
-            let body = self
-                .compression
-                .pack(encode(&(&batch.rows, batch.last), &what)?, &what)?;
+            let (step, seq, last) = (batch.step(), batch.seq(), batch.last());
+            let encoded;
+            let body = match batch {
+                PendingBatch::Rows(b) => {
+                    let what = format!("batch {seq} of step '{step}'");
+                    encoded = self
+                        .compression
+                        .pack(encode(&(&b.rows, b.last), &what)?, &what)?;
+                    encoded.as_slice()
+                }
+                PendingBatch::Encoded(b) => b.payload.as_slice(),
+            };
             self.batches
-                .insert((batch.step.as_str(), batch.seq), body.as_slice())
+                .insert((step, seq), body)
                 .map_err(write_err(self.path))?;
-            let mut record = self.step_record(&batch.step)?;
-            record.batches = batch.seq + 1;
-            record.rows += batch.rows.len() as u64;
-            record.done = batch.last;
+            let mut record = self.step_record(step)?;
+            record.batches = seq + 1;
+            record.rows += batch.rows();
+            record.done = last;
             record.updated_ms = now;
-            self.put_step(&batch.step, &record)?;
-            state
-                .steps
-                .insert(batch.step.clone(), (batch.seq + 1, batch.last));
+            self.put_step(step, &record)?;
+            state.steps.insert(step.to_owned(), (seq + 1, last));
             let event = Event::Batch {
-                step: batch.step.clone(),
-                seq: batch.seq,
-                rows: batch.rows.len() as u64,
-                last: batch.last,
+                step: step.to_owned(),
+                seq,
+                rows: batch.rows(),
+                last,
             };
             self.append_log(state, now, event)?;
         }
