@@ -233,7 +233,6 @@ fn short_case(rows: usize, batch: usize, keep: bool) {
     let data = dir.path().join("data.jsonl");
     write_jsonl(&data, rows, false);
     std::fs::write(dir.path().join("p.yaml"), pipeline_yaml(&data, batch, keep)).expect("yaml");
-    measure(dir.path(), rows / 20 + 1, true); // warm-up: page cache, allocator
     let memory = measure(dir.path(), rows, false);
     let durable = measure(dir.path(), rows, true);
     distill(
