@@ -178,7 +178,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                     }
                 }
             }
-            let mut rows = parts.concat();
+            let mut rows = join(parts);
             mapping::before(&info.spec, &mut rows);
             let mut out = stream.push(rows)?;
             mapping::after(&info.spec, &mut out);
@@ -208,7 +208,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                 ))));
             };
             let mut out = match parts.len() {
-                1 => global.process_all(parts.concat())?,
+                1 => global.process_all(join(parts))?,
                 _ => global.process_all_parts(parts)?,
             };
             mapping::after(&info.spec, &mut out);
@@ -229,16 +229,25 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
     }
 }
 
+/// The parts' rows in one vector, moved (`concat` would copy every row): the one part itself
+/// when there is one.
+fn join(mut parts: Vec<Vec<Row>>) -> Vec<Row> {
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    parts.into_iter().flatten().collect()
+}
+
 fn process_window(info: &StepInfo, mut parts: Vec<Vec<Row>>) -> StepResult<Vec<Row>> {
     for part in &mut parts {
         mapping::before(&info.spec, part);
     }
     let step = info.slot.read();
     let mut rows = match &*step {
-        StepKind::Step(s) if parts.len() == 1 => s.process(parts.concat())?,
+        StepKind::Step(s) if parts.len() == 1 => s.process(join(parts))?,
         StepKind::Step(s) => s.process_parts(parts)?,
         StepKind::Task(t) => {
-            let result = t.process(parts.concat(), &info.task_context);
+            let result = t.process(join(parts), &info.task_context);
             info.task_context.flush();
             result?
         }
