@@ -378,12 +378,15 @@ fn three_steps(d: &Path, second: &str) -> String {
     three_steps_with(d, "Q: {{ text }}", second)
 }
 
+/// Three steps in one stage, keeping their intermediate batches (by default a step's consumed
+/// batches are reclaimed, and an edit within the stage runs the stage again: tested in
+/// `engine/tests/run.rs`).
 fn three_steps_with(d: &Path, first: &str, second: &str) -> String {
     write(
         d,
         "p.yaml",
         &format!(
-            "name: edit\nsteps:\n  - {{name: load, type: load_jsonl, batch_size: 10, params: {{path: data.jsonl}}}}\n  - {{name: first, type: format_text, after: [load], input_batch_size: 10, params: {{template: '{first}', output: q}}}}\n  - {{name: second, type: format_text, after: [first], input_batch_size: 10, params: {{template: '{second}', output: a}}}}\n"
+            "name: edit\nkeep_intermediate: true\nsteps:\n  - {{name: load, type: load_jsonl, batch_size: 10, params: {{path: data.jsonl}}}}\n  - {{name: first, type: format_text, after: [load], input_batch_size: 10, params: {{template: '{first}', output: q}}}}\n  - {{name: second, type: format_text, after: [first], input_batch_size: 10, params: {{template: '{second}', output: a}}}}\n"
         ),
     )
 }
@@ -702,10 +705,11 @@ fn a_damaged_or_truncated_database_is_one_clear_error_for_export_run_and_status_
     );
     let out = run(d, &["run", "p.yaml", "--db", "r.redb"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    // Overwrite 3000 bytes every 200 kB past the header, as a failing disk would.
+    // Overwrite 3000 bytes every 20 kB past the header, as a failing disk would (the file is
+    // small: its batches are compressed).
     let mut bytes = std::fs::read(d.join("r.redb")).unwrap();
     let len = bytes.len();
-    for start in (65536..len).step_by(200_000) {
+    for start in (65536..len).step_by(20_000) {
         let end = (start + 3000).min(len);
         bytes[start..end].fill(0xff);
     }

@@ -174,6 +174,9 @@ enum Command {
     Info {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
+        /// A run database of the pipeline: also show its size and what it keeps of each step.
+        #[arg(long)]
+        db: Option<PathBuf>,
     },
     /// Export the distiset: one config per leaf step, a dataset card, the pipeline and each
     /// leaf's status. Works on a finished, failed or live run.
@@ -389,7 +392,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Checkpoint { db, to, keep } => checkpoint(&db, &to, keep),
-        Command::Info { pipeline } => info(&pipeline),
+        Command::Info { pipeline, db } => info(&pipeline, db.as_deref()),
         Command::Slurm {
             pipeline,
             shards,
@@ -687,8 +690,9 @@ fn run(path: &Path, mut options: RunOptions, resume_from: Option<&str>) -> anyho
 #[error("the run finished but its push to the Hub is behind")]
 struct PushBehind;
 
-fn info(path: &Path) -> anyhow::Result<()> {
+fn info(path: &Path, db: Option<&Path>) -> anyhow::Result<()> {
     let pipeline = distill::load_pipeline(path)?;
+    let stored = db.map(distill::status).transpose()?;
     outln!(
         "pipeline '{}' (signature {})",
         pipeline.spec().name,
@@ -716,10 +720,35 @@ fn info(path: &Path) -> anyhow::Result<()> {
                 outln!("    in:  {}", node.received.join(", "))?;
             }
             outln!("    out: {}", node.columns.join(", "))?;
+            let kept = if pipeline.reclaims(i) {
+                "deleted once its consumers are past them"
+            } else {
+                "kept"
+            };
+            match stored
+                .as_ref()
+                .and_then(|s| s.run.steps.iter().find(|s| s.step == node.name()))
+            {
+                Some(s) => outln!(
+                    "    batches: {kept}; in the database: {} committed, {} reclaimed",
+                    s.batches,
+                    s.reclaimed_batches
+                )?,
+                None => outln!("    batches: {kept}")?,
+            }
         }
     }
     let leaves: Vec<&str> = pipeline.leaves().iter().map(|&i| nodes[i].name()).collect();
     outln!("leaves: {}", leaves.join(", "))?;
+    if let (Some(db), Some(s)) = (db, &stored) {
+        outln!(
+            "database {}: {:.1} MB, format {}, {} cached answers",
+            db.display(),
+            s.run.db_bytes as f64 / 1e6,
+            s.run.format_version,
+            s.run.cached_answers
+        )?;
+    }
     if let Some(push) = &pipeline.spec().push {
         let mut when: Vec<String> = Vec::new();
         when.extend(push.every_rows.map(|n| format!("every {n} rows")));

@@ -135,7 +135,25 @@ fn print_text(db: &Path, s: &Status) -> std::io::Result<()> {
         if let Some(error) = &s.error {
             outln!("  {:<20} error: {error}", "")?;
         }
+        if s.reclaimed_batches > 0 {
+            outln!(
+                "  {:<20} {} consumed batches reclaimed",
+                "",
+                s.reclaimed_batches
+            )?;
+        }
     }
+    let codec = if r.format_version >= 3 {
+        format!("zstd level {}", distill::ZSTD_LEVEL)
+    } else {
+        "uncompressed".into()
+    };
+    outln!(
+        "database: {:.1} MB (format {}, {codec}), {} cached answers",
+        r.db_bytes as f64 / 1e6,
+        r.format_version,
+        r.cached_answers
+    )?;
     if r.steps.iter().any(|s| s.spent_usd.is_some()) || r.budget_usd.is_some() {
         let budget = r.budget_usd.map_or(String::new(), |b| {
             let share = if b > 0.0 {

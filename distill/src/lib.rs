@@ -41,4 +41,4 @@ pub use distill_engine::{
 };
 pub use distill_hub as hub;
 pub use distill_llm::batch;
-pub use distill_storage::{Row, RunStatus, StepState, Value};
+pub use distill_storage::{Row, RunStatus, StepState, Value, ZSTD_LEVEL};

@@ -205,6 +205,21 @@ impl Pipeline {
     pub fn signature(&self) -> String {
         self.spec.signature()
     }
+
+    /// Whether step `i`'s batches are deleted from the run database once its consumers are
+    /// past them (reclaimed): neither the pipeline nor the step keeps intermediate batches,
+    /// and every consumer is in its stage (a later stage reads a stage-boundary output from
+    /// the log, and a changed step restarts from it). Leaves have no consumer and are kept.
+    pub fn reclaims(&self, i: usize) -> bool {
+        let node = &self.nodes[i];
+        !self.spec.keep_intermediate
+            && !node.spec.keep_intermediate
+            && !node.succs.is_empty()
+            && node
+                .succs
+                .iter()
+                .all(|&c| self.nodes[c].stage == node.stage && !self.nodes[c].is_global())
+    }
 }
 
 fn bad(step: &StepSpec, detail: &str) -> Error {

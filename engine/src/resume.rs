@@ -79,6 +79,9 @@ pub enum StepAction {
     DropUpstream(String),
     /// Dropped: its input changed (the stored and the current fingerprint).
     DropInputChanged(String),
+    /// Dropped: a dropped step (named) must read this step's output again, and the batches
+    /// it had consumed were deleted (reclaimed).
+    DropReclaimed(String),
     /// Dropped: the step is no longer in the pipeline.
     DropRemoved,
 }
@@ -104,6 +107,11 @@ impl std::fmt::Display for StepPlan {
                 write!(f, "{step}: its input changed ({why}), {n} batches dropped")
             }
             StepAction::DropRemoved => write!(f, "{step}: removed, {n} batches dropped"),
+            StepAction::DropReclaimed(by) => write!(
+                f,
+                "{step}: '{by}' reads it again and its consumed batches were reclaimed, {n} \
+                 batches dropped"
+            ),
         }
     }
 }
@@ -251,48 +259,42 @@ pub(crate) fn plan(
     let new_sigs = pipeline.step_signatures();
     pin_unchanged_generators(pipeline, &old_sigs, new_sigs, &stored_inputs)?;
     let inputs = fingerprints(pipeline)?;
-    let mut dropped: BTreeSet<String> = BTreeSet::new();
-    let mut steps = Vec::new();
-    for &i in pipeline.stages().iter().flatten() {
-        let node = &pipeline.nodes()[i];
-        let name = node.name();
-        let batches = snapshot.step(name)?.map_or(0, |r| r.batches);
-        let changed_input = match (stored_inputs.get(name), inputs.get(name)) {
-            (Some(then), Some(now)) if then != now => Some((then.clone(), now.clone())),
-            _ => None,
-        };
-        let upstream = node
-            .preds
+    // Steps that must run again because a dropped step reads their output again and part of
+    // it was reclaimed (deleted once consumed): found by passes until none is added.
+    let mut rerun: BTreeMap<String, String> = BTreeMap::new();
+    let (mut dropped, mut steps) = loop {
+        let (dropped, steps) = plan_steps(
+            pipeline,
+            snapshot,
+            &old_sigs,
+            &stored_inputs,
+            &inputs,
+            &rerun,
+            allow_changed_inputs,
+        )?;
+        // A dropped or new step reads its inputs from their first row.
+        let from_start: BTreeSet<&str> = steps
             .iter()
-            .map(|&p| pipeline.nodes()[p].name())
-            .find(|p| dropped.contains(*p));
-        let action = match (old_sigs.get(name), upstream) {
-            (None, _) => StepAction::New,
-            (Some(_), Some(up)) => StepAction::DropUpstream(up.to_owned()),
-            (Some(sig), None) if sig != &new_sigs[name] => StepAction::DropChanged,
-            (Some(_), None) => match changed_input {
-                Some((then, now)) if allow_changed_inputs => {
-                    StepAction::DropInputChanged(format!("was {then}, now {now}"))
+            .filter(|s| s.action.drops() || s.action == StepAction::New)
+            .map(|s| s.step.as_str())
+            .collect();
+        let mut added = false;
+        for node in pipeline.nodes() {
+            if !from_start.contains(node.name()) {
+                continue;
+            }
+            for &p in &node.preds {
+                let pred = pipeline.nodes()[p].name();
+                if !dropped.contains(pred) && snapshot.reclaimed(pred)?.1 > 0 {
+                    rerun.insert(pred.to_owned(), node.name().to_owned());
+                    added = true;
                 }
-                Some((then, now)) => {
-                    return Err(Error::InputChanged {
-                        step: name.to_owned(),
-                        then,
-                        now,
-                    });
-                }
-                None => StepAction::Keep,
-            },
-        };
-        if action.drops() || (action == StepAction::New && batches > 0) {
-            dropped.insert(name.to_owned());
+            }
         }
-        steps.push(StepPlan {
-            step: name.to_owned(),
-            action,
-            batches,
-        });
-    }
+        if !added {
+            break (dropped, steps);
+        }
+    };
     // Steps of the stored run that the pipeline no longer has.
     for step in &old.steps {
         if new_sigs.contains_key(&step.name) {
@@ -352,4 +354,64 @@ pub(crate) fn plan(
         records,
     };
     Ok((plan, Some(rebase)))
+}
+
+/// What happens to each step of `pipeline` (in stage order), and which of them are dropped;
+/// the steps in `rerun` are dropped because a dropped step reads their output again.
+fn plan_steps(
+    pipeline: &Pipeline,
+    snapshot: &Snapshot,
+    old_sigs: &BTreeMap<String, String>,
+    stored_inputs: &BTreeMap<String, String>,
+    inputs: &BTreeMap<String, String>,
+    rerun: &BTreeMap<String, String>,
+    allow_changed_inputs: bool,
+) -> Result<(BTreeSet<String>, Vec<StepPlan>)> {
+    let new_sigs = pipeline.step_signatures();
+    let mut dropped: BTreeSet<String> = BTreeSet::new();
+    let mut steps = Vec::new();
+    for &i in pipeline.stages().iter().flatten() {
+        let node = &pipeline.nodes()[i];
+        let name = node.name();
+        let batches = snapshot.step(name)?.map_or(0, |r| r.batches);
+        let changed_input = match (stored_inputs.get(name), inputs.get(name)) {
+            (Some(then), Some(now)) if then != now => Some((then.clone(), now.clone())),
+            _ => None,
+        };
+        let upstream = node
+            .preds
+            .iter()
+            .map(|&p| pipeline.nodes()[p].name())
+            .find(|p| dropped.contains(*p));
+        let action = match (old_sigs.get(name), upstream) {
+            (None, _) => StepAction::New,
+            (Some(_), Some(up)) => StepAction::DropUpstream(up.to_owned()),
+            (Some(sig), None) if sig != &new_sigs[name] => StepAction::DropChanged,
+            (Some(_), None) if rerun.contains_key(name) => {
+                StepAction::DropReclaimed(rerun[name].clone())
+            }
+            (Some(_), None) => match changed_input {
+                Some((then, now)) if allow_changed_inputs => {
+                    StepAction::DropInputChanged(format!("was {then}, now {now}"))
+                }
+                Some((then, now)) => {
+                    return Err(Error::InputChanged {
+                        step: name.to_owned(),
+                        then,
+                        now,
+                    });
+                }
+                None => StepAction::Keep,
+            },
+        };
+        if action.drops() || (action == StepAction::New && batches > 0) {
+            dropped.insert(name.to_owned());
+        }
+        steps.push(StepPlan {
+            step: name.to_owned(),
+            action,
+            batches,
+        });
+    }
+    Ok((dropped, steps))
 }

@@ -17,7 +17,8 @@ use crate::task::{Prefetch, Ready};
 use crate::worker::{Input, JobError, Output, StepInfo, run_job};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use distill_storage::{
-    Batch, GroupCommitter, Progress, Row, RunLog, RunState, RunStatus, Snapshot, StepState, Ticket,
+    Batch, EncodedBatch, GroupCommitter, Progress, Row, RunLog, RunState, RunStatus, Snapshot,
+    StepState, Ticket,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -35,6 +36,19 @@ const HIGH_WATER_WINDOWS: u64 = 8;
 /// Name of the cursor of `step` on its predecessor `pred`.
 pub(crate) fn cursor_name(step: &str, pred: &str) -> String {
     format!("{step}<-{pred}")
+}
+
+/// A step of the stage whose batches are deleted from the log once every consumer has
+/// committed past them (see [`Pipeline::reclaims`]).
+struct Reclaimer {
+    node: usize,
+    /// Batches deleted (or in submitted units) from the step's start, and the rows they held.
+    batches: u64,
+    rows: u64,
+    /// The end row of each later committed batch, in order.
+    ends: VecDeque<u64>,
+    /// Each consumer's cursor name and its position in the last unit submitted.
+    cursors: Vec<(String, u64)>,
 }
 
 /// Committed progress of one step, as found in the log.
@@ -57,6 +71,8 @@ struct Edge {
     buffer: VecDeque<Row>,
     /// Predecessor batches already in `buffer` or skipped; later ones are read from the log.
     loaded_batches: u64,
+    /// Rows of the predecessor's first `loaded_batches` batches.
+    loaded_rows: u64,
     /// Rows still to skip when reading from the log (the cursor found on resume).
     skip: u64,
 }
@@ -163,6 +179,8 @@ pub struct StageRunner<'a> {
     stop: &'a AtomicBool,
     /// Committed progress of every step of the pipeline.
     progress: &'a mut [Committed],
+    /// The stage's steps whose batches are reclaimed.
+    reclaimers: Vec<Reclaimer>,
 }
 
 impl<'a> StageRunner<'a> {
@@ -187,6 +205,7 @@ impl<'a> StageRunner<'a> {
             observer,
             stop,
             progress,
+            reclaimers: Vec::new(),
         }
     }
 
@@ -207,12 +226,26 @@ impl<'a> StageRunner<'a> {
                 let taken = snapshot
                     .cursor(&cursor_name(node.name(), nodes[p].name()))?
                     .unwrap_or(0);
+                // The predecessor's batches before its reclaimed ones are gone: reading starts
+                // after them.
+                let (gone_batches, gone_rows) = snapshot.reclaimed(nodes[p].name())?;
+                if gone_rows > taken {
+                    return Err(Error::Internal {
+                        detail: format!(
+                            "'{}' needs rows of '{}' from {taken} on, but its first {gone_rows} \
+                             were deleted",
+                            node.name(),
+                            nodes[p].name()
+                        ),
+                    });
+                }
                 edges.push(Edge {
                     pred: p,
                     taken,
                     buffer: VecDeque::new(),
-                    loaded_batches: 0,
-                    skip: taken,
+                    loaded_batches: gone_batches,
+                    loaded_rows: gone_rows,
+                    skip: taken - gone_rows,
                 });
             }
             let feeds_stage = node
@@ -252,6 +285,7 @@ impl<'a> StageRunner<'a> {
                 replay,
             });
         }
+        self.reclaimers = self.reclaimers_of(steps, &snapshot)?;
         drop(snapshot);
         let (events_tx, events) = unbounded::<Event>();
         let mut outcome = self.start_prefetch(&mut runs, &events_tx);
@@ -272,6 +306,89 @@ impl<'a> StageRunner<'a> {
             self.progress[run.node] = run.committed;
         }
         outcome
+    }
+
+    /// Those of `steps` (one stage's) whose batches are reclaimed, and where each stands. Files of
+    /// a format before 3 never reclaim.
+    fn reclaimers_of(&self, steps: &[usize], snapshot: &Snapshot) -> Result<Vec<Reclaimer>> {
+        let mut out = Vec::new();
+        if snapshot.format_version()? < 3 {
+            return Ok(out);
+        }
+        let nodes = self.pipeline.nodes();
+        for &p in steps {
+            if !self.pipeline.reclaims(p) {
+                continue;
+            }
+            let name = nodes[p].name();
+            let cursors = nodes[p]
+                .succs
+                .iter()
+                .map(|&c| {
+                    let cursor = cursor_name(nodes[c].name(), name);
+                    let at = snapshot.cursor(&cursor)?.unwrap_or(0);
+                    Ok((cursor, at))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if nodes[p].succs.iter().all(|&c| self.progress[c].done) {
+                continue;
+            }
+            let (batches, rows) = snapshot.reclaimed(name)?;
+            let mut ends = VecDeque::new();
+            let mut end = rows;
+            for batch in snapshot
+                .batches(name, batches)?
+                .take((self.progress[p].batches - batches) as usize)
+            {
+                end += batch?.rows.len() as u64;
+                ends.push_back(end);
+            }
+            out.push(Reclaimer {
+                node: p,
+                batches,
+                rows,
+                ends,
+                cursors,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds to `unit` the deletion of the batches every consumer is past once `cursors` (the
+    /// unit's) are committed.
+    fn reclaim(&mut self, mut unit: Progress, cursors: &[(String, u64)]) -> Progress {
+        let pipeline = self.pipeline;
+        let nodes = pipeline.nodes();
+        for rc in &mut self.reclaimers {
+            let mut moved = false;
+            for (cursor, position) in cursors {
+                if let Some(slot) = rc.cursors.iter_mut().find(|(c, _)| c == cursor) {
+                    slot.1 = *position;
+                    moved = true;
+                }
+            }
+            if !moved {
+                continue;
+            }
+            let floor = rc.cursors.iter().map(|c| c.1).min().unwrap_or(0);
+            let before = rc.batches;
+            while let Some(&end) = rc.ends.front()
+                && end <= floor
+            {
+                rc.ends.pop_front();
+                rc.batches += 1;
+                rc.rows = end;
+            }
+            if rc.batches > before {
+                unit = unit.reclaim(
+                    nodes[rc.node].name(),
+                    rc.batches,
+                    rc.rows,
+                    rc.cursors.iter().map(|c| c.0.clone()).collect(),
+                );
+            }
+        }
+        unit
     }
 
     /// Asks each task of the stage for its prefetcher (batch mode), telling it to send its
@@ -571,6 +688,7 @@ impl<'a> StageRunner<'a> {
                                 &source.to_string(),
                             )],
                             last: window.last,
+                            encoded: Vec::new(),
                         })
                     } else {
                         Err(JobError::Failed(source))
@@ -714,11 +832,37 @@ impl<'a> StageRunner<'a> {
         snap: &Snapshot,
     ) -> Result<()> {
         let pred = self.pipeline.nodes()[edge.pred].name();
+        // Batches this edge had yet to pass over may have been reclaimed meanwhile (every
+        // consumer was past them): their rows were all to be skipped.
+        let (gone_batches, gone_rows) = snap.reclaimed(pred)?;
+        if gone_batches > edge.loaded_batches {
+            let passed = gone_rows - edge.loaded_rows;
+            if passed > edge.skip || !edge.buffer.is_empty() {
+                return Err(Error::Internal {
+                    detail: format!(
+                        "rows {}..{gone_rows} of '{pred}' were reclaimed before a consumer read them",
+                        edge.loaded_rows
+                    ),
+                });
+            }
+            edge.skip -= passed;
+            edge.loaded_batches = gone_batches;
+            edge.loaded_rows = gone_rows;
+        }
         let mut batches = snap.batches(pred, edge.loaded_batches)?;
         while edge.buffer.len() < count && edge.loaded_batches < pred_batches {
             let Some(batch) = batches.next() else { break };
             let batch = batch?;
+            if batch.seq != edge.loaded_batches {
+                return Err(Error::Internal {
+                    detail: format!(
+                        "batch {} of '{pred}' is missing from the log",
+                        edge.loaded_batches
+                    ),
+                });
+            }
             edge.loaded_batches = batch.seq + 1;
+            edge.loaded_rows += batch.rows.len() as u64;
             let skip = edge.skip.min(batch.rows.len() as u64);
             edge.skip -= skip;
             edge.buffer
@@ -753,9 +897,13 @@ impl<'a> StageRunner<'a> {
         let info = self.infos[run.node].clone();
         let events = events.clone();
         let step = run.node;
+        let log = self.log.clone();
         run.in_flight += 1;
         self.pool.spawn_fifo(move || {
-            let result = run_job(&info, input, last);
+            let mut result = run_job(&info, input, last);
+            if let Ok(output) = &mut result {
+                encode_output(&log, output);
+            }
             let _ = events.send(Event::Processed {
                 step,
                 job,
@@ -798,20 +946,39 @@ impl<'a> StageRunner<'a> {
             let count = output.batches.len();
             let mut kept = Vec::with_capacity(count);
             let mut rows_per_batch = Vec::with_capacity(count);
+            let mut encoded = output.encoded.into_iter();
             for (k, rows) in output.batches.into_iter().enumerate() {
+                let seq = first_seq + k as u64;
+                let last = output.last && k + 1 == count;
                 rows_per_batch.push(rows.len() as u64);
-                kept.push(if run.feeds_stage {
-                    rows.clone()
-                } else {
-                    Vec::new()
-                });
-                unit = unit.batch(Batch {
-                    step: name.clone(),
-                    seq: first_seq + k as u64,
-                    rows,
-                    last: output.last && k + 1 == count,
-                });
+                match encoded.next() {
+                    // Already encoded: the rows go to the consumers in the stage, uncopied.
+                    Some(payload) => {
+                        unit = unit.encoded_batch(EncodedBatch {
+                            step: name.clone(),
+                            seq,
+                            rows: rows.len() as u64,
+                            last,
+                            payload,
+                        });
+                        kept.push(if run.feeds_stage { rows } else { Vec::new() });
+                    }
+                    None => {
+                        kept.push(if run.feeds_stage {
+                            rows.clone()
+                        } else {
+                            Vec::new()
+                        });
+                        unit = unit.batch(Batch {
+                            step: name.clone(),
+                            seq,
+                            rows,
+                            last,
+                        });
+                    }
+                }
             }
+            unit = self.reclaim(unit, &cursors);
             for (cursor, position) in cursors {
                 unit = unit.cursor(cursor, position);
             }
@@ -858,6 +1025,14 @@ impl StageRunner<'_> {
                     .map(move |(e, _)| (c, e))
             })
             .collect();
+        let reclaimer = self.reclaimers.iter_mut().find(|rc| rc.node == step);
+        if let Some(rc) = reclaimer {
+            let mut end = rc.ends.back().copied().unwrap_or(rc.rows);
+            for &count in rows_per_batch {
+                end += count;
+                rc.ends.push_back(end);
+            }
+        }
         for (rows, &count) in batches.into_iter().zip(rows_per_batch) {
             let seq = runs[r].committed.batches;
             let mut rows = Some(rows);
@@ -873,6 +1048,7 @@ impl StageRunner<'_> {
                     };
                     edge.buffer.extend(batch.unwrap_or_default());
                     edge.loaded_batches = seq + 1;
+                    edge.loaded_rows += count;
                 }
             }
             let run = &mut runs[r];
@@ -922,6 +1098,22 @@ impl StageRunner<'_> {
                 }),
         )?;
         Ok(())
+    }
+}
+
+/// Encodes a job's output batches for the log on the worker's thread (bincode and zstd are
+/// most of a commit's work); on an encoding error nothing is encoded, and the committer
+/// reports the error when it encodes the rows itself.
+fn encode_output(log: &RunLog, output: &mut Output) {
+    let count = output.batches.len();
+    let encoded: distill_storage::Result<Vec<Vec<u8>>> = output
+        .batches
+        .iter()
+        .enumerate()
+        .map(|(k, rows)| log.encode_rows(rows, output.last && k + 1 == count))
+        .collect();
+    if let Ok(encoded) = encoded {
+        output.encoded = encoded;
     }
 }
 

@@ -28,6 +28,11 @@ pub struct PipelineSpec {
     /// Snapshot the run database to object storage or the Hub while the run goes on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointSpec>,
+    /// Keep every step's batches in the run database. By default a step whose consumers are
+    /// all in its stage has its batches deleted once they are all past them (the leaves and
+    /// the outputs read by later stages are always kept).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub keep_intermediate: bool,
 }
 
 /// Where and how often a run pushes its distiset to the Hub (the `push:` section).
@@ -305,6 +310,10 @@ pub struct StepSpec {
     /// What a failure does.
     #[serde(default, skip_serializing_if = "is_default")]
     pub on_error: OnError,
+    /// Keep this step's batches in the run database even when its consumers are past them
+    /// (for debugging; see [`PipelineSpec::keep_intermediate`]).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub keep_intermediate: bool,
 }
 
 fn is_empty_object(v: &serde_json::Value) -> bool {
@@ -374,6 +383,7 @@ impl PipelineSpec {
             push: None,
             budget_usd: None,
             checkpoint: None,
+            keep_intermediate: false,
         }
     }
 
@@ -428,6 +438,11 @@ impl PipelineSpec {
         steps_only.push = None;
         steps_only.checkpoint = None;
         steps_only.budget_usd = None;
+        // Which batches the database keeps does not change a row.
+        steps_only.keep_intermediate = false;
+        for step in &mut steps_only.steps {
+            step.keep_intermediate = false;
+        }
         blake3::hash(steps_only.to_yaml().as_bytes())
             .to_hex()
             .to_string()
@@ -478,6 +493,7 @@ impl StepSpec {
             input_mappings: BTreeMap::new(),
             output_mappings: BTreeMap::new(),
             on_error: OnError::Fail,
+            keep_intermediate: false,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct StepStatus {
     pub spent_usd: Option<f64>,
     /// What its answers served from the request cache would have cost, when it has a `price`.
     pub saved_usd: Option<f64>,
+    /// Its first batches deleted from the database once every consumer was past them.
+    pub reclaimed_batches: u64,
 }
 
 /// A run's status.
@@ -70,6 +72,12 @@ pub struct RunReport {
     /// absent for an unsharded run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// Size of the database file in bytes.
+    pub db_bytes: u64,
+    /// Its format version (3 and later: compressed batches and answers).
+    pub format_version: u32,
+    /// Answers in its request cache.
+    pub cached_answers: u64,
 }
 
 /// Reads the status of the run in `db`.
@@ -122,6 +130,7 @@ pub fn status_of(snapshot: &Snapshot, db: &Path) -> Result<RunReport> {
             error: r.error,
             spent_usd: spend.map(|s| s.spent.usd()),
             saved_usd: spend.map(|s| s.saved.usd()),
+            reclaimed_batches: snapshot.reclaimed(&step.name)?.0,
         });
     }
     Ok(RunReport {
@@ -139,6 +148,9 @@ pub fn status_of(snapshot: &Snapshot, db: &Path) -> Result<RunReport> {
         shard: snapshot
             .record(crate::shard::SHARD_RECORD)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()),
+        db_bytes: std::fs::metadata(db).map_or(0, |m| m.len()),
+        format_version: snapshot.format_version()?,
+        cached_answers: snapshot.cache_len()?,
     })
 }
 

@@ -95,6 +95,9 @@ pub struct Output {
     pub batches: Vec<Vec<Row>>,
     /// Whether this ends the step's output.
     pub last: bool,
+    /// The batches in their stored form, when the job encoded them (on its worker thread, so
+    /// the committer only writes); empty otherwise.
+    pub encoded: Vec<Vec<u8>>,
 }
 
 /// Why a job produced no output.
@@ -162,6 +165,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
             Ok(Output {
                 batches: vec![rows],
                 last,
+                encoded: Vec::new(),
             })
         }
         Input::Window(parts) => {
@@ -170,6 +174,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                 Ok(rows) => Ok(Output {
                     batches: vec![rows],
                     last,
+                    encoded: Vec::new(),
                 }),
                 Err(e) if e.is::<Stopped>() => Err(JobError::Stopped),
                 Err(e) => match keep {
@@ -181,6 +186,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                             &e.to_string(),
                         )],
                         last,
+                        encoded: Vec::new(),
                     }),
                     None => Err(JobError::Failed(e)),
                 },
@@ -208,13 +214,14 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                     }
                 }
             }
-            let mut rows = parts.concat();
+            let mut rows = join(parts);
             mapping::before(&info.spec, &mut rows);
             let mut out = stream.push(rows)?;
             mapping::after(&info.spec, &mut out);
             Ok(Output {
                 batches: vec![out],
                 last,
+                encoded: Vec::new(),
             })
         }
         Input::All { log, preds } => {
@@ -237,7 +244,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                 ))));
             };
             let mut out = match parts.len() {
-                1 => global.process_all(parts.concat())?,
+                1 => global.process_all(join(parts))?,
                 _ => global.process_all_parts(parts)?,
             };
             mapping::after(&info.spec, &mut out);
@@ -252,9 +259,19 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
             Ok(Output {
                 batches,
                 last: true,
+                encoded: Vec::new(),
             })
         }
     }
+}
+
+/// The parts' rows in one vector, moved (`concat` would copy every row): the one part itself
+/// when there is one.
+fn join(mut parts: Vec<Vec<Row>>) -> Vec<Row> {
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    parts.into_iter().flatten().collect()
 }
 
 fn process_window(info: &StepInfo, mut parts: Vec<Vec<Row>>) -> StepResult<Vec<Row>> {
@@ -263,10 +280,10 @@ fn process_window(info: &StepInfo, mut parts: Vec<Vec<Row>>) -> StepResult<Vec<R
     }
     let step = info.slot.read();
     let mut rows = match &*step {
-        StepKind::Step(s) if parts.len() == 1 => s.process(parts.concat())?,
+        StepKind::Step(s) if parts.len() == 1 => s.process(join(parts))?,
         StepKind::Step(s) => s.process_parts(parts)?,
         StepKind::Task(t) => {
-            let result = t.process(parts.concat(), &info.task_context);
+            let result = t.process(join(parts), &info.task_context);
             info.task_context.flush();
             result?
         }

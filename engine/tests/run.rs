@@ -32,18 +32,20 @@ fn batch_sizes(db: &std::path::Path, step: &str) -> Vec<(usize, bool)> {
         .collect()
 }
 
+/// A generator then `double`, keeping every batch (these tests look at `gen`'s).
 fn chain(count: u64, gen_batch: usize, step_batch: usize) -> PipelineSpec {
-    PipelineSpec::new("chain")
-        .step(
-            StepSpec::new("gen", "numbers")
-                .param("count", count)
-                .batch_size(gen_batch),
-        )
-        .step(
-            StepSpec::new("double", "double")
-                .after("gen")
-                .input_batch_size(step_batch),
-        )
+    let mut spec = PipelineSpec::new("chain");
+    spec.keep_intermediate = true;
+    spec.step(
+        StepSpec::new("gen", "numbers")
+            .param("count", count)
+            .batch_size(gen_batch),
+    )
+    .step(
+        StepSpec::new("double", "double")
+            .after("gen")
+            .input_batch_size(step_batch),
+    )
 }
 
 #[test]
@@ -280,6 +282,9 @@ fn a_pipeline_of_another_name_on_the_same_database_is_refused() {
 }
 
 /// `chain` with a template step after `double`.
+/// (`chain` keeps every batch, so the steps before an edited one are kept: see
+/// `consumed_batches_are_reclaimed_and_a_changed_step_restarts_from_a_stage_boundary` for
+/// the default.)
 fn chain_with_template(template: &str) -> PipelineSpec {
     chain(40, 5, 5).step(
         StepSpec::new("fmt", "format_text")
@@ -575,4 +580,99 @@ fn a_streaming_global_step_reads_its_predecessors_in_turn_window_by_window() {
     for window in [1, 5, 12, 100] {
         assert_eq!(ids(window).0, kept, "window {window}");
     }
+}
+
+fn actions(plan: &distill_engine::ResumePlan) -> Vec<(String, distill_engine::StepAction)> {
+    plan.steps
+        .iter()
+        .map(|s| (s.step.clone(), s.action.clone()))
+        .collect()
+}
+
+/// gen -> double (stage 0), reverse (global, stage 1), fmt -> tail (stage 2).
+fn staged(template: &str) -> PipelineSpec {
+    let mut spec = chain(40, 5, 5)
+        .step(StepSpec::new("reverse", "reverse").after("double"))
+        .step(
+            StepSpec::new("fmt", "format_text")
+                .after("reverse")
+                .input_batch_size(5)
+                .param("template", template)
+                .param("output", "t"),
+        )
+        .step(
+            StepSpec::new("tail", "format_text")
+                .after("fmt")
+                .input_batch_size(7)
+                .param("template", "{{ t }}!")
+                .param("output", "u"),
+        );
+    spec.keep_intermediate = false;
+    spec
+}
+
+#[test]
+fn consumed_batches_are_reclaimed_and_a_changed_step_restarts_from_a_stage_boundary() {
+    use distill_engine::StepAction;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("run.redb");
+    let probe = Probe::default();
+    run(&build(staged("a{{ n }}"), &probe), &RunOptions::new(&db)).unwrap();
+    {
+        let reader = RunReader::open(&db).unwrap();
+        let snap = reader.snapshot().unwrap();
+        // Consumed within their stage: gone. Read by a later stage, or a leaf: kept.
+        assert_eq!(snap.reclaimed("gen").unwrap(), (8, 40));
+        assert_eq!(snap.batches("gen", 0).unwrap().count(), 0);
+        assert_eq!(snap.reclaimed("fmt").unwrap(), (8, 40));
+        for kept in ["double", "reverse", "tail"] {
+            assert_eq!(snap.reclaimed(kept).unwrap(), (0, 0), "{kept}");
+        }
+        assert_eq!(leaf_rows(&db, "double").len(), 40);
+    }
+    let before = batch_events(&db);
+    let tail_before = leaf_rows(&db, "tail");
+    assert_eq!(
+        tail_before[0].get("u").and_then(Value::as_str),
+        Some("a39!")
+    );
+
+    // fmt changes: it restarts from reverse's kept output; stage 0 is not run again.
+    let edited = build(staged("b{{ n }}"), &probe);
+    let plan = distill_engine::plan(&edited, &RunOptions::new(&db)).unwrap();
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("gen".into(), StepAction::Keep),
+            ("double".into(), StepAction::Keep),
+            ("reverse".into(), StepAction::Keep),
+            ("fmt".into(), StepAction::DropChanged),
+            ("tail".into(), StepAction::DropUpstream("fmt".into())),
+        ]
+    );
+    run(&edited, &RunOptions::new(&db)).unwrap();
+    let after = batch_events(&db);
+    for kept in ["gen", "double", "reverse"] {
+        assert_eq!(after.get(kept), before.get(kept), "{kept}");
+    }
+    let tail = leaf_rows(&db, "tail");
+    assert_eq!(tail.len(), 40);
+    assert_eq!(tail[0].get("u").and_then(Value::as_str), Some("b39!"));
+
+    // tail changes: fmt's consumed batches are gone, so fmt runs again too (from reverse).
+    let mut spec = staged("b{{ n }}");
+    spec.steps[4].params["template"] = "{{ t }}?".into();
+    let edited = build(spec, &probe);
+    let plan = distill_engine::plan(&edited, &RunOptions::new(&db)).unwrap();
+    assert_eq!(
+        actions(&plan)[3..],
+        [
+            ("fmt".into(), StepAction::DropReclaimed("tail".into())),
+            ("tail".into(), StepAction::DropUpstream("fmt".into())),
+        ]
+    );
+    run(&edited, &RunOptions::new(&db)).unwrap();
+    let tail = leaf_rows(&db, "tail");
+    assert_eq!(tail.len(), 40);
+    assert_eq!(tail[39].get("u").and_then(Value::as_str), Some("b0?"));
 }

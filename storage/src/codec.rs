@@ -13,7 +13,11 @@ use serde::de::DeserializeOwned;
 /// - 2: values may hold unsigned integers beyond `i64::MAX` (`Value::UInt`). Version 1 files
 ///   read unchanged; a writer opening one marks it 2, so an older build refuses it rather than
 ///   misread a value it does not know.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: batch payloads and cached answers are zstd frames (level [`crate::ZSTD_LEVEL`]), and
+///   a non-leaf step's batches its consumers are past may be deleted (`reclaimed` table).
+///   Version 1 and 2 files are read, and written on in their own format (uncompressed, nothing
+///   reclaimed), so a half-done run started by an older build finishes.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Encodes a record.
 pub(crate) fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {

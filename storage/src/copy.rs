@@ -10,7 +10,7 @@
 use crate::error::{Error, Result};
 use crate::guard::guarded;
 use crate::redb_errors::map;
-use crate::schema::{BATCHES, CACHE, CURSORS, LOG, META, OFFSETS, RECORDS, STEPS};
+use crate::schema::{BATCHES, CACHE, CURSORS, LOG, META, OFFSETS, RECLAIMED, RECORDS, STEPS};
 use crate::snapshot::Snapshot;
 use redb::{
     ConcurrencyMode, Database, MultimapTableHandle, ReadTransaction, ReadableTable,
@@ -97,6 +97,8 @@ impl Snapshot {
                     copy_table(txn, from, &db, dest, OFFSETS, &mut stats)?;
                 } else if name == RECORDS.name() {
                     copy_table(txn, from, &db, dest, RECORDS, &mut stats)?;
+                } else if name == RECLAIMED.name() {
+                    copy_table(txn, from, &db, dest, RECLAIMED, &mut stats)?;
                 } else {
                     return Err(unknown_table(&self.path, name));
                 }

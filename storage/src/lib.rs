@@ -28,6 +28,7 @@
 
 mod codec;
 mod committer;
+mod compress;
 mod copy;
 mod error;
 mod file_length;
@@ -43,12 +44,13 @@ mod value;
 
 pub use codec::FORMAT_VERSION;
 pub use committer::{GroupCommitter, Ticket};
+pub use compress::ZSTD_LEVEL;
 pub use copy::CopyStats;
 pub use error::{Error, Result};
 pub use model::{
     Batch, Event, LogEntry, RunMeta, RunState, RunStatus, StepRecord, StepState, now_ms,
 };
-pub use progress::Progress;
+pub use progress::{EncodedBatch, Progress};
 pub use reader::RunReader;
 pub use run_log::{LogOptions, NewRun, Rebase, Receipt, RunLog};
 pub use snapshot::{BatchIter, LogIter, Snapshot};

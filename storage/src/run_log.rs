@@ -1,18 +1,22 @@
 //! The writer's handle on a run database: create, open, and commit units of progress.
 
 use crate::codec::{FORMAT_VERSION, decode, encode};
+use crate::compress::{Compression, FIRST_COMPRESSED};
 use crate::error::{Error, Result};
 use crate::model::{Event, LogEntry, RunMeta, RunState, RunStatus, StepRecord, StepState, now_ms};
-use crate::progress::Progress;
+use crate::progress::{PendingBatch, Progress, Reclaim};
 use crate::redb_errors::map;
 use crate::schema::{
-    BATCHES, CACHE, CURSORS, KEY_FORMAT, KEY_META, KEY_STATE, LOG, META, OFFSETS, RECORDS, STEPS,
+    BATCHES, CACHE, CURSORS, KEY_FORMAT, KEY_META, KEY_STATE, LOG, META, OFFSETS, RECLAIMED,
+    RECORDS, STEPS,
 };
 use crate::snapshot::Snapshot;
+use crate::value::Row;
 use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// A changed pipeline for [`RunLog::rebase`]: the new identity, and what of the old run goes.
@@ -59,6 +63,8 @@ pub struct RunLog {
     path: PathBuf,
     writer: Mutex<WriterState>,
     durable: bool,
+    /// The file's format version, readable without the writer's lock (see `encode_rows`).
+    version: AtomicU32,
 }
 
 /// How a run database is opened for writing.
@@ -85,6 +91,8 @@ struct WriterState {
     next_log: u64,
     /// The first fatal error, once one happened.
     poisoned: Option<String>,
+    /// The file's format version: what it is written in (a file keeps its format).
+    version: u32,
 }
 
 /// redb's page cache. The log is written once and read back in order (resume, export), so a
@@ -154,6 +162,7 @@ impl RunLog {
                 path: path.to_path_buf(),
                 writer: Mutex::new(WriterState::default()),
                 durable: true,
+                version: AtomicU32::new(FORMAT_VERSION),
             };
             log.initialise(run)?;
         }
@@ -185,6 +194,7 @@ impl RunLog {
             path: path.to_path_buf(),
             writer: Mutex::new(WriterState::default()),
             durable: options.durable,
+            version: AtomicU32::new(FORMAT_VERSION),
         };
         log.load_state()?;
         Ok(log)
@@ -206,6 +216,7 @@ impl RunLog {
             path: label.to_path_buf(),
             writer: Mutex::new(WriterState::default()),
             durable: true,
+            version: AtomicU32::new(FORMAT_VERSION),
         };
         let fresh = log
             .db
@@ -255,7 +266,8 @@ impl RunLog {
                 txn.delete_table(table).map_err(t)?;
                 txn.open_table(table).map_err(t)?;
             }
-            self.write_run_header(&txn, run, state.next_log)?;
+            txn.delete_table(RECLAIMED).map_err(t)?;
+            self.write_run_header(&txn, run, state.next_log, state.version)?;
         }
         txn.commit().map_err(|e| map(&self.path, "commit", e))?;
         state.steps.clear();
@@ -295,13 +307,19 @@ impl RunLog {
             };
             meta.signature = change.signature.clone();
             meta.pipeline = change.pipeline;
-            meta.format_version = FORMAT_VERSION;
+            meta.format_version = state.version;
             txn.open_table(META)
                 .map_err(t)?
                 .insert(KEY_META, encode(&meta, "run metadata")?.as_slice())
                 .map_err(e)?;
             let mut batches = txn.open_table(BATCHES).map_err(t)?;
             let mut steps = txn.open_table(STEPS).map_err(t)?;
+            if state.version >= FIRST_COMPRESSED {
+                let mut reclaimed = txn.open_table(RECLAIMED).map_err(t)?;
+                for step in &change.drop_steps {
+                    reclaimed.remove(step.as_str()).map_err(e)?;
+                }
+            }
             for step in &change.drop_steps {
                 batches
                     .retain_in((step.as_str(), 0)..=(step.as_str(), u64::MAX), |_, _| false)
@@ -360,13 +378,18 @@ impl RunLog {
     /// Checks the format and loads what the writer checks units against.
     fn load_state(&self) -> Result<()> {
         let snapshot = self.snapshot()?;
-        if snapshot.check_format()? < FORMAT_VERSION {
-            self.upgrade_format()?;
+        let found = snapshot.check_format()?;
+        // Version 1 files become 2 (uncompressed, like 1); 2 and later keep their version.
+        let version = found.max(FIRST_COMPRESSED - 1);
+        if found < version {
+            self.upgrade_format(version)?;
         }
         let mut state = WriterState {
             next_log: snapshot.log_len()?,
+            version,
             ..WriterState::default()
         };
+        self.version.store(version, Ordering::SeqCst);
         for (name, record) in snapshot.steps()? {
             state.steps.insert(name, (record.batches, record.done));
         }
@@ -387,13 +410,13 @@ impl RunLog {
         self.commit(Progress::new().run(state)).map(|_| ())
     }
 
-    /// Marks an older file with this build's format version before anything new is written to
-    /// it (every older format reads unchanged; see [`FORMAT_VERSION`]).
-    fn upgrade_format(&self) -> Result<()> {
+    /// Marks a version 1 file version 2 before anything new is written to it (version 1 reads
+    /// unchanged as 2; see [`FORMAT_VERSION`]).
+    fn upgrade_format(&self, version: u32) -> Result<()> {
         let txn = self.begin_write()?;
         txn.open_table(META)
             .map_err(|e| map(&self.path, "upgrade format", e))?
-            .insert(KEY_FORMAT, FORMAT_VERSION.to_le_bytes().as_slice())
+            .insert(KEY_FORMAT, version.to_le_bytes().as_slice())
             .map_err(|e| map(&self.path, "upgrade format", e))?;
         txn.commit().map_err(|e| map(&self.path, "commit", e))
     }
@@ -416,6 +439,15 @@ impl RunLog {
         } else {
             Ok((Self::create_with(path, run, options)?, true))
         }
+    }
+
+    /// The stored form of a batch's rows (and whether it is its step's last), in this file's
+    /// format, for [`Progress::encoded_batch`]: callers encode on their own threads, so the
+    /// single committer only writes.
+    pub fn encode_rows(&self, rows: &[Row], last: bool) -> Result<Vec<u8>> {
+        let compression = Compression::of_format(self.version.load(Ordering::SeqCst));
+        let what = "a batch";
+        compression.pack(encode(&(rows, last), what)?, what)
     }
 
     /// The database file.
@@ -501,20 +533,30 @@ impl RunLog {
                 txn.open_table(table).map_err(t)?;
             }
             txn.open_table(CACHE).map_err(t)?;
-            self.write_run_header(&txn, run, 0)?;
+            txn.open_table(RECLAIMED).map_err(t)?;
+            self.write_run_header(&txn, run, 0, FORMAT_VERSION)?;
         }
         txn.commit().map_err(|e| map(&self.path, "commit", e))?;
-        self.lock().next_log = 1;
+        let mut state = self.lock();
+        state.next_log = 1;
+        state.version = FORMAT_VERSION;
         Ok(())
     }
 
-    /// Writes a run's metadata, its initial state and the log entry `log_seq` announcing it.
-    fn write_run_header(&self, txn: &WriteTransaction, run: NewRun, log_seq: u64) -> Result<()> {
+    /// Writes a run's metadata (of a file of format `version`), its initial state and the log
+    /// entry `log_seq` announcing it.
+    fn write_run_header(
+        &self,
+        txn: &WriteTransaction,
+        run: NewRun,
+        log_seq: u64,
+        version: u32,
+    ) -> Result<()> {
         let e = |e: redb::StorageError| map(&self.path, "write run header", e);
         let t = |e: redb::TableError| map(&self.path, "write run header", e);
         let now = now_ms();
         let meta = RunMeta {
-            format_version: FORMAT_VERSION,
+            format_version: version,
             signature: run.signature.clone(),
             pipeline: run.pipeline,
             created_ms: now,
@@ -571,7 +613,7 @@ impl RunLog {
         let now = now_ms();
         let mut receipts = Vec::with_capacity(units.len());
         {
-            let mut w = Writer::open(&txn, &self.path)?;
+            let mut w = Writer::open(&txn, &self.path, state.version)?;
             for unit in units {
                 match check(unit, state) {
                     Ok(()) => receipts.push(Ok(w.apply(unit, state, now)?)),
@@ -589,24 +631,24 @@ fn check(unit: &Progress, state: &WriterState) -> Result<()> {
     let mut next: HashMap<&str, (u64, bool)> = HashMap::new();
     for batch in &unit.batches {
         let (seq, done) = next
-            .get(batch.step.as_str())
+            .get(batch.step())
             .copied()
-            .or_else(|| state.steps.get(&batch.step).copied())
+            .or_else(|| state.steps.get(batch.step()).copied())
             .unwrap_or((0, false));
         if done {
             return Err(Error::StepAlreadyDone {
-                step: batch.step.clone(),
-                seq: batch.seq,
+                step: batch.step().to_owned(),
+                seq: batch.seq(),
             });
         }
-        if batch.seq != seq {
+        if batch.seq() != seq {
             return Err(Error::BatchOutOfOrder {
-                step: batch.step.clone(),
+                step: batch.step().to_owned(),
                 expected: seq,
-                got: batch.seq,
+                got: batch.seq(),
             });
         }
-        next.insert(&batch.step, (seq + 1, batch.last));
+        next.insert(batch.step(), (seq + 1, batch.last()));
     }
     Ok(())
 }
@@ -626,13 +668,22 @@ struct Writer<'t> {
     cache: redb::Table<'t, &'static [u8; 32], &'static [u8]>,
     offsets: redb::Table<'t, &'static str, u64>,
     records: redb::Table<'t, &'static str, &'static [u8]>,
+    /// Absent in files of a format before 3, which never reclaim.
+    reclaimed: Option<redb::Table<'t, &'static str, (u64, u64)>>,
+    compression: Compression,
 }
 
 impl<'t> Writer<'t> {
-    fn open(txn: &'t WriteTransaction, path: &'t Path) -> Result<Self> {
+    fn open(txn: &'t WriteTransaction, path: &'t Path, version: u32) -> Result<Self> {
         let e = |e| map(path, "open table", e);
         Ok(Self {
             path,
+            compression: Compression::of_format(version),
+            reclaimed: if version >= FIRST_COMPRESSED {
+                Some(txn.open_table(RECLAIMED).map_err(e)?)
+            } else {
+                None
+            },
             meta: txn.open_table(META).map_err(e)?,
             batches: txn.open_table(BATCHES).map_err(e)?,
             steps: txn.open_table(STEPS).map_err(e)?,
@@ -670,6 +721,34 @@ impl<'t> Writer<'t> {
         self.steps
             .insert(step, bytes.as_slice())
             .map_err(write_err(self.path))?;
+        Ok(())
+    }
+
+    /// Deletes a step's batches its consumers are all past (see [`Progress::reclaim`]);
+    /// anything short of that deletes nothing.
+    fn reclaim(&mut self, reclaim: &Reclaim, state: &WriterState) -> Result<()> {
+        let err = write_err(self.path);
+        let Some(table) = self.reclaimed.as_mut() else {
+            return Ok(());
+        };
+        let step = reclaim.step.as_str();
+        let (from, _) = table.get(step).map_err(&err)?.map_or((0, 0), |v| v.value());
+        let committed = state.steps.get(step).map_or(0, |s| s.0);
+        if reclaim.batches <= from || reclaim.batches > committed || reclaim.consumers.is_empty() {
+            return Ok(());
+        }
+        for consumer in &reclaim.consumers {
+            let at = self.cursors.get(consumer.as_str()).map_err(&err)?;
+            if at.is_none_or(|v| v.value() < reclaim.rows) {
+                return Ok(());
+            }
+        }
+        for seq in from..reclaim.batches {
+            self.batches.remove((step, seq)).map_err(&err)?;
+        }
+        table
+            .insert(step, (reclaim.batches, reclaim.rows))
+            .map_err(&err)?;
         Ok(())
     }
 
@@ -719,25 +798,33 @@ impl<'t> Writer<'t> {
             self.put_step(step, &record)?;
         }
         for batch in &unit.batches {
-            let what = format!("batch {} of step '{}'", batch.seq, batch.step);
-            let body = encode(&(&batch.rows, batch.last), &what)?;
+            let (step, seq, last) = (batch.step(), batch.seq(), batch.last());
+            let encoded;
+            let body = match batch {
+                PendingBatch::Rows(b) => {
+                    let what = format!("batch {seq} of step '{step}'");
+                    encoded = self
+                        .compression
+                        .pack(encode(&(&b.rows, b.last), &what)?, &what)?;
+                    encoded.as_slice()
+                }
+                PendingBatch::Encoded(b) => b.payload.as_slice(),
+            };
             self.batches
-                .insert((batch.step.as_str(), batch.seq), body.as_slice())
+                .insert((step, seq), body)
                 .map_err(write_err(self.path))?;
-            let mut record = self.step_record(&batch.step)?;
-            record.batches = batch.seq + 1;
-            record.rows += batch.rows.len() as u64;
-            record.done = batch.last;
+            let mut record = self.step_record(step)?;
+            record.batches = seq + 1;
+            record.rows += batch.rows();
+            record.done = last;
             record.updated_ms = now;
-            self.put_step(&batch.step, &record)?;
-            state
-                .steps
-                .insert(batch.step.clone(), (batch.seq + 1, batch.last));
+            self.put_step(step, &record)?;
+            state.steps.insert(step.to_owned(), (seq + 1, last));
             let event = Event::Batch {
-                step: batch.step.clone(),
-                seq: batch.seq,
-                rows: batch.rows.len() as u64,
-                last: batch.last,
+                step: step.to_owned(),
+                seq,
+                rows: batch.rows(),
+                last,
             };
             self.append_log(state, now, event)?;
         }
@@ -747,8 +834,12 @@ impl<'t> Writer<'t> {
                 .map_err(write_err(self.path))?;
         }
         for (key, response) in &unit.cache {
+            let stored = match self.compression {
+                Compression::None => std::borrow::Cow::Borrowed(response.as_slice()),
+                c => std::borrow::Cow::Owned(c.pack(response.clone(), "a cached answer")?),
+            };
             self.cache
-                .insert(key, response.as_slice())
+                .insert(key, stored.as_ref())
                 .map_err(write_err(self.path))?;
         }
         for (key, value) in &unit.records {
@@ -767,6 +858,9 @@ impl<'t> Writer<'t> {
                 offset: *offset,
             };
             self.append_log(state, now, event)?;
+        }
+        for reclaim in &unit.reclaims {
+            self.reclaim(reclaim, state)?;
         }
         Ok(Receipt {
             log: first..state.next_log,

@@ -19,6 +19,11 @@ pub const OFFSETS: TableDefinition<&str, u64> = TableDefinition::new("offsets");
 /// Consumers' own records: key to bytes.
 pub const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 
+/// Reclaimed batches: step to (batches deleted from its start, rows they held). A step's
+/// batches before that are gone; its later ones are all there. Absent: nothing reclaimed
+/// (format versions before 3 have no such table).
+pub const RECLAIMED: TableDefinition<&str, (u64, u64)> = TableDefinition::new("reclaimed");
+
 /// Key of the format version in [`META`].
 pub const KEY_FORMAT: &str = "format_version";
 /// Key of the RunMeta in [`META`].

@@ -1,12 +1,14 @@
 //! Consistent reads of a run database: everything seen through one [`Snapshot`] is one commit.
 
 use crate::codec::{FORMAT_VERSION, decode};
+use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::guard::{as_damage, guarded};
 use crate::model::{Batch, LogEntry, RunMeta, RunState, StepRecord};
 use crate::redb_errors::map;
 use crate::schema::{
-    BATCHES, CACHE, CURSORS, KEY_FORMAT, KEY_META, KEY_STATE, LOG, META, OFFSETS, RECORDS, STEPS,
+    BATCHES, CACHE, CURSORS, KEY_FORMAT, KEY_META, KEY_STATE, LOG, META, OFFSETS, RECLAIMED,
+    RECORDS, STEPS,
 };
 use crate::value::Row;
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableError};
@@ -16,14 +18,41 @@ use std::path::{Path, PathBuf};
 pub struct Snapshot {
     pub(crate) txn: ReadTransaction,
     pub(crate) path: PathBuf,
+    /// How the file's payloads are stored (from its format version).
+    pub(crate) compression: Compression,
 }
 
 impl Snapshot {
     pub(crate) fn new(txn: ReadTransaction, path: &Path) -> Self {
-        Self {
+        let mut snapshot = Self {
             txn,
             path: path.to_path_buf(),
+            compression: Compression::None,
+        };
+        // A file whose version cannot be read is refused by `check_format` when opened.
+        if let Ok(version) = snapshot.check_format() {
+            snapshot.compression = Compression::of_format(version);
         }
+        snapshot
+    }
+
+    /// The file's format version (see [`FORMAT_VERSION`]).
+    pub fn format_version(&self) -> Result<u32> {
+        self.check_format()
+    }
+
+    /// How many of `step`'s first batches were deleted once every consumer was past them
+    /// (reclaimed), and how many rows they held: `(0, 0)` when none were.
+    pub fn reclaimed(&self, step: &str) -> Result<(u64, u64)> {
+        guarded(&self.path, || {
+            let table = match self.txn.open_table(RECLAIMED) {
+                Ok(table) => table,
+                Err(TableError::TableDoesNotExist(_)) => return Ok((0, 0)),
+                Err(other) => return Err(map(&self.path, "open table", other)),
+            };
+            let raw = table.get(step).map_err(self.err("read reclaimed"))?;
+            Ok(raw.map_or((0, 0), |v| v.value()))
+        })
     }
 
     fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
@@ -125,6 +154,7 @@ impl Snapshot {
             Ok(BatchIter {
                 range,
                 path: self.path.clone(),
+                compression: self.compression,
             })
         })
     }
@@ -237,7 +267,11 @@ impl Snapshot {
         guarded(&self.path, || {
             let table = self.table(CACHE)?;
             let raw = table.get(key).map_err(self.err("read cache"))?;
-            Ok(raw.map(|v| v.value().to_vec()))
+            raw.map(|v| {
+                let what = "a cached answer";
+                Ok(self.compression.unpack(v.value(), what)?.into_owned())
+            })
+            .transpose()
         })
     }
 
@@ -254,6 +288,7 @@ impl Snapshot {
 pub struct BatchIter {
     range: redb::Range<'static, (&'static str, u64), &'static [u8]>,
     path: PathBuf,
+    compression: Compression,
 }
 
 impl Iterator for BatchIter {
@@ -274,7 +309,8 @@ impl BatchIter {
                 .and_then(|(k, v)| {
                     let (step, seq) = k.value();
                     let what = format!("batch {seq} of step '{step}'");
-                    let (rows, last): (Vec<Row>, bool) = decode(v.value(), &what)?;
+                    let bytes = self.compression.unpack(v.value(), &what)?;
+                    let (rows, last): (Vec<Row>, bool) = decode(&bytes, &what)?;
                     Ok(Batch {
                         step: step.to_owned(),
                         seq,

@@ -435,42 +435,195 @@ fn newer_format_version_is_refused() {
     assert!(matches!(err, Error::NewerFormat { .. }), "{err:?}");
 }
 
+/// A copy of `fixtures/runs/v2-stopped.redb` (written by the last format 2 build: batches and
+/// cached answers uncompressed) at `path`.
+fn format_2_file(path: &std::path::Path) {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/runs/v2-stopped.redb"
+    );
+    std::fs::copy(fixture, path).unwrap();
+}
+
+fn all_rows(snap: &distill_storage::Snapshot, step: &str) -> Vec<Row> {
+    snap.batches(step, 0)
+        .unwrap()
+        .flat_map(|b| b.unwrap().rows)
+        .collect()
+}
+
 #[test]
-fn a_version_1_file_reads_unchanged_and_a_writer_marks_it_current() {
+fn a_version_1_file_reads_unchanged_and_a_writer_marks_it_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.redb");
-    {
-        let log = RunLog::create(&path, new_run()).unwrap();
-        log.commit(Progress::new().batch(batch("a", 0, 3, false)))
-            .unwrap();
-    }
+    format_2_file(&path);
+    // Version 1 differs from 2 only by the values 2 added: its files are 2's.
     set_format_version(&path, 1);
     {
         let reader = RunReader::open(&path).unwrap();
         let snap = reader.snapshot().unwrap();
-        let rows: usize = snap
-            .batches("a", 0)
-            .unwrap()
-            .map(|b| b.unwrap().rows.len())
-            .sum();
-        assert_eq!(rows, 3);
+        assert_eq!(all_rows(&snap, "questions").len(), 40);
     }
     assert_eq!(stored_format_version(&path), 1, "readers never write");
     let log = RunLog::open(&path).unwrap();
     log.commit(Progress::new().batch(Batch {
         rows: vec![Row::new().with("big", Value::UInt(u64::MAX))],
-        ..batch("a", 1, 0, true)
+        ..batch("a", 0, 0, true)
     }))
     .unwrap();
     drop(log);
-    assert_eq!(
-        stored_format_version(&path),
-        distill_storage::FORMAT_VERSION
-    );
+    assert_eq!(stored_format_version(&path), 2);
     let reader = RunReader::open(&path).unwrap();
     let snap = reader.snapshot().unwrap();
-    let last = snap.batches("a", 1).unwrap().next().unwrap().unwrap();
+    let last = snap.batches("a", 0).unwrap().next().unwrap().unwrap();
     assert_eq!(last.rows[0].get("big"), Some(&Value::UInt(u64::MAX)));
+    assert_eq!(all_rows(&snap, "questions").len(), 40);
+}
+
+#[test]
+fn a_version_2_file_is_written_on_in_its_own_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.redb");
+    format_2_file(&path);
+    let log = RunLog::open(&path).unwrap();
+    let before = all_rows(&log.snapshot().unwrap(), "questions");
+    log.commit(
+        Progress::new()
+            .batch(batch("a", 0, 3, false))
+            .batch(batch("b", 0, 3, false))
+            .cursor("b<-a", 3)
+            .cache([7; 32], b"{\"answer\": 1}".to_vec())
+            // Format 2 files never reclaim.
+            .reclaim("a", 1, 3, vec!["b<-a".into()]),
+    )
+    .unwrap();
+    drop(log);
+    assert_eq!(stored_format_version(&path), 2);
+    // Stored uncompressed: the raw value is the encoding itself.
+    let db = raw_db(&path);
+    let txn = db.begin_read().unwrap();
+    let cache = txn
+        .open_table(redb::TableDefinition::<&[u8; 32], &[u8]>::new("cache"))
+        .unwrap();
+    assert_eq!(
+        cache.get(&[7; 32]).unwrap().unwrap().value(),
+        b"{\"answer\": 1}"
+    );
+    drop((cache, txn, db));
+    let reader = RunReader::open(&path).unwrap();
+    let snap = reader.snapshot().unwrap();
+    assert_eq!(all_rows(&snap, "questions"), before);
+    assert_eq!(snap.batches("a", 0).unwrap().count(), 1);
+    assert_eq!(snap.reclaimed("a").unwrap(), (0, 0));
+    assert_eq!(snap.cached(&[7; 32]).unwrap().unwrap(), b"{\"answer\": 1}");
+}
+
+#[test]
+fn new_files_store_batches_and_answers_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.redb");
+    let text = "the same few words again and again, ".repeat(50);
+    let answer = format!("{{\"content\": \"{text}\"}}").into_bytes();
+    {
+        let log = RunLog::create(&path, new_run()).unwrap();
+        let rows: Vec<Row> = (0..20)
+            .map(|i| Row::new().with("i", i as i64).with("text", text.as_str()))
+            .collect();
+        log.commit(
+            Progress::new()
+                .batch(Batch {
+                    step: "a".into(),
+                    seq: 0,
+                    rows,
+                    last: true,
+                })
+                .cache([1; 32], answer.clone()),
+        )
+        .unwrap();
+    }
+    assert_eq!(stored_format_version(&path), 3);
+    let db = raw_db(&path);
+    let txn = db.begin_read().unwrap();
+    let batches = txn
+        .open_table(redb::TableDefinition::<(&str, u64), &[u8]>::new("batches"))
+        .unwrap();
+    let stored = batches.get(("a", 0)).unwrap().unwrap().value().len();
+    assert!(stored * 20 < 20 * text.len(), "{stored} bytes stored");
+    let cache = txn
+        .open_table(redb::TableDefinition::<&[u8; 32], &[u8]>::new("cache"))
+        .unwrap();
+    assert!(cache.get(&[1; 32]).unwrap().unwrap().value().len() * 5 < answer.len());
+    drop((batches, cache, txn, db));
+    let reader = RunReader::open(&path).unwrap();
+    let snap = reader.snapshot().unwrap();
+    let rows = all_rows(&snap, "a");
+    assert_eq!(rows.len(), 20);
+    assert_eq!(
+        rows[19].get("text").and_then(Value::as_str),
+        Some(text.as_str())
+    );
+    assert_eq!(snap.cached(&[1; 32]).unwrap(), Some(answer));
+}
+
+#[test]
+fn reclaim_deletes_only_what_every_consumer_is_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.redb");
+    let log = RunLog::create(&path, new_run()).unwrap();
+    let consumers = || vec!["b<-a".to_string(), "c<-a".to_string()];
+    log.commit(
+        Progress::new()
+            .batch(batch("a", 0, 3, false))
+            .batch(batch("a", 1, 3, false))
+            .batch(batch("a", 2, 3, true)),
+    )
+    .unwrap();
+    // One consumer past two batches, the other not: nothing goes.
+    log.commit(
+        Progress::new()
+            .cursor("b<-a", 6)
+            .reclaim("a", 2, 6, consumers()),
+    )
+    .unwrap();
+    let snap = log.snapshot().unwrap();
+    assert_eq!(snap.batches("a", 0).unwrap().count(), 3);
+    assert_eq!(snap.reclaimed("a").unwrap(), (0, 0));
+    // The second one past the first batch only: the first batch goes, in that commit.
+    log.commit(
+        Progress::new()
+            .cursor("c<-a", 4)
+            .reclaim("a", 1, 3, consumers()),
+    )
+    .unwrap();
+    let snap = log.snapshot().unwrap();
+    let left: Vec<u64> = snap
+        .batches("a", 0)
+        .unwrap()
+        .map(|b| b.unwrap().seq)
+        .collect();
+    assert_eq!(left, vec![1, 2]);
+    assert_eq!(snap.reclaimed("a").unwrap(), (1, 3));
+    // Beyond the committed batches, or backwards: refused silently, nothing deleted.
+    log.commit(
+        Progress::new()
+            .cursor("c<-a", 9)
+            .cursor("b<-a", 9)
+            .reclaim("a", 4, 9, consumers())
+            .reclaim("a", 0, 0, consumers()),
+    )
+    .unwrap();
+    assert_eq!(log.snapshot().unwrap().batches("a", 0).unwrap().count(), 2);
+    log.commit(Progress::new().reclaim("a", 3, 9, consumers()))
+        .unwrap();
+    let snap = log.snapshot().unwrap();
+    assert_eq!(snap.batches("a", 0).unwrap().count(), 0);
+    assert_eq!(snap.reclaimed("a").unwrap(), (3, 9));
+    // The step's record still counts everything it produced.
+    assert_eq!(snap.step("a").unwrap().unwrap().rows, 9);
+    drop(snap);
+    // A restart forgets what was reclaimed.
+    log.restart(new_run()).unwrap();
+    assert_eq!(log.snapshot().unwrap().reclaimed("a").unwrap(), (0, 0));
 }
 
 #[test]

@@ -71,4 +71,9 @@ fn main() {
         "peak requests in flight at the server: {}",
         server.peak_in_flight()
     );
+    let db_bytes = std::fs::metadata(dir.path().join("bench.redb")).map_or(0, |m| m.len());
+    println!(
+        "run database at the end: {:.1} MB (cached answers compressed, the loader's batches reclaimed)",
+        db_bytes as f64 / 1e6
+    );
 }

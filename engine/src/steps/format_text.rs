@@ -1,7 +1,7 @@
 //! `format_text`: renders a Jinja template (minijinja) per row into a column.
 
 use crate::step::{BuildContext, Lifecycle, Step, StepKind, StepResult, parse_params};
-use distill_storage::Row;
+use distill_storage::{Row, Value};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -46,6 +46,30 @@ pub fn format_text(params: &serde_json::Value, _ctx: &BuildContext) -> StepResul
 
 impl Lifecycle for FormatText {}
 
+impl FormatText {
+    /// The template's variables from `row`: only the columns it names, converted directly
+    /// (text, integers, booleans and nulls; other values through their JSON form).
+    fn context(&self, row: &Row) -> minijinja::Value {
+        self.inputs
+            .iter()
+            .filter_map(|name| row.get(name).map(|v| (name.as_str(), jinja_value(v))))
+            .collect::<std::collections::BTreeMap<&str, minijinja::Value>>()
+            .into()
+    }
+}
+
+/// A value as the template sees it: the same as its JSON form, without building that form
+/// for the common scalars.
+fn jinja_value(value: &Value) -> minijinja::Value {
+    match value {
+        Value::Str(s) => minijinja::Value::from(s.as_str()),
+        Value::Int(i) => minijinja::Value::from(*i),
+        Value::Bool(b) => minijinja::Value::from(*b),
+        Value::Null => minijinja::Value::from(()),
+        other => minijinja::Value::from(minijinja::value::Serde(other.to_json())),
+    }
+}
+
 impl Step for FormatText {
     fn inputs(&self) -> Vec<String> {
         self.inputs.clone()
@@ -60,7 +84,7 @@ impl Step for FormatText {
         rows.into_iter()
             .enumerate()
             .map(|(index, mut row)| {
-                let context = minijinja::Value::from(minijinja::value::Serde(row.to_json()));
+                let context = self.context(&row);
                 let text = template
                     .render(context)
                     .map_err(|e| format!("row {index}: {e}"))?;
@@ -74,7 +98,6 @@ impl Step for FormatText {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use distill_storage::Value;
 
     fn build(template: &str) -> StepResult<Box<dyn Step>> {
         match format_text(

@@ -1,0 +1,191 @@
+//! Reclamation under SIGKILL: the real `distill` binary runs a one-stage pipeline whose
+//! intermediate steps have their consumed batches deleted in the commits that advance their
+//! consumers' cursors (one of them feeds two consumers), and is killed at random moments,
+//! mostly while those deletions are committed. After every kill the log holds every batch a
+//! consumer still needs (from the first not reclaimed to the last committed, no consumer
+//! behind what was deleted), and the resumed run's leaves equal those of an uninterrupted run
+//! that keeps every batch.
+
+mod common;
+
+use common::distill::{distill, read_jsonl, run, stderr, stdout};
+use common::seed;
+use distill_storage::RunReader;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const ROWS: usize = 6000;
+const KILLS: usize = 20;
+/// Each step and its consumers.
+const EDGES: [(&str, &[&str]); 3] = [
+    ("load", &["prompt"]),
+    ("prompt", &["chat", "short"]),
+    ("chat", &["keep"]),
+];
+
+fn pipeline(keep: bool) -> String {
+    format!(
+        "name: reclaim-crash\n{}steps:\n\
+         \x20 - {{name: load, type: load_jsonl, batch_size: 17, params: {{path: data.jsonl}}}}\n\
+         \x20 - {{name: prompt, type: format_text, after: [load], input_batch_size: 13, params: {{template: 'Q: {{{{ text }}}}', output: prompt}}}}\n\
+         \x20 - {{name: chat, type: format_text, after: [prompt], input_batch_size: 7, params: {{template: '<u>{{{{ prompt }}}}</u>', output: chat}}}}\n\
+         \x20 - {{name: short, type: keep_columns, after: [prompt], input_batch_size: 29, params: {{columns: [id, prompt]}}}}\n\
+         \x20 - {{name: keep, type: keep_columns, after: [chat], input_batch_size: 11, params: {{columns: [id, chat]}}}}\n",
+        if keep {
+            "keep_intermediate: true\n"
+        } else {
+            ""
+        }
+    )
+}
+
+fn leaves(d: &Path, db: &str, out: &str) -> Vec<Vec<serde_json::Value>> {
+    let o = run(
+        d,
+        &["export", "--db", db, "--out", out, "--format", "jsonl"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    ["keep", "short"]
+        .iter()
+        .map(|leaf| read_jsonl(&d.join(out).join(leaf).join("train/data-00000.jsonl")))
+        .collect()
+}
+
+/// The log of `db` holds every batch a consumer still needs; returns the batches reclaimed.
+fn check_log(db: &Path) -> u64 {
+    let reader = RunReader::open(db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    // Rows of each batch, from the log's announcements.
+    let mut batch_rows: std::collections::HashMap<(String, u64), u64> = Default::default();
+    for entry in snap.log_from(0).unwrap() {
+        if let distill_storage::Event::Batch {
+            step, seq, rows, ..
+        } = entry.unwrap().event
+        {
+            batch_rows.insert((step, seq), rows);
+        }
+    }
+    let mut reclaimed = 0;
+    for (step, consumers) in EDGES {
+        let (gone, gone_rows) = snap.reclaimed(step).unwrap();
+        reclaimed += gone;
+        let announced: u64 = (0..gone).map(|s| batch_rows[&(step.to_string(), s)]).sum();
+        assert_eq!(
+            announced, gone_rows,
+            "{step}: rows of the {gone} reclaimed batches"
+        );
+        let committed = snap.step(step).unwrap().map_or(0, |r| r.batches);
+        let seqs: Vec<u64> = snap
+            .batches(step, 0)
+            .unwrap()
+            .map(|b| b.unwrap().seq)
+            .collect();
+        assert_eq!(seqs, (gone..committed).collect::<Vec<_>>(), "{step}");
+        for consumer in consumers {
+            let at = snap
+                .cursor(&format!("{consumer}<-{step}"))
+                .unwrap()
+                .unwrap_or(0);
+            assert!(
+                at >= gone_rows,
+                "{consumer} at row {at} of {step}, {gone_rows} reclaimed"
+            );
+        }
+    }
+    reclaimed
+}
+
+#[test]
+fn sigkill_while_batches_are_reclaimed_loses_nothing_a_consumer_needs() {
+    let mut rng = fastrand::Rng::with_seed(seed("reclaim_crash"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data: String = (0..ROWS)
+        .map(|i| {
+            format!(
+                "{{\"id\": {i}, \"text\": \"row {i} {}\"}}\n",
+                i * 7919 % 1000
+            )
+        })
+        .collect();
+    std::fs::write(d.join("data.jsonl"), data).unwrap();
+    std::fs::write(d.join("kept.yaml"), pipeline(true)).unwrap();
+    std::fs::write(d.join("p.yaml"), pipeline(false)).unwrap();
+
+    let started = Instant::now();
+    let o = run(d, &["run", "kept.yaml", "--db", "kept.redb"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let full = started.elapsed().as_millis() as u64;
+    let expected = leaves(d, "kept.redb", "kept");
+    assert_eq!(expected[0].len(), ROWS);
+    assert_eq!(check_log(&d.join("kept.redb")), 0, "keep_intermediate");
+
+    let mut kills = 0;
+    let mut reclaimed_at_a_kill = 0;
+    let mut round = 0;
+    while kills < KILLS {
+        round += 1;
+        let db = format!("r{round}.redb");
+        for attempt in 0.. {
+            assert!(attempt < 300, "round {round}: no progress");
+            let mut child = distill(d)
+                .args(["run", "p.yaml", "--db", &db])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(rng.u64(20..full.clamp(60, 3000) / 3)));
+            if child.try_wait().unwrap().is_some() {
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "round {round}: {}", stderr(&out));
+                break;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+            if d.join(&db).exists() {
+                reclaimed_at_a_kill = reclaimed_at_a_kill.max(check_log(&d.join(&db)));
+            }
+        }
+        check_log(&d.join(&db));
+        let got = leaves(d, &db, &format!("out{round}"));
+        for (leaf, (got, expected)) in got.iter().zip(&expected).enumerate() {
+            let first = got.iter().zip(expected).position(|(g, e)| g != e);
+            assert!(
+                got.len() == expected.len() && first.is_none(),
+                "round {round}, leaf {leaf}: {} rows, {} expected; first difference at {first:?}: {:?}",
+                got.len(),
+                expected.len(),
+                first.map(|i| (&got[i], &expected[i]))
+            );
+        }
+    }
+    assert!(
+        reclaimed_at_a_kill > 0,
+        "no kill happened after a batch was reclaimed"
+    );
+
+    // `info --db` and `status` say what the database keeps, and how big it is.
+    let info = run(d, &["info", "p.yaml", "--db", "r1.redb"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    let text = stdout(&info);
+    let load_batches = ROWS.div_ceil(17);
+    for needle in [
+        format!(
+            "batches: deleted once its consumers are past them; in the database: \
+             {load_batches} committed, {load_batches} reclaimed"
+        ),
+        "batches: kept; in the database:".to_string(),
+        "format 3, 0 cached answers".to_string(),
+    ] {
+        assert!(text.contains(&needle), "missing '{needle}' in:\n{text}");
+    }
+    let status = run(d, &["status", "--db", "r1.redb"]);
+    let text = stdout(&status);
+    assert!(
+        text.contains(&format!("{load_batches} consumed batches reclaimed"))
+            && text.contains("(format 3, zstd level 1)"),
+        "{text}"
+    );
+}
