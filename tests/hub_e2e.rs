@@ -402,6 +402,15 @@ fn a_changed_leaf_replaces_its_shards_on_the_hub_and_a_kept_leaf_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_pipeline(d, &llm, true);
+    // `load` is consumed within its stage, so by default its batches are reclaimed and an
+    // edited `quote` would re-run the stage from `load`; kept, only `quote` runs again.
+    let yaml = std::fs::read_to_string(d.join("p.yaml")).unwrap();
+    let yaml = yaml.replacen(
+        "name: hub-e2e\n",
+        "name: hub-e2e\nkeep_intermediate: true\n",
+        1,
+    );
+    std::fs::write(d.join("p.yaml"), yaml).unwrap();
     let mut first = distill(d);
     first.args(["run", "p.yaml", "--db", "r.redb"]);
     with_hub(&mut first, &hub, TOKEN);

@@ -308,7 +308,7 @@ impl<'a> StageRunner<'a> {
         outcome
     }
 
-    /// Those of `steps` (one stage's) whose batches are reclaimed, and where each stands. Files of
+    /// The steps of the stage of `steps` whose batches are reclaimed, and where each stands. Files of
     /// a format before 3 never reclaim.
     fn reclaimers_of(&self, steps: &[usize], snapshot: &Snapshot) -> Result<Vec<Reclaimer>> {
         let mut out = Vec::new();
@@ -316,7 +316,16 @@ impl<'a> StageRunner<'a> {
             return Ok(out);
         }
         let nodes = self.pipeline.nodes();
-        for &p in steps {
+        let Some(&first) = steps.first() else {
+            return Ok(out);
+        };
+        // The stage's steps this session runs, and those of its other steps that a session
+        // before finished (a generator done before a kill: its consumers may still be behind).
+        let candidates = self.pipeline.stages()[nodes[first].stage]
+            .iter()
+            .copied()
+            .filter(|&p| steps.contains(&p) || (self.progress[p].done && !nodes[p].is_global()));
+        for p in candidates {
             if !self.pipeline.reclaims(p) {
                 continue;
             }

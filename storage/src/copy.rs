@@ -216,7 +216,7 @@ mod tests {
             .unwrap();
         let copy = dir.path().join("copy.redb");
         let stats = snapshot.copy_to(&copy).unwrap();
-        assert_eq!(stats.tables, 8);
+        assert_eq!(stats.tables, 9);
         assert!(stats.entries > 100 && stats.file_bytes > 0, "{stats:?}");
         let original = log.snapshot().unwrap();
         let reader = RunReader::open(&copy).unwrap();
