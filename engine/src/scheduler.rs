@@ -17,8 +17,8 @@ use crate::task::{Prefetch, Ready};
 use crate::worker::{Input, JobError, Output, StepInfo, run_job};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use distill_storage::{
-    Batch, EncodedBatch, GroupCommitter, Progress, Row, RunLog, RunState, RunStatus, Snapshot,
-    StepState, Ticket,
+    Batch, BatchLife, EncodedBatch, GroupCommitter, Progress, Row, RunLog, RunState, RunStatus,
+    Snapshot, StepState, Ticket,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -907,11 +907,16 @@ impl<'a> StageRunner<'a> {
         let events = events.clone();
         let step = run.node;
         let log = self.log.clone();
+        let life = if self.pipeline.reclaims(step) {
+            BatchLife::Transient
+        } else {
+            BatchLife::Kept
+        };
         run.in_flight += 1;
         self.pool.spawn_fifo(move || {
             let mut result = run_job(&info, input, last);
             if let Ok(output) = &mut result {
-                encode_output(&log, output);
+                encode_output(&log, output, life);
             }
             let _ = events.send(Event::Processed {
                 step,
@@ -1111,15 +1116,15 @@ impl StageRunner<'_> {
 }
 
 /// Encodes a job's output batches for the log on the worker's thread (bincode and zstd are
-/// most of a commit's work); on an encoding error nothing is encoded, and the committer
+/// most of a commit's work; batches to be reclaimed are not compressed); on an encoding error nothing is encoded, and the committer
 /// reports the error when it encodes the rows itself.
-fn encode_output(log: &RunLog, output: &mut Output) {
+fn encode_output(log: &RunLog, output: &mut Output, life: BatchLife) {
     let count = output.batches.len();
     let encoded: distill_storage::Result<Vec<Vec<u8>>> = output
         .batches
         .iter()
         .enumerate()
-        .map(|(k, rows)| log.encode_rows(rows, output.last && k + 1 == count))
+        .map(|(k, rows)| log.encode_rows(rows, output.last && k + 1 == count, life))
         .collect();
     if let Ok(encoded) = encoded {
         output.encoded = encoded;

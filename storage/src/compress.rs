@@ -24,6 +24,16 @@ pub(crate) enum Compression {
     Zstd,
 }
 
+/// How long a batch stays in the log, which decides how it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchLife {
+    /// Kept (a leaf, an output a later stage reads, `keep_intermediate`): compressed.
+    Kept,
+    /// Deleted once its consumers committed past it: stored without compressing, since it
+    /// lives for a few commits and compressing it costs more than its bytes do.
+    Transient,
+}
+
 thread_local! {
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
         const { RefCell::new(None) };
@@ -65,6 +75,16 @@ impl Compression {
                 let c = cell.as_mut().expect("set above");
                 c.compress(&bytes).map_err(|e| fail("compress", what, e))
             }),
+        }
+    }
+
+    /// The stored form of a batch that lives only until its consumers pass it (reclaimed):
+    /// under zstd, a frame of raw blocks (see [`raw_frame`]): any zstd reader reads it, and
+    /// writing it costs a copy instead of a compression.
+    pub(crate) fn pack_transient(self, bytes: Vec<u8>) -> Vec<u8> {
+        match self {
+            Compression::None => bytes,
+            Compression::Zstd => raw_frame(&bytes),
         }
     }
 
@@ -110,6 +130,34 @@ impl Compression {
     }
 }
 
+/// Largest block of a zstd frame (RFC 8878, `Block_Maximum_Size`).
+const MAX_BLOCK: usize = 128 << 10;
+
+/// `bytes` as a zstd frame (RFC 8878) of raw (stored) blocks with its content size: a valid
+/// frame any zstd decoder reads, built without compressing. zstd's API has no "store" level
+/// (level 0 means the default, 3), and the frame layout is three fields: the magic number, a
+/// header (single segment, 8-byte content size), then blocks of at most 128 KiB, each behind
+/// a 3-byte header (last-block bit, type 0 = raw, size).
+fn raw_frame(bytes: &[u8]) -> Vec<u8> {
+    let blocks = bytes.len().div_ceil(MAX_BLOCK).max(1);
+    let mut out = Vec::with_capacity(4 + 1 + 8 + 3 * blocks + bytes.len());
+    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    // Frame_Content_Size_flag 3 (8 bytes), Single_Segment_flag, no checksum, no dictionary.
+    out.push(0b1110_0000);
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    let mut chunks = bytes.chunks(MAX_BLOCK).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0]);
+    }
+    while let Some(chunk) = chunks.next() {
+        let last = u32::from(chunks.peek().is_none());
+        let header = last | ((chunk.len() as u32) << 3);
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
 /// Largest value a frame may decompress to (a batch is far smaller: rows are bounded).
 const MAX_VALUE_BYTES: u64 = 4 << 30;
 
@@ -124,6 +172,27 @@ mod tests {
         assert!(packed.len() * 10 < text.len(), "{} bytes", packed.len());
         let back = Compression::Zstd.unpack(&packed, "text").unwrap();
         assert_eq!(&*back, text.as_slice());
+    }
+
+    #[test]
+    fn raw_frames_are_read_by_zstd_at_every_block_boundary() {
+        for len in [
+            0,
+            1,
+            1000,
+            MAX_BLOCK - 1,
+            MAX_BLOCK,
+            MAX_BLOCK + 1,
+            3 * MAX_BLOCK + 7,
+        ] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let frame = Compression::Zstd.pack_transient(bytes.clone());
+            // The official decoder, with and without the recorded size.
+            assert_eq!(zstd::decode_all(frame.as_slice()).unwrap(), bytes, "{len}");
+            let back = Compression::Zstd.unpack(&frame, "raw").unwrap();
+            assert_eq!(&*back, bytes.as_slice(), "{len}");
+        }
+        assert_eq!(Compression::None.pack_transient(vec![4, 5]), vec![4, 5]);
     }
 
     #[test]

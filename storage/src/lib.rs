@@ -44,7 +44,7 @@ mod value;
 
 pub use codec::FORMAT_VERSION;
 pub use committer::{GroupCommitter, Ticket};
-pub use compress::ZSTD_LEVEL;
+pub use compress::{BatchLife, ZSTD_LEVEL};
 pub use copy::CopyStats;
 pub use error::{Error, Result};
 pub use model::{

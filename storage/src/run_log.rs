@@ -1,7 +1,7 @@
 //! The writer's handle on a run database: create, open, and commit units of progress.
 
 use crate::codec::{FORMAT_VERSION, decode, encode};
-use crate::compress::{Compression, FIRST_COMPRESSED};
+use crate::compress::{BatchLife, Compression, FIRST_COMPRESSED};
 use crate::error::{Error, Result};
 use crate::model::{Event, LogEntry, RunMeta, RunState, RunStatus, StepRecord, StepState, now_ms};
 use crate::progress::{PendingBatch, Progress, Reclaim};
@@ -444,10 +444,14 @@ impl RunLog {
     /// The stored form of a batch's rows (and whether it is its step's last), in this file's
     /// format, for [`Progress::encoded_batch`]: callers encode on their own threads, so the
     /// single committer only writes.
-    pub fn encode_rows(&self, rows: &[Row], last: bool) -> Result<Vec<u8>> {
+    pub fn encode_rows(&self, rows: &[Row], last: bool, life: BatchLife) -> Result<Vec<u8>> {
         let compression = Compression::of_format(self.version.load(Ordering::SeqCst));
         let what = "a batch";
-        compression.pack(encode(&(rows, last), what)?, what)
+        let bytes = encode(&(rows, last), what)?;
+        match life {
+            BatchLife::Kept => compression.pack(bytes, what),
+            BatchLife::Transient => Ok(compression.pack_transient(bytes)),
+        }
     }
 
     /// The database file.

@@ -1,4 +1,4 @@
-//! Which compression for the run log's batch payloads: zstd (levels 1 and 3) against lz4_flex,
+//! Which compression for the run log's batch payloads: zstd (levels 3, 1 and the fast levels -1, -3, -7) against lz4_flex,
 //! on batches encoded as the log encodes them (bincode 2 of the rows), for the two row shapes
 //! of issue 18: short rows (an id and a 40-character instruction, batch 1,000) and rows of
 //! about 2 KB of text (LLM-answer sized, batch 50). Prints the ratio and the speed of each
@@ -89,6 +89,21 @@ fn measure(name: &str, data: &[Vec<u8>]) {
         (
             "zstd 1",
             Box::new(|b| zstd::bulk::compress(b, 1).expect("zstd")),
+            Box::new(|b, n| zstd::bulk::decompress(b, n).expect("zstd")),
+        ),
+        (
+            "zstd -1",
+            Box::new(|b| zstd::bulk::compress(b, -1).expect("zstd")),
+            Box::new(|b, n| zstd::bulk::decompress(b, n).expect("zstd")),
+        ),
+        (
+            "zstd -3",
+            Box::new(|b| zstd::bulk::compress(b, -3).expect("zstd")),
+            Box::new(|b, n| zstd::bulk::decompress(b, n).expect("zstd")),
+        ),
+        (
+            "zstd -7",
+            Box::new(|b| zstd::bulk::compress(b, -7).expect("zstd")),
             Box::new(|b, n| zstd::bulk::decompress(b, n).expect("zstd")),
         ),
         (
