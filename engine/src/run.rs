@@ -235,8 +235,11 @@ fn run_on_log(
         let committer = committer.clone();
         let name = name.to_owned();
         Arc::new(move |_: &str, state: StepState| {
-            // Lifecycle states are durable before the step goes on.
-            let _ = committer.commit(Progress::new().state(&name, state));
+            // Lifecycle states are queued in order with the run's other units and committed
+            // with the next group, without waiting: a crash can only lose a state the process
+            // took with it (loading, loaded, unloaded), and `status` sees each one a commit
+            // later. Waiting cost a durable transaction of its own per state.
+            let _ = committer.submit(Progress::new().state(&name, state));
         })
     };
     let infos: Vec<Arc<StepInfo>> = nodes

@@ -17,8 +17,8 @@ use crate::task::{Prefetch, Ready};
 use crate::worker::{Input, JobError, Output, StepInfo, run_job};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use distill_storage::{
-    Batch, BatchLife, EncodedBatch, GroupCommitter, Progress, Row, RunLog, RunState, RunStatus,
-    Snapshot, StepState, Ticket,
+    Batch, BatchLife, EncodedBatch, EncodedRows, GroupCommitter, Progress, Row, RunLog, RunState,
+    RunStatus, Snapshot, StepState, Ticket,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -26,12 +26,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Batches of one step that may be between dispatch and durable commit at once (processing,
-/// waiting for their turn, or committing). This bounds memory: the pipeline never runs ahead
-/// of the disk by more than this many batches per step. Windows of a batch-mode task waiting
-/// on their prefetcher are not in flight: they are bounded by its `max_waiting_rows`.
-const MAX_IN_FLIGHT: usize = 8;
-/// A producer pauses while a consumer has this many input windows waiting.
-const HIGH_WATER_WINDOWS: u64 = 8;
+/// waiting for their turn, or committing), at least: see [`StepRun::max_in_flight`]. This bounds
+/// memory: the pipeline never runs ahead of the disk by more than this many batches per step.
+/// Windows of a batch-mode task waiting on their prefetcher are not in flight: they are
+/// bounded by its `max_waiting_rows`.
+const MIN_IN_FLIGHT: usize = 8;
+/// Most batches of one step in flight, however small they are.
+const MOST_IN_FLIGHT: usize = 64;
+/// Bytes (encoded) of one step's batches that may be in flight when its batches are small:
+/// small batches get more of them in flight (up to [`MOST_IN_FLIGHT`]), so each group commit
+/// carries many and the run is not bound by one durable transaction per few rows.
+const IN_FLIGHT_BYTES: u64 = 512 << 10;
 
 /// Name of the cursor of `step` on its predecessor `pred`.
 pub(crate) fn cursor_name(step: &str, pred: &str) -> String {
@@ -105,6 +110,10 @@ struct StepRun {
     next_job: u64,
     next_submit: u64,
     in_flight: usize,
+    /// Output batches of this session encoded by their jobs, and their encoded bytes: the
+    /// measure of a batch's size behind [`StepRun::max_in_flight`].
+    sized_batches: u64,
+    sized_bytes: u64,
     last_dispatched: bool,
     /// Rows handed to generator jobs so far.
     generated: u64,
@@ -131,6 +140,16 @@ struct StepRun {
 }
 
 impl StepRun {
+    /// Batches that may be in flight at once: [`MIN_IN_FLIGHT`], or more while its batches
+    /// are small (as many as fit in [`IN_FLIGHT_BYTES`], at most [`MOST_IN_FLIGHT`]).
+    fn max_in_flight(&self) -> usize {
+        if self.sized_batches == 0 {
+            return MIN_IN_FLIGHT;
+        }
+        let per_batch = (self.sized_bytes / self.sized_batches).max(1);
+        (IN_FLIGHT_BYTES / per_batch).clamp(MIN_IN_FLIGHT as u64, MOST_IN_FLIGHT as u64) as usize
+    }
+
     /// Batches dispatched and not yet durable.
     fn unfinished(&self) -> usize {
         self.in_flight + self.reorder.len() + self.pending_batches as usize
@@ -271,6 +290,8 @@ impl<'a> StageRunner<'a> {
                 next_job: 0,
                 next_submit: 0,
                 in_flight: 0,
+                sized_batches: 0,
+                sized_bytes: 0,
                 last_dispatched: false,
                 generated: self.progress[i].rows,
                 pending_batches: 0,
@@ -521,6 +542,12 @@ impl<'a> StageRunner<'a> {
                     let r = runs.iter().position(|r| r.node == step).unwrap_or(0);
                     runs[r].in_flight -= 1;
                     if let Ok(out) = &result
+                        && out.encoded_len > 0
+                    {
+                        runs[r].sized_batches += out.batches.len() as u64;
+                        runs[r].sized_bytes += out.encoded_len;
+                    }
+                    if let Ok(out) = &result
                         && self.pipeline.nodes()[step].is_generator()
                     {
                         runs[r].generated +=
@@ -577,7 +604,7 @@ impl<'a> StageRunner<'a> {
         if node.is_generator() {
             // One generate job at a time (it reads on), up to the in-flight limit uncommitted.
             if runs[r].in_flight == 0
-                && runs[r].unfinished() < MAX_IN_FLIGHT
+                && runs[r].unfinished() < runs[r].max_in_flight()
                 && !runs[r].last_dispatched
                 && !self.backlogged(runs, r)
             {
@@ -620,7 +647,7 @@ impl<'a> StageRunner<'a> {
         if runs[r].prefetch.is_some() {
             return self.dispatch_prefetched(runs, r, events);
         }
-        while runs[r].unfinished() < MAX_IN_FLIGHT && !runs[r].last_dispatched {
+        while runs[r].unfinished() < runs[r].max_in_flight() && !runs[r].last_dispatched {
             let Some((parts, last, cursors)) = self.form_window(runs, r)? else {
                 break;
             };
@@ -673,7 +700,7 @@ impl<'a> StageRunner<'a> {
         events: &Sender<Event>,
     ) -> Result<usize> {
         let mut count = 0;
-        while runs[r].unfinished() < MAX_IN_FLIGHT {
+        while runs[r].unfinished() < runs[r].max_in_flight() {
             let run = &mut runs[r];
             let Some(entry) = run.waiting.first_entry() else {
                 break;
@@ -698,6 +725,7 @@ impl<'a> StageRunner<'a> {
                             )],
                             last: window.last,
                             encoded: Vec::new(),
+                            encoded_len: 0,
                         })
                     } else {
                         Err(JobError::Failed(source))
@@ -768,7 +796,7 @@ impl<'a> StageRunner<'a> {
         let node = &nodes[runs[r].node];
         if runs[r].in_flight > 0
             || runs[r].last_dispatched
-            || runs[r].unfinished() >= MAX_IN_FLIGHT
+            || runs[r].unfinished() >= runs[r].max_in_flight()
             || self.backlogged(runs, r)
         {
             return Ok(0);
@@ -810,7 +838,8 @@ impl<'a> StageRunner<'a> {
             .map_or(self.progress[step], |r| r.committed)
     }
 
-    /// Whether a consumer of step `r` in this stage already has enough input waiting.
+    /// Whether a consumer of step `r` in this stage already has enough input waiting: as many
+    /// windows as it may have in flight.
     fn backlogged(&self, runs: &[StepRun], r: usize) -> bool {
         let nodes = self.pipeline.nodes();
         let me = runs[r].node;
@@ -819,7 +848,7 @@ impl<'a> StageRunner<'a> {
             c.edges.iter().any(|e| {
                 e.pred == me
                     && produced - e.taken.min(produced)
-                        > HIGH_WATER_WINDOWS * nodes[c.node].batch_size as u64
+                        > (c.max_in_flight() * nodes[c.node].batch_size) as u64
             })
         })
     }
@@ -1120,14 +1149,15 @@ impl StageRunner<'_> {
 /// reports the error when it encodes the rows itself.
 fn encode_output(log: &RunLog, output: &mut Output, life: BatchLife) {
     let count = output.batches.len();
-    let encoded: distill_storage::Result<Vec<Vec<u8>>> = output
+    let encoded: distill_storage::Result<Vec<EncodedRows>> = output
         .batches
         .iter()
         .enumerate()
         .map(|(k, rows)| log.encode_rows(rows, output.last && k + 1 == count, life))
         .collect();
     if let Ok(encoded) = encoded {
-        output.encoded = encoded;
+        output.encoded_len = encoded.iter().map(|e| e.encoded_len as u64).sum();
+        output.encoded = encoded.into_iter().map(|e| e.stored).collect();
     }
 }
 

@@ -98,6 +98,8 @@ pub struct Output {
     /// The batches in their stored form, when the job encoded them (on its worker thread, so
     /// the committer only writes); empty otherwise.
     pub encoded: Vec<Vec<u8>>,
+    /// Bytes of the batches encoded, before compression (0 when not encoded).
+    pub encoded_len: u64,
 }
 
 /// Why a job produced no output.
@@ -166,6 +168,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                 batches: vec![rows],
                 last,
                 encoded: Vec::new(),
+                encoded_len: 0,
             })
         }
         Input::Window(parts) => {
@@ -175,6 +178,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                     batches: vec![rows],
                     last,
                     encoded: Vec::new(),
+                    encoded_len: 0,
                 }),
                 Err(e) if e.is::<Stopped>() => Err(JobError::Stopped),
                 Err(e) => match keep {
@@ -187,6 +191,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                         )],
                         last,
                         encoded: Vec::new(),
+                        encoded_len: 0,
                     }),
                     None => Err(JobError::Failed(e)),
                 },
@@ -222,6 +227,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                 batches: vec![out],
                 last,
                 encoded: Vec::new(),
+                encoded_len: 0,
             })
         }
         Input::All { log, preds } => {
@@ -260,6 +266,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                 batches,
                 last: true,
                 encoded: Vec::new(),
+                encoded_len: 0,
             })
         }
     }

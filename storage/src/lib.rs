@@ -52,6 +52,6 @@ pub use model::{
 };
 pub use progress::{EncodedBatch, Progress};
 pub use reader::RunReader;
-pub use run_log::{LogOptions, NewRun, Rebase, Receipt, RunLog};
+pub use run_log::{EncodedRows, LogOptions, NewRun, Rebase, Receipt, RunLog};
 pub use snapshot::{BatchIter, LogIter, Snapshot};
 pub use value::{Row, Value};

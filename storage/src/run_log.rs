@@ -444,14 +444,19 @@ impl RunLog {
     /// The stored form of a batch's rows (and whether it is its step's last), in this file's
     /// format, for [`Progress::encoded_batch`]: callers encode on their own threads, so the
     /// single committer only writes.
-    pub fn encode_rows(&self, rows: &[Row], last: bool, life: BatchLife) -> Result<Vec<u8>> {
+    pub fn encode_rows(&self, rows: &[Row], last: bool, life: BatchLife) -> Result<EncodedRows> {
         let compression = Compression::of_format(self.version.load(Ordering::SeqCst));
         let what = "a batch";
         let bytes = encode(&(rows, last), what)?;
-        match life {
-            BatchLife::Kept => compression.pack(bytes, what),
-            BatchLife::Transient => Ok(compression.pack_transient(bytes)),
-        }
+        let encoded_len = bytes.len();
+        let stored = match life {
+            BatchLife::Kept => compression.pack(bytes, what)?,
+            BatchLife::Transient => compression.pack_transient(bytes),
+        };
+        Ok(EncodedRows {
+            stored,
+            encoded_len,
+        })
     }
 
     /// The database file.
@@ -659,6 +664,15 @@ fn check(unit: &Progress, state: &WriterState) -> Result<()> {
 
 fn write_err(path: &Path) -> impl Fn(redb::StorageError) -> Error + '_ {
     move |e| map(path, "write", e)
+}
+
+/// A batch's rows as [`RunLog::encode_rows`] gives them.
+#[derive(Debug)]
+pub struct EncodedRows {
+    /// The stored form, for [`Progress::encoded_batch`].
+    pub stored: Vec<u8>,
+    /// Bytes of the rows encoded, before compression: a measure of the batch's size.
+    pub encoded_len: usize,
 }
 
 /// The tables of one write transaction.
