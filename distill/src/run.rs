@@ -173,7 +173,12 @@ pub fn run_with_hub(
     // The last snapshot is taken however the run ended: a stopped run (SIGTERM before a
     // preemption) is the one most likely to resume elsewhere.
     let checkpoint = checkpointer.map(CheckpointWorker::finish);
+    // The database is closed here (the pusher and the checkpointer are done with it).
+    drop(session);
     let summary = result?;
+    if summary.barrier.is_none() {
+        compact(&options.db);
+    }
     Ok(RunSummary {
         resumed: summary.resumed,
         leaves: summary.leaves,
@@ -181,6 +186,22 @@ pub fn run_with_hub(
         barrier: summary.barrier,
         checkpoint,
     })
+}
+
+/// Gives a finished run's free pages back (see [`distill_storage::compact_finished`]): the
+/// file keeps the size of the run's busiest moment otherwise. Best effort: a reader holding the
+/// file (a `status --watch`, a notebook's live view) leaves it as it is.
+fn compact(db: &Path) {
+    match distill_storage::compact_finished(db) {
+        Ok(Some(c)) => tracing::info!(
+            db = %db.display(),
+            before = c.before,
+            after = c.after,
+            "compacted the finished run's database"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::info!(db = %db.display(), "not compacted: {e}"),
+    }
 }
 
 /// The identity the snapshots of `pipeline`'s run in `role` are kept under at a checkpoint

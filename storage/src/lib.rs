@@ -28,6 +28,7 @@
 
 mod codec;
 mod committer;
+mod compact;
 mod compress;
 mod copy;
 mod error;
@@ -44,6 +45,7 @@ mod value;
 
 pub use codec::FORMAT_VERSION;
 pub use committer::{GroupCommitter, Ticket};
+pub use compact::{Compaction, compact_finished};
 pub use compress::{BatchLife, ZSTD_LEVEL};
 pub use copy::CopyStats;
 pub use error::{Error, Result};

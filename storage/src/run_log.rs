@@ -99,7 +99,7 @@ struct WriterState {
 /// large cache buys little; redb's default of 1 GiB would make a long run's memory grow.
 pub(crate) const CACHE_BYTES: usize = 64 << 20;
 
-fn builder(options: LogOptions) -> redb::Builder {
+pub(crate) fn builder(options: LogOptions) -> redb::Builder {
     let mut builder = redb::Builder::new();
     builder.set_cache_size(CACHE_BYTES);
     // SingleWriter lets other processes follow the run; it refuses non-durable commits.
