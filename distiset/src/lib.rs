@@ -30,7 +30,7 @@ pub use schema::{Inferred, Ty};
 pub use shards::export_shards;
 
 use distill_engine::PipelineSpec;
-use distill_storage::{RunReader, RunStatus, Snapshot, StepRecord, StepState};
+use distill_storage::{Row, RunReader, RunStatus, Snapshot, StepRecord, StepState};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -262,23 +262,46 @@ pub fn leaf_batches(
 }
 
 /// Two passes over the same snapshot: infer the column types, then write the rows.
+/// Rows of a leaf at most that an export keeps in memory between its schema pass and its
+/// write (about 32 MB of 2 KB rows), instead of reading them from the log a second time.
+const ROWS_READ_ONCE: usize = 16_384;
+
 fn parquet_file(
     snapshots: &[&Snapshot],
     step: &str,
     file: &Path,
 ) -> Result<(u64, BTreeMap<String, u64>)> {
+    // The schema comes from every row first; a small leaf's rows are kept from that pass, so
+    // they are read from the log (and decompressed) once.
     let mut inferred = Inferred::default();
+    let mut kept: Option<Vec<Vec<Row>>> = Some(Vec::new());
+    let mut kept_rows = 0;
     for batch in batches_of(snapshots, step)? {
-        for row in &batch?.rows {
+        let rows = batch?.rows;
+        for row in &rows {
             inferred.add(row);
+        }
+        kept_rows += rows.len();
+        match kept.as_mut() {
+            Some(k) if kept_rows <= ROWS_READ_ONCE => k.push(rows),
+            _ => kept = None,
         }
     }
     let out = std::fs::File::create(file).map_err(|source| Error::Io {
         path: file.to_path_buf(),
         source,
     })?;
-    let rows = batches_of(snapshots, step)?.map(|b| b.map(|b| b.rows));
-    let (out, written) = write_parquet_counted(out, &inferred, rows).map_err(|e| match e {
+    let written = match kept {
+        Some(batches) => {
+            let batches = batches.into_iter().map(Ok::<_, Error>);
+            write_parquet_counted(out, &inferred, batches)
+        }
+        None => {
+            let batches = batches_of(snapshots, step)?.map(|b| b.map(|b| b.rows));
+            write_parquet_counted(out, &inferred, batches)
+        }
+    };
+    let (out, written) = written.map_err(|e| match e {
         Error::Parquet { path: None, source } => Error::Parquet {
             path: Some(file.to_path_buf()),
             source,
