@@ -305,6 +305,14 @@ impl<'a> StageRunner<'a> {
             }
             self.progress[run.node] = run.committed;
         }
+        if outcome.is_ok() {
+            outcome = self.check_consumers_read_all(&runs);
+        }
+        if let Err(error) = &outcome
+            && let Error::Regenerated { step, .. } = error
+        {
+            self.fail(step, error)?;
+        }
         outcome
     }
 
@@ -636,9 +644,12 @@ impl<'a> StageRunner<'a> {
         let nodes = self.pipeline.nodes();
         let node = &nodes[runs[r].node];
         let n = node.batch_size as u64;
+        // A predecessor made again (its output was reclaimed and a changed step reads it
+        // again) may be behind a consumer that kept its cursor on it: the consumer waits
+        // until rows past its cursor are committed again.
         let ready = runs[r].edges.iter().all(|e| {
             let pred = self.committed(runs, e.pred);
-            pred.rows - e.taken >= n || pred.done
+            pred.rows.saturating_sub(e.taken) >= n || pred.done
         });
         if !ready || self.backlogged(runs, r) {
             return Ok(None);
@@ -649,7 +660,12 @@ impl<'a> StageRunner<'a> {
         for e in 0..runs[r].edges.len() {
             let pred = runs[r].edges[e].pred;
             let committed = self.committed(runs, pred);
-            let available = committed.rows - runs[r].edges[e].taken;
+            let taken = runs[r].edges[e].taken;
+            if committed.rows < taken {
+                // Done with fewer rows than the consumer read before.
+                return Err(self.regenerated(pred, committed.rows, runs[r].node, taken));
+            }
+            let available = committed.rows - taken;
             let take = available.min(n);
             let rows = self.take_rows(&mut runs[r].edges[e], take as usize, committed.batches)?;
             last &= committed.done && available == take;
@@ -780,11 +796,14 @@ impl<'a> StageRunner<'a> {
         for e in 0..runs[r].edges.len() {
             let pred = runs[r].edges[e].pred;
             let committed = self.committed(runs, pred);
-            let take = (committed.rows - runs[r].edges[e].taken).min(need);
+            let take = committed
+                .rows
+                .saturating_sub(runs[r].edges[e].taken)
+                .min(need);
             let rows = self.take_rows(&mut runs[r].edges[e], take as usize, committed.batches)?;
             runs[r].edges[e].taken += take;
             need -= take;
-            last &= committed.done && runs[r].edges[e].taken == committed.rows;
+            last &= committed.done && runs[r].edges[e].taken >= committed.rows;
             parts.push(rows);
             cursors.push((
                 cursor_name(node.name(), nodes[pred].name()),
@@ -802,6 +821,42 @@ impl<'a> StageRunner<'a> {
         runs[r].last_dispatched = last;
         self.spawn(&mut runs[r], input, last, cursors, events);
         Ok(1)
+    }
+
+    /// A consumer read `read` rows of `step`, which gave `rows` (see [`Error::Regenerated`]).
+    fn regenerated(&self, step: usize, rows: u64, consumer: usize, read: u64) -> Error {
+        let nodes = self.pipeline.nodes();
+        Error::Regenerated {
+            step: nodes[step].name().to_owned(),
+            rows,
+            consumer: nodes[consumer].name().to_owned(),
+            read,
+        }
+    }
+
+    /// At the end of a stage: every consumer in the stage of a step run in it has read each
+    /// of its rows, no more. A step run again because its output was reclaimed must give its
+    /// rows of the first time: its consumers that kept their batches (some finished before
+    /// this session) read up to where they were then.
+    fn check_consumers_read_all(&self, runs: &[StepRun]) -> Result<()> {
+        let nodes = self.pipeline.nodes();
+        let snapshot = self.log.snapshot()?;
+        for run in runs {
+            let p = run.node;
+            let rows = run.committed.rows;
+            for &c in &nodes[p].succs {
+                if nodes[c].stage != nodes[p].stage || nodes[c].is_global() {
+                    continue;
+                }
+                let read = snapshot
+                    .cursor(&cursor_name(nodes[c].name(), nodes[p].name()))?
+                    .unwrap_or(0);
+                if read > rows || (self.progress[c].done && read != rows) {
+                    return Err(self.regenerated(p, rows, c, read));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn committed(&self, runs: &[StepRun], step: usize) -> Committed {
