@@ -282,7 +282,6 @@ fn sigkill_while_the_steps_before_an_edited_leaf_run_again_keeps_the_other_leaf(
         }
         check_log(&dbp);
         let keep_before = step_rows(&dbp, "keep");
-        let chat_before = step_rows(&dbp, "chat");
         {
             let reader = RunReader::open(&dbp).unwrap();
             let snap = reader.snapshot().unwrap();
