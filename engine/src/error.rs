@@ -291,8 +291,10 @@ impl Error {
             Error::StepFailed { source, .. } | Error::LoadFailed { source, .. } => {
                 cause_kind(source.as_ref()).unwrap_or(ErrorKind::StepFailed)
             }
-            Error::AlreadyLoaded { .. } | Error::Regenerated { .. } => ErrorKind::StepFailed,
-            Error::PipelineMismatch { .. } | Error::InputChanged { .. } => ErrorKind::Other,
+            Error::AlreadyLoaded { .. } => ErrorKind::StepFailed,
+            Error::PipelineMismatch { .. }
+            | Error::InputChanged { .. }
+            | Error::Regenerated { .. } => ErrorKind::Other,
             Error::BadShard { .. } | Error::ShardMismatch { .. } => ErrorKind::Invalid,
             Error::ShardsBehind { .. } => ErrorKind::Behind,
             Error::Interrupted => ErrorKind::Interrupted,

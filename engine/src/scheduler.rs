@@ -306,7 +306,9 @@ impl<'a> StageRunner<'a> {
             self.progress[run.node] = run.committed;
         }
         if outcome.is_ok() {
-            outcome = self.check_consumers_read_all(&runs);
+            let snapshot = self.log.snapshot()?;
+            let ran: Vec<usize> = runs.iter().map(|r| r.node).collect();
+            outcome = check_reads(self.pipeline, &snapshot, self.progress, &ran);
         }
         if let Err(error) = &outcome
             && let Error::Regenerated { step, .. } = error
@@ -834,31 +836,6 @@ impl<'a> StageRunner<'a> {
         }
     }
 
-    /// At the end of a stage: every consumer in the stage of a step run in it has read each
-    /// of its rows, no more. A step run again because its output was reclaimed must give its
-    /// rows of the first time: its consumers that kept their batches (some finished before
-    /// this session) read up to where they were then.
-    fn check_consumers_read_all(&self, runs: &[StepRun]) -> Result<()> {
-        let nodes = self.pipeline.nodes();
-        let snapshot = self.log.snapshot()?;
-        for run in runs {
-            let p = run.node;
-            let rows = run.committed.rows;
-            for &c in &nodes[p].succs {
-                if nodes[c].stage != nodes[p].stage || nodes[c].is_global() {
-                    continue;
-                }
-                let read = snapshot
-                    .cursor(&cursor_name(nodes[c].name(), nodes[p].name()))?
-                    .unwrap_or(0);
-                if read > rows || (self.progress[c].done && read != rows) {
-                    return Err(self.regenerated(p, rows, c, read));
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn committed(&self, runs: &[StepRun], step: usize) -> Committed {
         runs.iter()
             .find(|r| r.node == step)
@@ -1163,6 +1140,44 @@ impl StageRunner<'_> {
         )?;
         Ok(())
     }
+}
+
+/// Checks that each finished step of `steps` had each of its rows read, no more, by every
+/// consumer in its stage that finished, and no more by the others. A step run again because
+/// its output was reclaimed (see [`crate::StepAction::DropReclaimed`]) must give the rows it
+/// gave the first time: its consumers that kept their batches read up to where they were
+/// then. Checked when a stage ends and when a session starts (so a run that stopped on it
+/// does not resume as if nothing was wrong).
+pub(crate) fn check_reads(
+    pipeline: &Pipeline,
+    snapshot: &Snapshot,
+    progress: &[Committed],
+    steps: &[usize],
+) -> Result<()> {
+    let nodes = pipeline.nodes();
+    for &p in steps {
+        if !progress[p].done {
+            continue;
+        }
+        let rows = progress[p].rows;
+        for &c in &nodes[p].succs {
+            if nodes[c].stage != nodes[p].stage || nodes[c].is_global() {
+                continue;
+            }
+            let read = snapshot
+                .cursor(&cursor_name(nodes[c].name(), nodes[p].name()))?
+                .unwrap_or(0);
+            if read > rows || (progress[c].done && read != rows) {
+                return Err(Error::Regenerated {
+                    step: nodes[p].name().to_owned(),
+                    rows,
+                    consumer: nodes[c].name().to_owned(),
+                    read,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Encodes a job's output batches for the log on the worker's thread (bincode and zstd are

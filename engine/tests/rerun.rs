@@ -198,6 +198,38 @@ fn a_finished_sibling_leaf_keeps_its_batches_when_its_loader_runs_again() {
 
     let expected = fresh(siblings("numbers", "y{{ n }}"), &["a", "b"]);
     assert_eq!(vec![rows(&db, "a"), rows(&db, "b")], expected);
+
+    // A new leaf after `load`: `load` runs again for it, both siblings are kept.
+    let with_c = || {
+        siblings("numbers", "y{{ n }}").step(
+            StepSpec::new("c", "format_text")
+                .after("load")
+                .input_batch_size(9)
+                .param("template", "c{{ n }}")
+                .param("output", "t"),
+        )
+    };
+    let b_events = batch_events(&db)["b"];
+    let probe = Probe::default();
+    let added = build(with_c(), &probe);
+    let plan = distill_engine::plan(&added, &RunOptions::new(&db)).unwrap();
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("load".into(), StepAction::DropReclaimed("c".into())),
+            ("a".into(), StepAction::Keep),
+            ("b".into(), StepAction::Keep),
+            ("c".into(), StepAction::New),
+        ]
+    );
+    run(&added, &RunOptions::new(&db)).unwrap();
+    assert_eq!(processed(&probe, "a"), 0);
+    assert_eq!(batch_events(&db)["b"], b_events);
+    let expected = fresh(with_c(), &["a", "b", "c"]);
+    assert_eq!(
+        vec![rows(&db, "a"), rows(&db, "b"), rows(&db, "c")],
+        expected
+    );
 }
 
 #[test]
@@ -359,8 +391,11 @@ fn a_step_that_gives_other_rows_when_it_runs_again_is_an_error_naming_it() {
             ),
             "{second}: {err:?}"
         );
-        assert_eq!(err.kind(), ErrorKind::StepFailed);
+        assert_eq!(err.kind(), ErrorKind::Other);
         assert!(err.to_string().contains("--new"), "{err}");
+        // Running it again does not mend it (nor take it for finished): the same error.
+        let again = run(&build("y{{ n }}"), &RunOptions::new(&db)).unwrap_err();
+        assert_eq!(again.to_string(), err.to_string());
         let reader = RunReader::open(&db).unwrap();
         let snap = reader.snapshot().unwrap();
         assert_eq!(snap.run_state().unwrap().status, RunStatus::Failed);
