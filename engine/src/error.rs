@@ -226,7 +226,7 @@ pub enum Error {
     Regenerated {
         /// The step that ran again.
         step: String,
-        /// The rows it gave this time (so far, when it is still running).
+        /// The rows it gave this time.
         rows: u64,
         /// Its consumer that kept its batches.
         consumer: String,
