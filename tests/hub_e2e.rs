@@ -387,6 +387,19 @@ fn a_run_whose_push_fails_finishes_with_exit_5_and_distill_push_catches_up() {
     );
 }
 
+/// Batch entries of `step` in the log of `db`: a batch committed again counts twice.
+fn batch_events(db: &Path, step: &str) -> usize {
+    let reader = distill_storage::RunReader::open(db).unwrap();
+    let snap = reader.snapshot().unwrap();
+    snap.log_from(0)
+        .unwrap()
+        .filter(|e| {
+            matches!(&e.as_ref().unwrap().event,
+                distill_storage::Event::Batch { step: s, .. } if s == step)
+        })
+        .count()
+}
+
 /// The Hub's data files of `config`: path to bytes.
 fn config_files(hub: &MockHub, config: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
     hub.files(REPO)
@@ -401,16 +414,10 @@ fn a_changed_leaf_replaces_its_shards_on_the_hub_and_a_kept_leaf_keeps_them() {
     let hub = hub();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // `load` is consumed within its stage, so its batches are reclaimed: an edited `quote`
+    // reads it again, so `load` runs again (the same rows), and `generate`, which read all
+    // of them before, keeps its batches and its shards (issue 18 follow-up).
     write_pipeline(d, &llm, true);
-    // `load` is consumed within its stage, so by default its batches are reclaimed and an
-    // edited `quote` would re-run the stage from `load`; kept, only `quote` runs again.
-    let yaml = std::fs::read_to_string(d.join("p.yaml")).unwrap();
-    let yaml = yaml.replacen(
-        "name: hub-e2e\n",
-        "name: hub-e2e\nkeep_intermediate: true\n",
-        1,
-    );
-    std::fs::write(d.join("p.yaml"), yaml).unwrap();
     let mut first = distill(d);
     first.args(["run", "p.yaml", "--db", "r.redb"]);
     with_hub(&mut first, &hub, TOKEN);
@@ -420,6 +427,8 @@ fn a_changed_leaf_replaces_its_shards_on_the_hub_and_a_kept_leaf_keeps_them() {
     let quoted = config_files(&hub, "quote");
     assert!(!generated.is_empty() && !quoted.is_empty());
     let asked = llm.count();
+    let commits = hub.commits(REPO).len();
+    let generate_batches = batch_events(&d.join("r.redb"), "generate");
     // Edit the `quote` leaf: its batches are dropped and recomputed; `generate` is kept.
     let yaml = std::fs::read_to_string(d.join("p.yaml")).unwrap();
     let edited = yaml.replace(r#"'"{{ instruction }}"'"#, r#"'<{{ instruction }}>'"#);
@@ -429,16 +438,40 @@ fn a_changed_leaf_replaces_its_shards_on_the_hub_and_a_kept_leaf_keeps_them() {
     second.args(["run", "p.yaml", "--db", "r.redb"]);
     with_hub(&mut second, &hub, TOKEN);
     let out = second.output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("load: 'quote' reads it again")
+            && err.contains("its other consumers keep theirs")
+            && err.contains("generate: kept"),
+        "{err}"
+    );
     assert!(
         llm.count() <= asked + 1,
         "at most an endpoint check: no answer asked again"
+    );
+    assert_eq!(
+        batch_events(&d.join("r.redb"), "generate"),
+        generate_batches,
+        "generate was not run again"
     );
     assert_eq!(
         config_files(&hub, "generate"),
         generated,
         "the kept leaf's shards are the same files"
     );
+    let new_commits = &hub.commits(REPO)[commits..];
+    assert!(!new_commits.is_empty());
+    for commit in new_commits {
+        assert!(
+            commit
+                .added
+                .iter()
+                .chain(&commit.deleted)
+                .all(|path| !path.starts_with("generate/")),
+            "the kept leaf was pushed again: {commit:?}"
+        );
+    }
     let requoted = config_files(&hub, "quote");
     assert!(!requoted.is_empty());
     assert!(

@@ -217,6 +217,22 @@ pub enum Error {
         /// The shards behind, with where each stands.
         behind: String,
     },
+    /// A consumer read another number of rows of a step than the step gave: a step run
+    /// again because its output was reclaimed (see [`crate::StepAction::DropReclaimed`])
+    /// gave other rows than the first time, so the batches its consumers kept do not match.
+    #[error(
+        "step '{consumer}' read {read} rows of '{step}', but '{step}' gave {rows}: '{step}' ran again because a changed step reads its output again, and gave other rows than the first time (its output is not the same from run to run), so what '{consumer}' kept does not match; run with --new to start over (paid LLM answers are kept)"
+    )]
+    Regenerated {
+        /// The step that ran again.
+        step: String,
+        /// The rows it gave this time.
+        rows: u64,
+        /// Its consumer that kept its batches.
+        consumer: String,
+        /// The rows of `step` the consumer had read (its cursor).
+        read: u64,
+    },
     /// The run was stopped on request; it can be resumed.
     #[error("run stopped on request; run the same command again to resume")]
     Interrupted,
@@ -276,7 +292,9 @@ impl Error {
                 cause_kind(source.as_ref()).unwrap_or(ErrorKind::StepFailed)
             }
             Error::AlreadyLoaded { .. } => ErrorKind::StepFailed,
-            Error::PipelineMismatch { .. } | Error::InputChanged { .. } => ErrorKind::Other,
+            Error::PipelineMismatch { .. }
+            | Error::InputChanged { .. }
+            | Error::Regenerated { .. } => ErrorKind::Other,
             Error::BadShard { .. } | Error::ShardMismatch { .. } => ErrorKind::Invalid,
             Error::ShardsBehind { .. } => ErrorKind::Behind,
             Error::Interrupted => ErrorKind::Interrupted,

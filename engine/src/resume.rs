@@ -79,8 +79,11 @@ pub enum StepAction {
     DropUpstream(String),
     /// Dropped: its input changed (the stored and the current fingerprint).
     DropInputChanged(String),
-    /// Dropped: a dropped step (named) must read this step's output again, and the batches
-    /// it had consumed were deleted (reclaimed).
+    /// Dropped and regenerated: a dropped or new step (named) must read this step's output
+    /// again, and the batches it had consumed were deleted (reclaimed). The step is unchanged,
+    /// so it gives the same rows at the same offsets again: its other consumers keep their
+    /// batches and their cursors on it (they are not dropped), and read on from where they
+    /// were.
     DropReclaimed(String),
     /// Dropped: the step is no longer in the pipeline.
     DropRemoved,
@@ -110,7 +113,7 @@ impl std::fmt::Display for StepPlan {
             StepAction::DropReclaimed(by) => write!(
                 f,
                 "{step}: '{by}' reads it again and its consumed batches were reclaimed, {n} \
-                 batches dropped"
+                 batches dropped and made again (same rows); its other consumers keep theirs"
             ),
         }
     }
@@ -357,7 +360,9 @@ pub(crate) fn plan(
 }
 
 /// What happens to each step of `pipeline` (in stage order), and which of them are dropped;
-/// the steps in `rerun` are dropped because a dropped step reads their output again.
+/// the steps in `rerun` are dropped and made again because a dropped step reads their output
+/// again (unless their input changed: then they are changed steps, or refused). Only a step
+/// that changes drops the steps after it: one made again keeps its other consumers.
 fn plan_steps(
     pipeline: &Pipeline,
     snapshot: &Snapshot,
@@ -369,6 +374,7 @@ fn plan_steps(
 ) -> Result<(BTreeSet<String>, Vec<StepPlan>)> {
     let new_sigs = pipeline.step_signatures();
     let mut dropped: BTreeSet<String> = BTreeSet::new();
+    let mut regenerated: BTreeSet<String> = BTreeSet::new();
     let mut steps = Vec::new();
     for &i in pipeline.stages().iter().flatten() {
         let node = &pipeline.nodes()[i];
@@ -378,18 +384,17 @@ fn plan_steps(
             (Some(then), Some(now)) if then != now => Some((then.clone(), now.clone())),
             _ => None,
         };
+        // A step made again (`DropReclaimed`) gives the rows it gave before: its consumers
+        // are not dropped because of it.
         let upstream = node
             .preds
             .iter()
             .map(|&p| pipeline.nodes()[p].name())
-            .find(|p| dropped.contains(*p));
+            .find(|p| dropped.contains(*p) && !regenerated.contains(*p));
         let action = match (old_sigs.get(name), upstream) {
             (None, _) => StepAction::New,
             (Some(_), Some(up)) => StepAction::DropUpstream(up.to_owned()),
             (Some(sig), None) if sig != &new_sigs[name] => StepAction::DropChanged,
-            (Some(_), None) if rerun.contains_key(name) => {
-                StepAction::DropReclaimed(rerun[name].clone())
-            }
             (Some(_), None) => match changed_input {
                 Some((then, now)) if allow_changed_inputs => {
                     StepAction::DropInputChanged(format!("was {then}, now {now}"))
@@ -401,11 +406,17 @@ fn plan_steps(
                         now,
                     });
                 }
-                None => StepAction::Keep,
+                None => match rerun.get(name) {
+                    Some(by) => StepAction::DropReclaimed(by.clone()),
+                    None => StepAction::Keep,
+                },
             },
         };
         if action.drops() || (action == StepAction::New && batches > 0) {
             dropped.insert(name.to_owned());
+        }
+        if matches!(action, StepAction::DropReclaimed(_)) {
+            regenerated.insert(name.to_owned());
         }
         steps.push(StepPlan {
             step: name.to_owned(),

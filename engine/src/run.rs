@@ -215,6 +215,10 @@ fn run_on_log(
             done: record.done,
         });
     }
+    // A step that gave other rows when it ran again stopped an earlier session: what its
+    // consumers kept does not match, and resuming would not mend it.
+    let all: Vec<usize> = (0..nodes.len()).collect();
+    crate::scheduler::check_reads(pipeline, &snapshot, &progress, &all)?;
     let budget = match pipeline.spec().budget_usd {
         Some(limit) => {
             let spent = committed_spend(pipeline, &snapshot)?;

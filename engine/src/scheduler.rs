@@ -326,6 +326,16 @@ impl<'a> StageRunner<'a> {
             }
             self.progress[run.node] = run.committed;
         }
+        if outcome.is_ok() {
+            let snapshot = self.log.snapshot()?;
+            let ran: Vec<usize> = runs.iter().map(|r| r.node).collect();
+            outcome = check_reads(self.pipeline, &snapshot, self.progress, &ran);
+        }
+        if let Err(error) = &outcome
+            && let Error::Regenerated { step, .. } = error
+        {
+            self.fail(step, error)?;
+        }
         outcome
     }
 
@@ -663,9 +673,12 @@ impl<'a> StageRunner<'a> {
         let nodes = self.pipeline.nodes();
         let node = &nodes[runs[r].node];
         let n = node.batch_size as u64;
+        // A predecessor made again (its output was reclaimed and a changed step reads it
+        // again) may be behind a consumer that kept its cursor on it: the consumer waits
+        // until rows past its cursor are committed again.
         let ready = runs[r].edges.iter().all(|e| {
             let pred = self.committed(runs, e.pred);
-            pred.rows - e.taken >= n || pred.done
+            pred.rows.saturating_sub(e.taken) >= n || pred.done
         });
         if !ready || self.backlogged(runs, r) {
             return Ok(None);
@@ -676,7 +689,12 @@ impl<'a> StageRunner<'a> {
         for e in 0..runs[r].edges.len() {
             let pred = runs[r].edges[e].pred;
             let committed = self.committed(runs, pred);
-            let available = committed.rows - runs[r].edges[e].taken;
+            let taken = runs[r].edges[e].taken;
+            if committed.rows < taken {
+                // Done with fewer rows than the consumer read before.
+                return Err(self.regenerated(pred, committed.rows, runs[r].node, taken));
+            }
+            let available = committed.rows - taken;
             let take = available.min(n);
             let rows = self.take_rows(&mut runs[r].edges[e], take as usize, committed.batches)?;
             last &= committed.done && available == take;
@@ -808,11 +826,14 @@ impl<'a> StageRunner<'a> {
         for e in 0..runs[r].edges.len() {
             let pred = runs[r].edges[e].pred;
             let committed = self.committed(runs, pred);
-            let take = (committed.rows - runs[r].edges[e].taken).min(need);
+            let take = committed
+                .rows
+                .saturating_sub(runs[r].edges[e].taken)
+                .min(need);
             let rows = self.take_rows(&mut runs[r].edges[e], take as usize, committed.batches)?;
             runs[r].edges[e].taken += take;
             need -= take;
-            last &= committed.done && runs[r].edges[e].taken == committed.rows;
+            last &= committed.done && runs[r].edges[e].taken >= committed.rows;
             parts.push(rows);
             cursors.push((
                 cursor_name(node.name(), nodes[pred].name()),
@@ -830,6 +851,17 @@ impl<'a> StageRunner<'a> {
         runs[r].last_dispatched = last;
         self.spawn(&mut runs[r], input, last, cursors, events);
         Ok(1)
+    }
+
+    /// A consumer read `read` rows of `step`, which gave `rows` (see [`Error::Regenerated`]).
+    fn regenerated(&self, step: usize, rows: u64, consumer: usize, read: u64) -> Error {
+        let nodes = self.pipeline.nodes();
+        Error::Regenerated {
+            step: nodes[step].name().to_owned(),
+            rows,
+            consumer: nodes[consumer].name().to_owned(),
+            read,
+        }
     }
 
     fn committed(&self, runs: &[StepRun], step: usize) -> Committed {
@@ -1142,6 +1174,44 @@ impl StageRunner<'_> {
         )?;
         Ok(())
     }
+}
+
+/// Checks that each finished step of `steps` had each of its rows read, no more, by every
+/// consumer in its stage that finished, and no more by the others. A step run again because
+/// its output was reclaimed (see [`crate::StepAction::DropReclaimed`]) must give the rows it
+/// gave the first time: its consumers that kept their batches read up to where they were
+/// then. Checked when a stage ends and when a session starts (so a run that stopped on it
+/// does not resume as if nothing was wrong).
+pub(crate) fn check_reads(
+    pipeline: &Pipeline,
+    snapshot: &Snapshot,
+    progress: &[Committed],
+    steps: &[usize],
+) -> Result<()> {
+    let nodes = pipeline.nodes();
+    for &p in steps {
+        if !progress[p].done {
+            continue;
+        }
+        let rows = progress[p].rows;
+        for &c in &nodes[p].succs {
+            if nodes[c].stage != nodes[p].stage || nodes[c].is_global() {
+                continue;
+            }
+            let read = snapshot
+                .cursor(&cursor_name(nodes[c].name(), nodes[p].name()))?
+                .unwrap_or(0);
+            if read > rows || (progress[c].done && read != rows) {
+                return Err(Error::Regenerated {
+                    step: nodes[p].name().to_owned(),
+                    rows,
+                    consumer: nodes[c].name().to_owned(),
+                    read,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Encodes a job's output batches for the log on the worker's thread (bincode and zstd are

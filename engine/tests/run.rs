@@ -659,7 +659,8 @@ fn consumed_batches_are_reclaimed_and_a_changed_step_restarts_from_a_stage_bound
     assert_eq!(tail.len(), 40);
     assert_eq!(tail[0].get("u").and_then(Value::as_str), Some("b39!"));
 
-    // tail changes: fmt's consumed batches are gone, so fmt runs again too (from reverse).
+    // tail changes: fmt's consumed batches are gone, so fmt runs again too (from reverse);
+    // made again, not changed: tail is dropped because it changed, not because of fmt.
     let mut spec = staged("b{{ n }}");
     spec.steps[4].params["template"] = "{{ t }}?".into();
     let edited = build(spec, &probe);
@@ -668,8 +669,15 @@ fn consumed_batches_are_reclaimed_and_a_changed_step_restarts_from_a_stage_bound
         actions(&plan)[3..],
         [
             ("fmt".into(), StepAction::DropReclaimed("tail".into())),
-            ("tail".into(), StepAction::DropUpstream("fmt".into())),
+            ("tail".into(), StepAction::DropChanged),
         ]
+    );
+    assert!(
+        plan.steps[3].to_string().ends_with(
+            "8 batches dropped and made again (same rows); its other consumers keep theirs"
+        ),
+        "{}",
+        plan.steps[3]
     );
     run(&edited, &RunOptions::new(&db)).unwrap();
     let tail = leaf_rows(&db, "tail");
