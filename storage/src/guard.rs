@@ -48,14 +48,16 @@ pub(crate) fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Resul
     }
 }
 
-/// A record that does not decode is the file's damage; other errors stay as they are.
+/// A record that does not decompress or decode is the file's damage; other errors stay as
+/// they are.
 pub(crate) fn as_damage(path: &Path, error: Error) -> Error {
     match error {
+        // Stored bytes that do not decompress or decode: the file was damaged under us.
         Error::Codec {
-            action: "decode",
+            action: "decode" | "decompress",
             what,
             detail,
-        } => damaged(path, format!("{what} cannot be decoded ({detail})")),
+        } => damaged(path, format!("{what} cannot be read ({detail})")),
         other => other,
     }
 }

@@ -756,3 +756,33 @@ fn restart_keeping_keeps_only_the_records_named() {
         Some(&b"open job"[..])
     );
 }
+
+#[test]
+fn a_batch_whose_compressed_bytes_are_damaged_reads_as_a_damaged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.redb");
+    {
+        let log = RunLog::create(&path, new_run()).unwrap();
+        log.commit(Progress::new().batch(batch("a", 0, 50, true)))
+            .unwrap();
+    }
+    // Overwrite the middle of the stored zstd frame, as a failing disk would.
+    {
+        let db = raw_db(&path);
+        let txn = db.begin_write().unwrap();
+        {
+            let def = redb::TableDefinition::<(&str, u64), &[u8]>::new("batches");
+            let mut batches = txn.open_table(def).unwrap();
+            let mut stored = batches.get(("a", 0)).unwrap().unwrap().value().to_vec();
+            let n = stored.len();
+            stored[n / 2..n - 2].fill(0xff);
+            batches.insert(("a", 0), stored.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let reader = RunReader::open(&path).unwrap();
+    let snap = reader.snapshot().unwrap();
+    let err = snap.batches("a", 0).unwrap().next().unwrap().unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("batch 0 of step 'a'"), "{err}");
+}
