@@ -42,6 +42,7 @@ fn jsonl_export_writes_each_leaf() {
 /// Every row of a Parquet file, as (n, text).
 fn parquet_rows(path: &std::path::Path) -> Vec<(i64, String)> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::RowAccessor;
     let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
     reader
         .get_row_iter(None)

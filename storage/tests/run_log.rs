@@ -767,6 +767,7 @@ fn a_batch_whose_compressed_bytes_are_damaged_reads_as_a_damaged_file() {
             .unwrap();
     }
     // Overwrite the middle of the stored zstd frame, as a failing disk would.
+    use redb::ReadableTable;
     {
         let db = raw_db(&path);
         let txn = db.begin_write().unwrap();
