@@ -154,37 +154,17 @@ fn sigkill_while_batches_are_reclaimed_loses_nothing_a_consumer_needs() {
         let db = format!("r{round}.redb");
         for attempt in 0.. {
             assert!(attempt < 300, "round {round}: no progress");
-            let mut child = distill(d)
-                .args(["run", "p.yaml", "--db", &db])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(rng.u64(20..full.clamp(60, 3000) / 3)));
-            if child.try_wait().unwrap().is_some() {
-                let out = child.wait_with_output().unwrap();
-                assert!(out.status.success(), "round {round}: {}", stderr(&out));
+            let wait = rng.u64(20..full.clamp(60, 3000) / 3);
+            if !run_or_kill(d, &db, wait, round) {
                 break;
             }
-            child.kill().unwrap();
-            child.wait().unwrap();
             kills += 1;
             if d.join(&db).exists() {
                 reclaimed_at_a_kill = reclaimed_at_a_kill.max(check_log(&d.join(&db)));
             }
         }
         check_log(&d.join(&db));
-        let got = leaves(d, &db, &format!("out{round}"));
-        for (leaf, (got, expected)) in got.iter().zip(&expected).enumerate() {
-            let first = got.iter().zip(expected).position(|(g, e)| g != e);
-            assert!(
-                got.len() == expected.len() && first.is_none(),
-                "round {round}, leaf {leaf}: {} rows, {} expected; first difference at {first:?}: {:?}",
-                got.len(),
-                expected.len(),
-                first.map(|i| (&got[i], &expected[i]))
-            );
-        }
+        assert_same_leaves(&leaves(d, &db, &format!("out{round}")), &expected, round);
     }
     assert!(
         reclaimed_at_a_kill > 0,
@@ -307,20 +287,10 @@ fn sigkill_while_the_steps_before_an_edited_leaf_run_again_keeps_the_other_leaf(
         }
         for attempt in 0.. {
             assert!(attempt < 300, "round {round}: no progress");
-            let mut child = distill(d)
-                .args(["run", "p.yaml", "--db", &db])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(rng.u64(20..full.clamp(60, 3000) / 2)));
-            if child.try_wait().unwrap().is_some() {
-                let out = child.wait_with_output().unwrap();
-                assert!(out.status.success(), "round {round}: {}", stderr(&out));
+            let wait = rng.u64(20..full.clamp(60, 3000) / 2);
+            if !run_or_kill(d, &db, wait, round) {
                 break;
             }
-            child.kill().unwrap();
-            child.wait().unwrap();
             kills += 1;
             check_log(&dbp);
             let reader = RunReader::open(&dbp).unwrap();
@@ -335,17 +305,7 @@ fn sigkill_while_the_steps_before_an_edited_leaf_run_again_keeps_the_other_leaf(
             }
         }
         check_log(&dbp);
-        let got = leaves(d, &db, &format!("out{round}"));
-        for (leaf, (got, expected)) in got.iter().zip(&expected).enumerate() {
-            let first = got.iter().zip(expected).position(|(g, e)| g != e);
-            assert!(
-                got.len() == expected.len() && first.is_none(),
-                "round {round}, leaf {leaf}: {} rows, {} expected; first difference at {first:?}: {:?}",
-                got.len(),
-                expected.len(),
-                first.map(|i| (&got[i], &expected[i]))
-            );
-        }
+        assert_same_leaves(&leaves(d, &db, &format!("out{round}")), &expected, round);
         // The kept steps went on from their batches and never committed one again (`chat`'s
         // are reclaimed once `keep` is past them).
         assert!(
@@ -381,4 +341,42 @@ fn sigkill_while_the_steps_before_an_edited_leaf_run_again_keeps_the_other_leaf(
         while_loading > 0,
         "no kill happened while the loader ran again"
     );
+}
+
+/// Runs `p.yaml` on `db` and SIGKILLs it after `wait_ms` unless it finished first (then it
+/// must have succeeded); whether it was killed.
+fn run_or_kill(d: &Path, db: &str, wait_ms: u64, round: usize) -> bool {
+    let mut child = distill(d)
+        .args(["run", "p.yaml", "--db", db])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(wait_ms));
+    if child.try_wait().unwrap().is_some() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        return false;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    true
+}
+
+/// Each leaf's rows equal the expected ones, naming the first difference.
+fn assert_same_leaves(
+    got: &[Vec<serde_json::Value>],
+    expected: &[Vec<serde_json::Value>],
+    round: usize,
+) {
+    for (leaf, (got, expected)) in got.iter().zip(expected).enumerate() {
+        let first = got.iter().zip(expected).position(|(g, e)| g != e);
+        assert!(
+            got.len() == expected.len() && first.is_none(),
+            "round {round}, leaf {leaf}: {} rows, {} expected; first difference at {first:?}: {:?}",
+            got.len(),
+            expected.len(),
+            first.map(|i| (&got[i], &expected[i]))
+        );
+    }
 }
