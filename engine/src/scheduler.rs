@@ -37,6 +37,9 @@ const MOST_IN_FLIGHT: usize = 64;
 /// small batches get more of them in flight (up to [`MOST_IN_FLIGHT`]), so each group commit
 /// carries many and the run is not bound by one durable transaction per few rows.
 const IN_FLIGHT_BYTES: u64 = 512 << 10;
+/// Jobs that take longer than this on average keep [`MIN_IN_FLIGHT`] (a durable commit takes
+/// about a millisecond).
+const QUICK_JOB: Duration = Duration::from_millis(1);
 
 /// Name of the cursor of `step` on its predecessor `pred`.
 pub(crate) fn cursor_name(step: &str, pred: &str) -> String {
@@ -114,6 +117,9 @@ struct StepRun {
     /// measure of a batch's size behind [`StepRun::max_in_flight`].
     sized_batches: u64,
     sized_bytes: u64,
+    /// Jobs of this session measured, and the time they took on their workers.
+    sized_jobs: u32,
+    busy: Duration,
     last_dispatched: bool,
     /// Rows handed to generator jobs so far.
     generated: u64,
@@ -140,10 +146,13 @@ struct StepRun {
 }
 
 impl StepRun {
-    /// Batches that may be in flight at once: [`MIN_IN_FLIGHT`], or more while its batches
-    /// are small (as many as fit in [`IN_FLIGHT_BYTES`], at most [`MOST_IN_FLIGHT`]).
+    /// Batches that may be in flight at once: [`MIN_IN_FLIGHT`], or more while its jobs are
+    /// quick and its batches are small (as many as fit in [`IN_FLIGHT_BYTES`], at most [`MOST_IN_FLIGHT`]).
     fn max_in_flight(&self) -> usize {
-        if self.sized_batches == 0 {
+        // Only quick jobs are worth more in flight: slow ones (an LLM call, a Python step that
+        // waits) already share commits, and more of them queued ahead of their consumers
+        // would only delay the rows downstream.
+        if self.sized_jobs == 0 || self.busy / self.sized_jobs > QUICK_JOB {
             return MIN_IN_FLIGHT;
         }
         let per_batch = (self.sized_bytes / self.sized_batches).max(1);
@@ -292,6 +301,8 @@ impl<'a> StageRunner<'a> {
                 in_flight: 0,
                 sized_batches: 0,
                 sized_bytes: 0,
+                sized_jobs: 0,
+                busy: Duration::ZERO,
                 last_dispatched: false,
                 generated: self.progress[i].rows,
                 pending_batches: 0,
@@ -556,6 +567,8 @@ impl<'a> StageRunner<'a> {
                     {
                         runs[r].sized_batches += out.batches.len() as u64;
                         runs[r].sized_bytes += out.encoded_len;
+                        runs[r].sized_jobs += 1;
+                        runs[r].busy += out.busy;
                     }
                     if let Ok(out) = &result
                         && self.pipeline.nodes()[step].is_generator()
@@ -744,6 +757,7 @@ impl<'a> StageRunner<'a> {
                             last: window.last,
                             encoded: Vec::new(),
                             encoded_len: 0,
+                            busy: Duration::ZERO,
                         })
                     } else {
                         Err(JobError::Failed(source))
@@ -975,9 +989,11 @@ impl<'a> StageRunner<'a> {
         };
         run.in_flight += 1;
         self.pool.spawn_fifo(move || {
+            let started = std::time::Instant::now();
             let mut result = run_job(&info, input, last);
             if let Ok(output) = &mut result {
                 encode_output(&log, output, life);
+                output.busy = started.elapsed();
             }
             let _ = events.send(Event::Processed {
                 step,

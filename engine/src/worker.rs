@@ -100,6 +100,8 @@ pub struct Output {
     pub encoded: Vec<Vec<u8>>,
     /// Bytes of the batches encoded, before compression (0 when not encoded).
     pub encoded_len: u64,
+    /// Time the job took on its worker, processing and encoding (zero when not measured).
+    pub busy: std::time::Duration,
 }
 
 /// Why a job produced no output.
@@ -169,6 +171,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                 last,
                 encoded: Vec::new(),
                 encoded_len: 0,
+                busy: std::time::Duration::ZERO,
             })
         }
         Input::Window(parts) => {
@@ -179,6 +182,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                     last,
                     encoded: Vec::new(),
                     encoded_len: 0,
+                    busy: std::time::Duration::ZERO,
                 }),
                 Err(e) if e.is::<Stopped>() => Err(JobError::Stopped),
                 Err(e) => match keep {
@@ -192,6 +196,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                         last,
                         encoded: Vec::new(),
                         encoded_len: 0,
+                        busy: std::time::Duration::ZERO,
                     }),
                     None => Err(JobError::Failed(e)),
                 },
@@ -228,6 +233,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                 last,
                 encoded: Vec::new(),
                 encoded_len: 0,
+                busy: std::time::Duration::ZERO,
             })
         }
         Input::All { log, preds } => {
@@ -267,6 +273,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
                 last: true,
                 encoded: Vec::new(),
                 encoded_len: 0,
+                busy: std::time::Duration::ZERO,
             })
         }
     }
