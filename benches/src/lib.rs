@@ -1,6 +1,8 @@
 //! What the bench binaries share: a pipeline of a generator and four CPU steps.
 #![deny(missing_docs)]
 
+pub mod text;
+
 use distill_engine::step::{Generator, Lifecycle, Step, StepKind, StepResult};
 use distill_engine::{
     BuildContext, CheckpointSpec, Pipeline, PipelineSpec, PushSpec, Registry, StepSpec,

@@ -6,58 +6,14 @@
 //!
 //! cargo run --release -p distill-benches --bin codec_choice
 
+use distill_benches::text::{instruction, long_text, vocabulary};
 use distill_storage::{Row, Value};
 use std::time::Instant;
-
-const WORDS: [&str; 16] = [
-    "write",
-    "explain",
-    "list",
-    "summarize",
-    "the",
-    "a",
-    "poem",
-    "story",
-    "about",
-    "rivers",
-    "cats",
-    "history",
-    "briefly",
-    "three",
-    "facts",
-    "why",
-];
-
-fn instruction(rng: &mut fastrand::Rng) -> String {
-    let mut s = String::new();
-    while s.len() < 40 {
-        if !s.is_empty() {
-            s.push(' ');
-        }
-        s.push_str(WORDS[rng.usize(..WORDS.len())]);
-    }
-    s.truncate(40);
-    s
-}
-
-fn long_text(rng: &mut fastrand::Rng, vocabulary: &[String]) -> String {
-    let mut s = String::new();
-    while s.len() < 2000 {
-        if !s.is_empty() {
-            s.push(if rng.u8(..16) == 0 { '\n' } else { ' ' });
-        }
-        let x = rng.f64();
-        s.push_str(&vocabulary[(x * x * vocabulary.len() as f64) as usize]);
-    }
-    s
-}
 
 /// Encoded batches of `rows` rows each, `total` rows in all.
 fn batches(long: bool, rows: usize, total: usize) -> Vec<Vec<u8>> {
     let mut rng = fastrand::Rng::with_seed(18);
-    let vocabulary: Vec<String> = (0..4000)
-        .map(|_| (0..2 + rng.usize(..9)).map(|_| rng.lowercase()).collect())
-        .collect();
+    let vocabulary = vocabulary(&mut rng);
     (0..total / rows)
         .map(|b| {
             let batch: Vec<Row> = (0..rows)

@@ -15,6 +15,7 @@
 //! DISTILL_BENCH_ONLY (`short`, `small` or `long`: one part), DISTILL_BENCH_KEEP=1 (the
 //! pipelines keep their intermediate batches: `keep_intermediate: true`).
 
+use distill_benches::text::{instruction, long_text, vocabulary};
 use distill_benches::{DEFAULT_BATCH, DEFAULT_ROWS, env_or};
 use distill_engine::{LogOptions, RunOptions};
 use std::io::Write;
@@ -32,62 +33,6 @@ const SMALL_BATCH: usize = 50;
 const SMALL_ROUNDS: usize = 7;
 /// Seed of the generated text.
 const SEED: u64 = 18;
-
-const WORDS: [&str; 16] = [
-    "write",
-    "explain",
-    "list",
-    "summarize",
-    "the",
-    "a",
-    "poem",
-    "story",
-    "about",
-    "rivers",
-    "cats",
-    "history",
-    "briefly",
-    "three",
-    "facts",
-    "why",
-];
-
-/// A 40-character instruction for row `i`, from a small vocabulary.
-fn instruction(rng: &mut fastrand::Rng) -> String {
-    let mut s = String::with_capacity(48);
-    while s.len() < 40 {
-        if !s.is_empty() {
-            s.push(' ');
-        }
-        s.push_str(WORDS[rng.usize(..WORDS.len())]);
-    }
-    s.truncate(40);
-    s
-}
-
-/// About 2 KB of word-like text: words of a 4,000-word vocabulary drawn with a skew, as in
-/// natural text (it compresses about as well: 3 to 4x).
-fn long_text(rng: &mut fastrand::Rng, vocabulary: &[String]) -> String {
-    let mut s = String::with_capacity(2100);
-    while s.len() < 2000 {
-        if !s.is_empty() {
-            s.push(if rng.u8(..16) == 0 { '\n' } else { ' ' });
-        }
-        // Skewed: the square of a uniform draw favours the first words.
-        let x = rng.f64();
-        s.push_str(&vocabulary[(x * x * vocabulary.len() as f64) as usize]);
-    }
-    s
-}
-
-fn vocabulary(rng: &mut fastrand::Rng) -> Vec<String> {
-    (0..4000)
-        .map(|_| {
-            let len = 2 + rng.usize(..9);
-            (0..len).map(|_| rng.lowercase()).collect()
-        })
-        .collect()
-}
 
 fn write_jsonl(path: &Path, rows: usize, long: bool) {
     let mut rng = fastrand::Rng::with_seed(SEED);
