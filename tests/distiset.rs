@@ -5,6 +5,8 @@ mod common;
 
 use common::distill::{distill, read_jsonl, run, stderr, stdout};
 use common::python::python;
+use distill_testkit::mock_llm::{Behaviour, MockLlm};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -108,23 +110,43 @@ fn parquet_export_is_read_by_pyarrow_and_datasets_with_the_jsonl_values() {
     assert!(card.contains("| prompt | finished | 300 |"), "{card}");
 }
 
-fn big_pipeline(dir: &Path, rows: usize) {
-    let data: String = (0..rows)
+/// The live pipeline: 30,000 rows through two leaves (`fmt`, `odd`), and a third leaf (`ask`)
+/// that sends 40 prompts to `llm`. Started with [`held_llm`], the mock answers the first 10
+/// and holds the rest until the test opens its gate: the run stays in progress (the fast leaves
+/// done, `ask` part-way) for as long as the test needs, however fast the engine gets.
+fn live_pipeline(dir: &Path, llm: &MockLlm) {
+    let data: String = (0..30000)
         .map(|i| format!("{{\"id\": {i}, \"text\": \"row {i}\"}}\n"))
         .collect();
     std::fs::write(dir.join("data.jsonl"), data).unwrap();
+    let prompts: String = (0..40)
+        .map(|i| format!("{{\"instruction\": \"prompt {i}\"}}\n"))
+        .collect();
+    std::fs::write(dir.join("prompts.jsonl"), prompts).unwrap();
     std::fs::write(
         dir.join("p.yaml"),
-        "name: live\nsteps:\n  - name: load\n    type: load_jsonl\n    batch_size: 9\n    params: {path: data.jsonl}\n  - name: fmt\n    type: format_text\n    after: [load]\n    input_batch_size: 7\n    params: {template: \"{{ text }}!\", output: t}\n  - name: odd\n    type: filter\n    after: [load]\n    input_batch_size: 11\n    params: {column: id, op: ge, value: 0}\n",
+        format!(
+            "name: live\nsteps:\n  - name: load\n    type: load_jsonl\n    batch_size: 9\n    params: {{path: data.jsonl}}\n  - name: fmt\n    type: format_text\n    after: [load]\n    input_batch_size: 7\n    params: {{template: \"{{{{ text }}}}!\", output: t}}\n  - name: odd\n    type: filter\n    after: [load]\n    input_batch_size: 11\n    params: {{column: id, op: ge, value: 0}}\n  - name: prompts\n    type: load_jsonl\n    batch_size: 2\n    params: {{path: prompts.jsonl}}\n  - name: ask\n    type: text_generation\n    after: [prompts]\n    input_batch_size: 2\n    params: {{base_url: '{}', model: m, concurrency: 2}}\n",
+            llm.base_url()
+        ),
     )
     .unwrap();
+}
+
+/// A mock LLM that answers 10 requests and holds the rest until `open_gate`.
+fn held_llm() -> MockLlm {
+    MockLlm::start(Behaviour {
+        hold_after: Some(10),
+        ..Behaviour::default()
+    })
 }
 
 #[test]
 fn exports_of_a_live_run_are_consistent_prefixes_and_the_last_equals_the_finished_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    big_pipeline(d, 30000);
+    let llm = held_llm();
+    live_pipeline(d, &llm);
     let mut child = distill(d)
         .args(["run", "p.yaml", "--db", "r.redb"])
         .stdout(Stdio::null())
@@ -134,7 +156,12 @@ fn exports_of_a_live_run_are_consistent_prefixes_and_the_last_equals_the_finishe
     let mut snapshots = Vec::new();
     let mut live_status_seen = false;
     let mut n = 0;
+    let started = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no live export and status in progress after 2 minutes"
+        );
         n += 1;
         let out = run(
             d,
@@ -175,6 +202,16 @@ fn exports_of_a_live_run_are_consistent_prefixes_and_the_last_equals_the_finishe
                     .any(|x| x["rows"].as_u64() > Some(0));
             }
         }
+        let caught_live = snapshots.last().is_some_and(|(_, meta)| {
+            meta["leaves"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["status"] == "running" && l["rows"].as_u64() > Some(0))
+        });
+        if live_status_seen && caught_live {
+            llm.open_gate();
+        }
     }
     assert!(child.wait().unwrap().success());
     let out = run(
@@ -186,9 +223,14 @@ fn exports_of_a_live_run_are_consistent_prefixes_and_the_last_equals_the_finishe
     assert!(out.status.success());
     let final_fmt = std::fs::read_to_string(d.join("final/fmt/train/data-00000.jsonl")).unwrap();
     let final_odd = std::fs::read_to_string(d.join("final/odd/train/data-00000.jsonl")).unwrap();
+    let final_ask = std::fs::read_to_string(d.join("final/ask/train/data-00000.jsonl")).unwrap();
     let mut running_seen = 0;
     for (n, meta) in &snapshots {
-        for (leaf, full) in [("fmt", &final_fmt), ("odd", &final_odd)] {
+        for (leaf, full) in [
+            ("fmt", &final_fmt),
+            ("odd", &final_odd),
+            ("ask", &final_ask),
+        ] {
             let text =
                 std::fs::read_to_string(d.join(format!("live-{n}/{leaf}/train/data-00000.jsonl")))
                     .unwrap();
@@ -223,6 +265,7 @@ fn exports_of_a_live_run_are_consistent_prefixes_and_the_last_equals_the_finishe
         last_live.1["snapshot_log"]
     );
     assert_eq!(final_fmt.lines().count(), 30000);
+    assert_eq!(final_ask.lines().count(), 40);
 }
 
 #[test]
@@ -336,7 +379,8 @@ fn nothing_to_export_is_refused_clearly() {
 fn status_watch_follows_a_live_run_until_it_ends() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    big_pipeline(d, 30000);
+    let llm = held_llm();
+    live_pipeline(d, &llm);
     let mut child = distill(d)
         .args(["run", "p.yaml", "--db", "r.redb"])
         .stdout(Stdio::null())
@@ -351,10 +395,27 @@ fn status_watch_follows_a_live_run_until_it_ends() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let watch = run(d, &["status", "--db", "r.redb", "--watch"]);
+    let mut watch = distill(d)
+        .args(["status", "--db", "r.redb", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The held LLM answers go out once watch has shown the run in progress.
+    let mut text = String::new();
+    for line in BufReader::new(watch.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        // After a minute without it, they go anyway and the asserts below fail.
+        if line.starts_with("run ") && line.contains("running") || started.elapsed().as_secs() > 60
+        {
+            llm.open_gate();
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let watch = watch.wait_with_output().unwrap();
     assert!(child.wait().unwrap().success());
     assert!(watch.status.success(), "{}", stderr(&watch));
-    let text = stdout(&watch);
     let reports: Vec<&str> = text.lines().filter(|l| l.starts_with("run ")).collect();
     assert!(reports.len() >= 2, "watch printed one report only:\n{text}");
     assert!(

@@ -14,14 +14,15 @@
 //! The same server speaks the OpenAI Batch protocol (files and batches, see
 //! [`crate::mock_batch`]), answering a job's requests as the chat endpoint does.
 //!
-//! A test scripts answers by request content with [`Behaviour::script`].
+//! A test scripts answers by request content with [`Behaviour::script`], and holds API requests
+//! after the first N unanswered until it opens the gate ([`Behaviour::hold_after`]).
 
 use crate::http::{self, Incoming, Request, Response};
 use crate::mock_batch::{self, BatchBehaviour, BatchLog, Hold};
 use std::io::BufReader;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// How the server behaves.
@@ -59,6 +60,9 @@ pub struct Behaviour {
     /// answer's text, for chat and completions alike (JSON requests too). Requests that no
     /// rule matches get the default answers.
     pub script: Vec<Scripted>,
+    /// API requests after the first N wait, unanswered, until [`MockLlm::open_gate`]: a run
+    /// that stays in progress for as long as a test needs.
+    pub hold_after: Option<u64>,
 }
 
 /// One scripted answer: the text to answer when a request's text contains `contains`.
@@ -125,6 +129,9 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     count: AtomicU64,
     chats: AtomicU64,
+    api_requests: AtomicU64,
+    gate_open: Mutex<bool>,
+    gate: Condvar,
     in_flight: AtomicU64,
     peak: AtomicU64,
     accepted: AtomicU64,
@@ -154,6 +161,9 @@ impl MockLlm {
             behaviour: Mutex::new(behaviour),
             count: AtomicU64::new(0),
             chats: AtomicU64::new(0),
+            api_requests: AtomicU64::new(0),
+            gate_open: Mutex::new(false),
+            gate: Condvar::new(),
             in_flight: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
@@ -227,6 +237,16 @@ impl MockLlm {
     /// Lets held answers go and ends holding.
     pub fn release(&self) {
         self.shared.batch.release();
+    }
+
+    /// Answers the requests held by [`Behaviour::hold_after`], and every later one at once.
+    pub fn open_gate(&self) {
+        *self
+            .shared
+            .gate_open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
+        self.shared.gate.notify_all();
     }
 
     /// Chat requests answered with 200 so far.
@@ -431,6 +451,14 @@ fn admit(shared: &Shared, b: &Behaviour) -> Result<Vec<(String, String)>, Answer
     Ok(headers)
 }
 
+/// Waits until the test opens the gate.
+fn wait_for_gate(shared: &Shared) {
+    let mut open = shared.gate_open.lock().unwrap_or_else(|p| p.into_inner());
+    while !*open {
+        open = shared.gate.wait(open).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
 /// The answer to one request, or `None` for a hang.
 fn respond(shared: &Shared, request: &Request) -> Option<Answer> {
     let b = shared
@@ -458,6 +486,10 @@ fn respond(shared: &Shared, request: &Request) -> Option<Answer> {
             }
         }
         std::thread::sleep(b.latency);
+        let seen = shared.api_requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if b.hold_after.is_some_and(|n| seen > n) {
+            wait_for_gate(shared);
+        }
     }
     let answer = if !authorised {
         Answer::new(401, error_json("invalid api key"))
