@@ -1,10 +1,18 @@
 //! The stage loop: forms input windows, dispatches jobs to workers, puts results back in batch
-//! order, hands them to the committer, and makes a batch visible downstream only once durable.
+//! order, and hands them to the committer.
 //!
 //! Rows flow between steps as a stream: a step's input window `j` is rows `[j*N, (j+1)*N)` of
-//! each predecessor's committed output, whatever the predecessor's own batch boundaries. So
-//! every batch is a deterministic function of committed data, and a resumed run forms exactly
+//! each predecessor's output, whatever the predecessor's own batch boundaries. So every batch
+//! is a deterministic function of its predecessors' batches, and a resumed run forms exactly
 //! the windows an uninterrupted run would.
+//!
+//! When a batch becomes visible downstream depends on the consumer. A plain step (`Step`)
+//! sees it once it is submitted to the committer: the committer writes units in submission
+//! order and a failed group stops every later one, so the consumer's output is never durable
+//! without the input it came from, and a chain of steps shares group commits instead of
+//! waiting for one durable commit per step. A task (paid LLM calls) and a streaming global
+//! step see a batch only once it is durable: a crash never makes a task ask again about rows
+//! that were not yet saved.
 
 use crate::error::{Error, Result};
 use crate::fault::Fault;
@@ -12,7 +20,7 @@ use crate::mapping;
 use crate::observer::{Observer, RunEvent};
 use crate::pipeline::Pipeline;
 use crate::spec::OnError;
-use crate::step::{GlobalStream, StepKind, StepResult};
+use crate::step::{GlobalStream, NodeKind, StepKind, StepResult};
 use crate::task::{Prefetch, Ready};
 use crate::worker::{Input, JobError, Output, StepInfo, run_job};
 use crossbeam_channel::{Receiver, Sender, unbounded};
@@ -53,7 +61,7 @@ struct Reclaimer {
     /// Batches deleted (or in submitted units) from the step's start, and the rows they held.
     batches: u64,
     rows: u64,
-    /// The end row of each later committed batch, in order.
+    /// The end row of each later batch submitted to the committer, in order.
     ends: VecDeque<u64>,
     /// Each consumer's cursor name and its position in the last unit submitted.
     cursors: Vec<(String, u64)>,
@@ -83,6 +91,19 @@ struct Edge {
     loaded_rows: u64,
     /// Rows still to skip when reading from the log (the cursor found on resume).
     skip: u64,
+    /// The consumer sees the predecessor's batches once submitted, not once durable.
+    early: bool,
+}
+
+/// What a consumer's edge sees of its predecessor's output.
+#[derive(Debug, Clone, Copy)]
+struct Visible {
+    /// Rows the edge can take (from its cursor on: `rows - taken`).
+    rows: u64,
+    /// Whether `rows` is every row the predecessor gives.
+    done: bool,
+    /// Predecessor batches that may be read from the log (the durable ones).
+    durable_batches: u64,
 }
 
 /// A processed job waiting for its turn to commit: its output and the cursors it advances.
@@ -106,6 +127,8 @@ type Window = (Vec<Vec<Row>>, bool, Vec<(String, u64)>);
 struct StepRun {
     node: usize,
     committed: Committed,
+    /// Progress handed to the committer (durable or not yet): what early consumers see.
+    submitted: Committed,
     /// Batches committed before this session: job `k` of the session is batch
     /// `first_batch + k` of the step, the same number in every session.
     first_batch: u64,
@@ -130,8 +153,10 @@ struct StepRun {
     halted: bool,
     reorder: BTreeMap<u64, Finished>,
     edges: Vec<Edge>,
-    /// Whether committed rows are kept in memory for a consumer in this stage.
-    feeds_stage: bool,
+    /// Whether a consumer in this stage takes this step's rows from memory once submitted
+    /// (`feeds_early`), or once durable (`feeds_late`).
+    feeds_early: bool,
+    feeds_late: bool,
     /// The task's prefetcher (batch mode): its windows wait in `waiting` until it reports
     /// them ready, and go to workers in job order.
     prefetch: Option<Box<dyn Prefetch>>,
@@ -187,10 +212,18 @@ enum Event {
     },
 }
 
+/// What one unit handed to the committer holds, for the early consumers.
+struct Handed {
+    /// The rows, when an early consumer in the stage needs them in memory (else empty).
+    batches: Vec<Vec<Row>>,
+    rows_per_batch: Vec<u64>,
+    last: bool,
+}
+
 struct Pending {
     ticket: Ticket,
     step: usize,
-    /// The rows, when a consumer in the stage needs them in memory (else empty vectors).
+    /// The rows, when a late consumer in the stage needs them in memory (else empty vectors).
     batches: Vec<Vec<Row>>,
     rows_per_batch: Vec<u64>,
     last: bool,
@@ -274,12 +307,17 @@ impl<'a> StageRunner<'a> {
                     loaded_batches: gone_batches,
                     loaded_rows: gone_rows,
                     skip: taken - gone_rows,
+                    early: sees_early(node.kind),
                 });
             }
-            let feeds_stage = node
-                .succs
-                .iter()
-                .any(|&c| members.contains(&c) && !nodes[c].is_global());
+            let in_stage = |early: bool| {
+                node.succs.iter().any(|&c| {
+                    members.contains(&c)
+                        && !nodes[c].is_global()
+                        && sees_early(nodes[c].kind) == early
+                })
+            };
+            let (feeds_early, feeds_late) = (in_stage(true), in_stage(false));
             let stream = match &*self.infos[i].slot.read() {
                 StepKind::Global(g) => g.stream().map(|s| Arc::new(std::sync::Mutex::new(s))),
                 _ => None,
@@ -295,6 +333,7 @@ impl<'a> StageRunner<'a> {
             runs.push(StepRun {
                 node: i,
                 committed: self.progress[i],
+                submitted: self.progress[i],
                 first_batch: self.progress[i].batches,
                 next_job: 0,
                 next_submit: 0,
@@ -309,7 +348,8 @@ impl<'a> StageRunner<'a> {
                 halted: false,
                 reorder: BTreeMap::new(),
                 edges,
-                feeds_stage,
+                feeds_early,
+                feeds_late,
                 prefetch: None,
                 waiting: BTreeMap::new(),
                 waiting_rows: 0,
@@ -578,13 +618,16 @@ impl<'a> StageRunner<'a> {
                         runs[r].last_dispatched |= out.last;
                     }
                     runs[r].reorder.insert(job, (result, cursors));
-                    match self.submit_ready(&mut runs[r], acks) {
-                        Ok(n) => outstanding += n,
-                        Err(e) => {
-                            if failure.is_none() {
-                                failure = Some(e);
-                            }
-                        }
+                    let mut submitted = Vec::new();
+                    let outcome = self.submit_ready(&mut runs[r], acks, &mut submitted);
+                    outstanding += submitted.len();
+                    for handed in submitted {
+                        self.on_submitted(runs, step, handed);
+                    }
+                    if let Err(e) = outcome
+                        && failure.is_none()
+                    {
+                        failure = Some(e);
                     }
                 }
                 Event::Committed {
@@ -690,7 +733,7 @@ impl<'a> StageRunner<'a> {
         // again) may be behind a consumer that kept its cursor on it: the consumer waits
         // until rows past its cursor are committed again.
         let ready = runs[r].edges.iter().all(|e| {
-            let pred = self.committed(runs, e.pred);
+            let pred = self.visible(runs, e);
             pred.rows.saturating_sub(e.taken) >= n || pred.done
         });
         if !ready || self.backlogged(runs, r) {
@@ -701,16 +744,20 @@ impl<'a> StageRunner<'a> {
         let mut cursors = Vec::new();
         for e in 0..runs[r].edges.len() {
             let pred = runs[r].edges[e].pred;
-            let committed = self.committed(runs, pred);
+            let visible = self.visible(runs, &runs[r].edges[e]);
             let taken = runs[r].edges[e].taken;
-            if committed.rows < taken {
+            if visible.rows < taken {
                 // Done with fewer rows than the consumer read before.
-                return Err(self.regenerated(pred, committed.rows, runs[r].node, taken));
+                return Err(self.regenerated(pred, visible.rows, runs[r].node, taken));
             }
-            let available = committed.rows - taken;
+            let available = visible.rows - taken;
             let take = available.min(n);
-            let rows = self.take_rows(&mut runs[r].edges[e], take as usize, committed.batches)?;
-            last &= committed.done && available == take;
+            let rows = self.take_rows(
+                &mut runs[r].edges[e],
+                take as usize,
+                visible.durable_batches,
+            )?;
+            last &= visible.done && available == take;
             runs[r].edges[e].taken += take;
             parts.push(rows);
             cursors.push((
@@ -884,12 +931,37 @@ impl<'a> StageRunner<'a> {
             .map_or(self.progress[step], |r| r.committed)
     }
 
+    /// What `edge` sees of its predecessor: the durable rows, or for an early edge also the
+    /// submitted rows it holds in memory.
+    fn visible(&self, runs: &[StepRun], edge: &Edge) -> Visible {
+        let committed = self.committed(runs, edge.pred);
+        if !edge.early {
+            return Visible {
+                rows: committed.rows,
+                done: committed.done,
+                durable_batches: committed.batches,
+            };
+        }
+        let submitted = runs
+            .iter()
+            .find(|r| r.node == edge.pred)
+            .map_or(committed, |r| r.submitted);
+        // The edge holds the submitted rows it was handed (it is caught up), or reads the
+        // durable ones from the log.
+        let rows = committed.rows.max(edge.loaded_rows);
+        Visible {
+            rows,
+            done: submitted.done && rows == submitted.rows,
+            durable_batches: committed.batches,
+        }
+    }
+
     /// Whether a consumer of step `r` in this stage already has enough input waiting: as many
     /// windows as it may have in flight.
     fn backlogged(&self, runs: &[StepRun], r: usize) -> bool {
         let nodes = self.pipeline.nodes();
         let me = runs[r].node;
-        let produced = runs[r].committed.rows;
+        let produced = runs[r].submitted.rows;
         runs.iter().any(|c| {
             c.edges.iter().any(|e| {
                 e.pred == me
@@ -1004,9 +1076,14 @@ impl<'a> StageRunner<'a> {
         });
     }
 
-    /// Hands results to the committer in job order; returns how many commits it started.
-    fn submit_ready(&mut self, run: &mut StepRun, acks: &Sender<Pending>) -> Result<usize> {
-        let mut started = 0;
+    /// Hands results to the committer in job order; pushes what each unit holds to `submitted`
+    /// (one entry per commit started), for [`StageRunner::on_submitted`].
+    fn submit_ready(
+        &mut self,
+        run: &mut StepRun,
+        acks: &Sender<Pending>,
+        submitted: &mut Vec<Handed>,
+    ) -> Result<()> {
         let name = self.pipeline.nodes()[run.node].name().to_owned();
         while !run.halted {
             let Some((result, cursors)) = run.reorder.remove(&run.next_submit) else {
@@ -1035,7 +1112,18 @@ impl<'a> StageRunner<'a> {
             let mut unit = Progress::new();
             let first_seq = run.committed.batches + run.pending_batches;
             let count = output.batches.len();
-            let mut kept = Vec::with_capacity(count);
+            let mut early = Vec::with_capacity(count);
+            let mut late = Vec::with_capacity(count);
+            let mut keep = |rows: Vec<Row>| {
+                let (e, l) = match (run.feeds_early, run.feeds_late) {
+                    (true, true) => (rows.clone(), rows),
+                    (true, false) => (rows, Vec::new()),
+                    (false, true) => (Vec::new(), rows),
+                    (false, false) => (Vec::new(), Vec::new()),
+                };
+                early.push(e);
+                late.push(l);
+            };
             let mut rows_per_batch = Vec::with_capacity(count);
             let mut encoded = output.encoded.into_iter();
             for (k, rows) in output.batches.into_iter().enumerate() {
@@ -1052,14 +1140,14 @@ impl<'a> StageRunner<'a> {
                             last,
                             payload,
                         });
-                        kept.push(if run.feeds_stage { rows } else { Vec::new() });
+                        keep(rows);
                     }
                     None => {
-                        kept.push(if run.feeds_stage {
-                            rows.clone()
+                        if run.feeds_early || run.feeds_late {
+                            keep(rows.clone());
                         } else {
-                            Vec::new()
-                        });
+                            keep(Vec::new());
+                        }
                         unit = unit.batch(Batch {
                             step: name.clone(),
                             seq,
@@ -1081,19 +1169,48 @@ impl<'a> StageRunner<'a> {
             acks.send(Pending {
                 ticket,
                 step: run.node,
-                batches: kept,
-                rows_per_batch,
+                batches: late,
+                rows_per_batch: rows_per_batch.clone(),
                 last: output.last,
             })
             .map_err(|_| distill_storage::Error::CommitterStopped)?;
-            started += 1;
+            submitted.push(Handed {
+                batches: early,
+                rows_per_batch,
+                last: output.last,
+            });
         }
-        Ok(started)
+        Ok(())
     }
 }
 
 impl StageRunner<'_> {
-    /// A batch is durable: count it, and hand its rows to consumers in this stage.
+    /// A unit of `step` went to the committer: count it as submitted, note its batches' ends
+    /// for reclamation, and hand its rows to the early consumers that are caught up.
+    fn on_submitted(&mut self, runs: &mut [StepRun], step: usize, handed: Handed) {
+        let Some(r) = runs.iter().position(|r| r.node == step) else {
+            return;
+        };
+        // A consumer's unit that moves its cursor past these batches is submitted after this
+        // one, so deleting them there never comes before they are written.
+        if let Some(rc) = self.reclaimers.iter_mut().find(|rc| rc.node == step) {
+            let mut end = rc.ends.back().copied().unwrap_or(rc.rows);
+            for &count in &handed.rows_per_batch {
+                end += count;
+                rc.ends.push_back(end);
+            }
+        }
+        let consumers = consumers_of(runs, step, true);
+        for (rows, &count) in handed.batches.into_iter().zip(&handed.rows_per_batch) {
+            let seq = runs[r].submitted.batches;
+            hand_over(runs, &consumers, seq, count, rows);
+            runs[r].submitted.batches += 1;
+            runs[r].submitted.rows += count;
+        }
+        runs[r].submitted.done |= handed.last;
+    }
+
+    /// A batch is durable: count it, and hand its rows to the late consumers in this stage.
     fn on_committed(
         &mut self,
         runs: &mut [StepRun],
@@ -1105,43 +1222,10 @@ impl StageRunner<'_> {
         let Some(r) = runs.iter().position(|r| r.node == step) else {
             return;
         };
-        let consumers: Vec<(usize, usize)> = runs
-            .iter()
-            .enumerate()
-            .flat_map(|(c, run)| {
-                run.edges
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| e.pred == step)
-                    .map(move |(e, _)| (c, e))
-            })
-            .collect();
-        let reclaimer = self.reclaimers.iter_mut().find(|rc| rc.node == step);
-        if let Some(rc) = reclaimer {
-            let mut end = rc.ends.back().copied().unwrap_or(rc.rows);
-            for &count in rows_per_batch {
-                end += count;
-                rc.ends.push_back(end);
-            }
-        }
+        let consumers = consumers_of(runs, step, false);
         for (rows, &count) in batches.into_iter().zip(rows_per_batch) {
             let seq = runs[r].committed.batches;
-            let mut rows = Some(rows);
-            for (k, &(c, e)) in consumers.iter().enumerate() {
-                let edge = &mut runs[c].edges[e];
-                // Only an edge that is caught up takes the rows from memory; one with a
-                // backlog reads them from the log in order.
-                if edge.loaded_batches == seq && edge.skip == 0 {
-                    let batch = if k + 1 == consumers.len() {
-                        rows.take()
-                    } else {
-                        rows.clone()
-                    };
-                    edge.buffer.extend(batch.unwrap_or_default());
-                    edge.loaded_batches = seq + 1;
-                    edge.loaded_rows += count;
-                }
-            }
+            hand_over(runs, &consumers, seq, count, rows);
             let run = &mut runs[r];
             run.committed.batches += 1;
             run.committed.rows += count;
@@ -1245,6 +1329,53 @@ fn encode_output(log: &RunLog, output: &mut Output, life: BatchLife) {
         output.encoded_len = encoded.iter().map(|e| e.encoded_len as u64).sum();
         output.encoded = encoded.into_iter().map(|e| e.stored).collect();
     }
+}
+
+/// The edges `(consumer, edge)` of the stage's consumers of `step` that see its batches once
+/// submitted (`early`) or once durable.
+fn consumers_of(runs: &[StepRun], step: usize, early: bool) -> Vec<(usize, usize)> {
+    runs.iter()
+        .enumerate()
+        .flat_map(|(c, run)| {
+            run.edges
+                .iter()
+                .enumerate()
+                .filter(move |(_, e)| e.pred == step && e.early == early)
+                .map(move |(e, _)| (c, e))
+        })
+        .collect()
+}
+
+/// Hands batch `seq` (`count` rows) to the edges `consumers` that are caught up; an edge with
+/// a backlog reads it from the log in order, once durable.
+fn hand_over(
+    runs: &mut [StepRun],
+    consumers: &[(usize, usize)],
+    seq: u64,
+    count: u64,
+    rows: Vec<Row>,
+) {
+    let mut rows = Some(rows);
+    for (k, &(c, e)) in consumers.iter().enumerate() {
+        let edge = &mut runs[c].edges[e];
+        if edge.loaded_batches == seq && edge.skip == 0 {
+            let batch = if k + 1 == consumers.len() {
+                rows.take()
+            } else {
+                rows.clone()
+            };
+            edge.buffer.extend(batch.unwrap_or_default());
+            edge.loaded_batches = seq + 1;
+            edge.loaded_rows += count;
+        }
+    }
+}
+
+/// Whether a consumer of this kind sees its predecessors' batches once submitted to the
+/// committer (a plain step), rather than once durable (a task, whose calls are paid, and a
+/// global step).
+fn sees_early(kind: NodeKind) -> bool {
+    kind == NodeKind::Step
 }
 
 /// Waits for each commit in order and tells the scheduler.
