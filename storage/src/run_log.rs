@@ -466,10 +466,16 @@ impl RunLog {
 
     /// A consistent view of everything committed so far.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| map(&self.path, "begin read", e))?;
+        let txn = self.db.begin_read().map_err(|e| {
+            // After a failed commit redb refuses reads with "previous I/O error": the failure
+            // that poisoned the log says what happened.
+            match &self.lock().poisoned {
+                Some(cause) => Error::Poisoned {
+                    cause: cause.clone(),
+                },
+                None => map(&self.path, "begin read", e),
+            }
+        })?;
         Ok(Snapshot::new(txn, &self.path))
     }
 
