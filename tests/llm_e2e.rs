@@ -115,8 +115,9 @@ fn killed_runs_never_ask_again_for_a_cached_answer() {
         assert_eq!(row["generation"], format!("echo: write line {i}"));
     }
     // Only answers not yet durable at a kill can be lost: those in flight at the server or
-    // received and waiting for their cache commit, at most one per task worker thread (3 per
-    // batch, 8 batches in flight). The exact guarantee is the cache check above.
+    // received and waiting for their cache commit, at most one per request thread of the task
+    // (twice its concurrency of 3, whatever the batches in flight). The exact guarantee is the
+    // cache check above.
     let answered = server.received()[round_start..]
         .iter()
         .filter(|r| r.status == 200 && r.path.ends_with("/chat/completions"))

@@ -327,13 +327,14 @@ fn a_commit_answer_without_a_commit_id_is_not_recorded_as_pushed() {
 fn log_lines_show_retries_stages_and_cache_hits_and_never_the_key() {
     const KEY: &str = "sk-logging-secret-4242";
     let server = MockLlm::start(Behaviour {
-        fail_every: Some(2),
+        fail_every: Some(3),
         api_key: Some(KEY.into()),
         ..Behaviour::default()
     });
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // One batch whose requests go one at a time: the 500s fall on a known attempt of each.
+    // One batch, one request at the server at a time (the endpoint check is the first): the
+    // third request answers 500, whichever row it carries, and its retry gets through.
     write_pipeline(
         d,
         &server.base_url(),

@@ -17,6 +17,7 @@ mod limiter;
 mod prompt;
 mod provider;
 mod rate;
+mod request_threads;
 mod response;
 mod runner;
 mod settings;

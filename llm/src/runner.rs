@@ -1,7 +1,8 @@
 //! Runs a task's requests: the cache first, then the endpoints, concurrently, with every paid
 //! answer checked and committed to the run log before it is used.
 //!
-//! The requests of a batch run on their own threads. When the run is stopping, no new request
+//! The requests of a batch run on the task's request threads (see
+//! [`crate::request_threads`]), shared with the batches before and after it. When the run is stopping, no new request
 //! starts; answers already on their way are awaited for a short grace period (and cached when
 //! they come), then the batch is given up: a resumed run asks the cache first. A batch that
 //! fails (the budget reached, `on_failure: fail`) first waits for the requests already sent,
@@ -14,6 +15,7 @@ use crate::batch::{BatchFetcher, Mode, Planner, Settled};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::rate::RateLimit;
+use crate::request_threads::RequestThreads;
 use crate::response::{Completion, reported_usage};
 use crate::settings::{LlmParams, OnFailure};
 use crossbeam_channel::RecvTimeoutError;
@@ -58,6 +60,10 @@ pub struct Answered {
 /// What became of one request: its answer, or why it failed for good (kept as data).
 pub type Outcome = Result<Answered>;
 
+/// Request threads per request the task may have in progress: a thread that has its answer
+/// waits for the answer's cache commit while another one uses the endpoint.
+const THREADS_PER_SLOT: usize = 2;
+
 /// Why a batch's requests stopped before every one had an outcome.
 #[derive(Debug)]
 pub enum Halt {
@@ -83,6 +89,9 @@ pub struct Runner {
     pub params: LlmParams,
     api: Api,
     client: Option<Arc<Client>>,
+    /// The request threads (while loaded): [`THREADS_PER_SLOT`] per request the task may
+    /// have in progress.
+    threads: Option<Arc<RequestThreads>>,
     rate: Arc<RateLimit>,
     /// Requests batch jobs failed for good (batch mode), answered with their failure.
     settled: Arc<Settled>,
@@ -104,6 +113,7 @@ impl Runner {
             params,
             api,
             client: None,
+            threads: None,
             rate,
             settled: Arc::new(Settled::default()),
         }
@@ -143,13 +153,22 @@ impl Runner {
     pub fn load(&mut self) -> Result<()> {
         let client = self.params.client()?;
         client.check()?;
+        let threads = RequestThreads::start(THREADS_PER_SLOT * self.concurrency())
+            .map_err(|e| Error::params(format!("cannot start the request threads: {e}")))?;
         self.client = Some(Arc::new(client));
+        self.threads = Some(Arc::new(threads));
         Ok(())
     }
 
-    /// Drops the client.
+    /// Drops the client and the request threads (they end once their queued work is done).
     pub fn unload(&mut self) {
         self.client = None;
+        self.threads = None;
+    }
+
+    /// Requests the task may have in progress: its concurrency over all its endpoints.
+    fn concurrency(&self) -> usize {
+        self.params.concurrency * self.params.endpoints().len()
     }
 
     /// Runs `requests` concurrently (up to the task's concurrency over all endpoints) and
@@ -206,7 +225,8 @@ impl Runner {
         if total == 0 {
             return Ok(Vec::new());
         }
-        let workers = (self.params.concurrency * self.params.endpoints().len()).min(total);
+        let threads = self.threads.clone().ok_or(Halt::Failed(Error::NotLoaded))?;
+        let workers = (THREADS_PER_SLOT * self.concurrency()).min(total);
         let jobs = Arc::new(Jobs {
             total,
             next: AtomicUsize::new(0),
@@ -215,14 +235,12 @@ impl Runner {
             job,
         });
         let (tx, rx) = crossbeam_channel::unbounded();
+        // One loop per thread the batch may use, queued behind the batches before it.
         for _ in 0..workers {
             let (jobs, tx) = (jobs.clone(), tx.clone());
-            std::thread::Builder::new()
-                .name("distill-llm".into())
-                .spawn(move || jobs.work(&tx))
-                .map_err(|e| {
-                    Halt::Failed(Error::params(format!("cannot start a request thread: {e}")))
-                })?;
+            if !threads.run(move || jobs.work(&tx)) {
+                return Err(Halt::Failed(Error::NotLoaded));
+            }
         }
         drop(tx);
         let mut results: Vec<Option<T>> = (0..total).map(|_| None).collect();
