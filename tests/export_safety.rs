@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::distill::{distill, read_jsonl, run, stderr, stdout};
+use common::distill::{distill, read_jsonl, run, run_with_file_limit, stderr, stdout};
 use distill_storage::{Batch, NewRun, Progress, Row, RunLog};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -220,18 +220,10 @@ fn out_dot_and_a_path_through_dotdot_export_into_that_directory() {
     );
 }
 
-/// Runs `distill export` with file writes limited to `kib` KiB (SIGXFSZ ignored, so a write
-/// past the limit fails with EFBIG as on a full disk).
-fn export_with_file_limit(dir: &Path, db: &Path, out: &str, kib: u32) -> Output {
-    let script =
-        format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" export --db \"$1\" --out \"$2\"",);
-    std::process::Command::new("bash")
-        .args(["-c", &script, env!("CARGO_BIN_EXE_distill")])
-        .arg(db)
-        .arg(out)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+/// Runs `distill export` with file writes limited to `kib` KiB.
+fn export_with_file_limit(dir: &Path, db: &Path, out: &str, kib: u64) -> Output {
+    let db = db.to_string_lossy();
+    run_with_file_limit(dir, kib, &["export", "--db", &db, "--out", out])
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::distill::{distill, run, stderr};
+use common::distill::{distill, run, run_with_file_limit, stderr};
 use common::seed;
 use std::io::Write;
 use std::path::Path;
@@ -146,19 +146,6 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_output() {
     }
 }
 
-/// Runs the pipeline into `db` with file writes limited to `kib` KiB (SIGXFSZ ignored, so a
-/// write past the limit fails with EFBIG, as on a full disk).
-fn run_with_file_limit(dir: &Path, db: &str, kib: u64) -> std::process::Output {
-    let script =
-        format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" run pipeline.yaml --db \"$1\"");
-    std::process::Command::new("bash")
-        .args(["-c", &script, env!("CARGO_BIN_EXE_distill")])
-        .arg(db)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
 /// A full disk fails a group commit part-way through a run. Steps see their predecessors'
 /// batches before these are durable, so this checks that what the log keeps is still whole:
 /// the run stops with exit 1, and the same command without the limit resumes it to the
@@ -175,7 +162,11 @@ fn a_full_disk_mid_run_stops_cleanly_and_resume_gives_the_uninterrupted_output()
     let mut stopped = 0;
     for (round, share) in [3u64, 5, 7, 9].into_iter().enumerate() {
         let db = format!("full-{round}.redb");
-        let out = run_with_file_limit(d, &db, full_kib * share / 10);
+        let out = run_with_file_limit(
+            d,
+            full_kib * share / 10,
+            &["run", "pipeline.yaml", "--db", &db],
+        );
         if out.status.success() {
             continue; // the file stayed under the limit (compacted, or pages reused)
         }

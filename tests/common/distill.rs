@@ -20,6 +20,18 @@ pub fn run(dir: &Path, args: &[&str]) -> Output {
     distill(dir).args(args).output().expect("run distill")
 }
 
+/// Runs `distill ARGS` in `dir` with file writes limited to `kib` KiB (SIGXFSZ ignored, so a
+/// write past the limit fails with EFBIG, as on a full disk).
+pub fn run_with_file_limit(dir: &Path, kib: u64, args: &[&str]) -> Output {
+    let script = format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\"");
+    Command::new("bash")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_distill")])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run distill")
+}
+
 /// Text of stderr.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
