@@ -794,18 +794,15 @@ impl<'a> StageRunner<'a> {
                     // marked failed (`on_error: mark`), or the step failed.
                     let info = &self.infos[run.node];
                     let result = if info.spec.on_error == OnError::Mark {
-                        Ok(Output {
-                            batches: vec![mapping::mark_failed(
+                        Ok(Output::unencoded(
+                            vec![mapping::mark_failed(
                                 &info.spec,
                                 &info.outputs,
                                 window.parts.concat(),
                                 &source.to_string(),
                             )],
-                            last: window.last,
-                            encoded: Vec::new(),
-                            encoded_len: 0,
-                            busy: Duration::ZERO,
-                        })
+                            window.last,
+                        ))
                     } else {
                         Err(JobError::Failed(source))
                     };

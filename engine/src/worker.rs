@@ -104,6 +104,19 @@ pub struct Output {
     pub busy: std::time::Duration,
 }
 
+impl Output {
+    /// Output batches not yet encoded for the log, nor measured.
+    pub fn unencoded(batches: Vec<Vec<Row>>, last: bool) -> Self {
+        Self {
+            batches,
+            last,
+            encoded: Vec::new(),
+            encoded_len: 0,
+            busy: std::time::Duration::ZERO,
+        }
+    }
+}
+
 /// Why a job produced no output.
 #[derive(Debug)]
 pub enum JobError {
@@ -166,38 +179,23 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
             let (mut rows, last) = generated?;
             let last = view.ends(offset + rows.len() as u64, last);
             mapping::after(&info.spec, &mut rows);
-            Ok(Output {
-                batches: vec![rows],
-                last,
-                encoded: Vec::new(),
-                encoded_len: 0,
-                busy: std::time::Duration::ZERO,
-            })
+            Ok(Output::unencoded(vec![rows], last))
         }
         Input::Window(parts) => {
             let keep = (info.spec.on_error == OnError::Mark).then(|| parts.concat());
             match process_window(info, parts) {
-                Ok(rows) => Ok(Output {
-                    batches: vec![rows],
-                    last,
-                    encoded: Vec::new(),
-                    encoded_len: 0,
-                    busy: std::time::Duration::ZERO,
-                }),
+                Ok(rows) => Ok(Output::unencoded(vec![rows], last)),
                 Err(e) if e.is::<Stopped>() => Err(JobError::Stopped),
                 Err(e) => match keep {
-                    Some(rows) => Ok(Output {
-                        batches: vec![mapping::mark_failed(
+                    Some(rows) => Ok(Output::unencoded(
+                        vec![mapping::mark_failed(
                             &info.spec,
                             &info.outputs,
                             rows,
                             &e.to_string(),
                         )],
                         last,
-                        encoded: Vec::new(),
-                        encoded_len: 0,
-                        busy: std::time::Duration::ZERO,
-                    }),
+                    )),
                     None => Err(JobError::Failed(e)),
                 },
             }
@@ -228,13 +226,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
             mapping::before(&info.spec, &mut rows);
             let mut out = stream.push(rows)?;
             mapping::after(&info.spec, &mut out);
-            Ok(Output {
-                batches: vec![out],
-                last,
-                encoded: Vec::new(),
-                encoded_len: 0,
-                busy: std::time::Duration::ZERO,
-            })
+            Ok(Output::unencoded(vec![out], last))
         }
         Input::All { log, preds } => {
             let snapshot = log.snapshot()?;
@@ -268,13 +260,7 @@ fn execute(info: &StepInfo, input: Input, last: bool) -> Result<Output, JobError
             if batches.is_empty() {
                 batches.push(Vec::new());
             }
-            Ok(Output {
-                batches,
-                last: true,
-                encoded: Vec::new(),
-                encoded_len: 0,
-                busy: std::time::Duration::ZERO,
-            })
+            Ok(Output::unencoded(batches, true))
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Runs a task's requests: the cache first, then the endpoints, concurrently, with every paid
 //! answer checked and committed to the run log before it is used.
 //!
-//! The requests of a batch run on the task's request threads (see
-//! [`crate::request_threads`]), shared with the batches before and after it. When the run is stopping, no new request
+//! The requests of a batch run on the task's request threads (see [`crate::request_threads`]),
+//! shared with the batches before and after it. When the run is stopping, no new request
 //! starts; answers already on their way are awaited for a short grace period (and cached when
 //! they come), then the batch is given up: a resumed run asks the cache first. A batch that
 //! fails (the budget reached, `on_failure: fail`) first waits for the requests already sent,
